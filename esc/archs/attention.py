@@ -1,0 +1,137 @@
+"""Window self-attention with a relative position bias, and its interchangeable backends.
+
+``attn_type`` picks how the softmax(q·kᵀ/√d + bias)·v of every 32×32 window is computed; all give
+the same numbers (tested to 1e-4):
+
+- ``flex``:  FlexAttention, compiled, the bias applied as a score modification (the paper's fast
+  CUDA path, never materialises the score matrix). It has no CPU backward.
+- ``sdpa``:  ``scaled_dot_product_attention`` with the bias as an additive mask (fused kernels on
+  CPU and GPU, differentiable everywhere).
+- ``naive``: explicit matmul + softmax + matmul. fvcore counts its FLOPs, so complexity is measured
+  on it.
+- ``auto``:  flex on CUDA; on CPU sdpa for inference and naive for training (CPU SDPA cannot take
+  the gradient of an additive mask in its fused kernel and falls back to a slower math path).
+
+The official spellings ``Flex``, ``SDPA`` and ``Naive`` are accepted.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from esc.archs.layers import pad_to_multiple
+from esc.errors import ESCError
+
+ATTN_TYPES = ('auto', 'flex', 'sdpa', 'naive')
+
+
+def normalize_attn_type(attn_type: str) -> str:
+    """Map an ``attn_type`` option (any case, e.g. the official 'Flex') to one of :data:`ATTN_TYPES`."""
+    name = str(attn_type).lower()
+    if name not in ATTN_TYPES:
+        raise ESCError(f"attn_type: {attn_type!r} is not supported; choose one of {', '.join(ATTN_TYPES)} "
+                       "(or the official 'Flex', 'SDPA', 'Naive')")
+    return name
+
+
+def flex_attention_available() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_attn_type(attn_type: str, device: torch.device, training: bool) -> str:
+    """The concrete backend ``auto`` stands for on ``device``, when gradients are (not) needed."""
+    if attn_type != 'auto':
+        return attn_type
+    if device.type == 'cuda' and flex_attention_available():
+        return 'flex'
+    return 'naive' if training else 'sdpa'
+
+
+def relative_position_index(window_size: int) -> Tensor:
+    """(N, N) index into a ((2ws−1)²)-long bias table for key-minus-query offsets, N = ws², row-major."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing='ij'))
+    coords = coords.flatten(1)  # (2, N)
+    rel = coords[:, None, :] - coords[:, :, None] + window_size - 1  # key − query, shifted to >= 0
+    return rel[0] * (2 * window_size - 1) + rel[1]
+
+
+def naive_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5 + bias
+    return scores.softmax(dim=-1) @ v
+
+
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    # a 4-D mask keeps the fused kernels eligible (a 3-D one drops CPU SDPA to its slow math path)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype).unsqueeze(0))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_flex_attention() -> Callable:
+    from torch.nn.attention.flex_attention import flex_attention
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_attention(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> Tensor:
+    """FlexAttention whose score_mod adds ``table[head, index(key − query)]`` inside each window."""
+    if not q.is_cuda and torch.is_grad_enabled() and (q.requires_grad or table.requires_grad):
+        raise ESCError("attn_type 'flex' cannot train on CPU (FlexAttention has no CPU backward); "
+                       "use attn_type 'auto' or 'sdpa'")
+    span = 2 * window_size - 1
+
+    def add_relative_bias(score, batch, head, q_idx, kv_idx):
+        dy = kv_idx // window_size - q_idx // window_size + window_size - 1
+        dx = kv_idx % window_size - q_idx % window_size + window_size - 1
+        return score + table[head, dy * span + dx]
+
+    return _compiled_flex_attention()(q, k, v, score_mod=add_relative_bias)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside non-overlapping ws×ws windows, with relative position bias."""
+
+    def __init__(self, dim: int, window_size: int, num_heads: int, attn_type: str = 'auto') -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ESCError(f'num_heads: dim ({dim}) is not divisible by num_heads ({num_heads})')
+        self.dim, self.window_size, self.num_heads = dim, window_size, num_heads
+        self.attn_type = normalize_attn_type(attn_type)
+        self.relative_position_bias = nn.Parameter(torch.randn(num_heads, (2 * window_size - 1) ** 2) * 1e-3)
+        self.register_buffer('relative_index', relative_position_index(window_size).flatten(), persistent=False)
+        self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
+        self.to_out = nn.Conv2d(dim, dim, 1)
+
+    def bias(self) -> Tensor:
+        """The (heads, N, N) bias every window adds to its scores."""
+        n = self.window_size ** 2
+        return self.relative_position_bias[:, self.relative_index].view(self.num_heads, n, n)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """softmax(q·kᵀ/√d + bias)·v on (windows, heads, N, d) tensors with the configured backend."""
+        training = torch.is_grad_enabled() and (q.requires_grad or self.relative_position_bias.requires_grad)
+        backend = resolve_attn_type(self.attn_type, q.device, training)
+        if backend == 'flex':
+            return flex_attention(q, k, v, self.relative_position_bias.to(q.dtype), self.window_size)
+        if backend == 'sdpa':
+            return sdpa_attention(q, k, v, self.bias())
+        return naive_attention(q, k, v, self.bias())
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        ws, heads = self.window_size, self.num_heads
+        qkv = self.to_qkv(pad_to_multiple(x, ws))
+        nh, nw = qkv.shape[-2] // ws, qkv.shape[-1] // ws
+        # channel = group·C + head·(C/heads) + c  →  (3, B·windows, heads, ws², C/heads)
+        qkv = qkv.view(b, 3, heads, c // heads, nh, ws, nw, ws).permute(1, 0, 4, 6, 2, 5, 7, 3)
+        q, k, v = qkv.reshape(3, b * nh * nw, heads, ws * ws, c // heads).unbind(0)
+        out = self.attend(q, k, v)
+        out = out.view(b, nh, nw, heads, ws, ws, c // heads).permute(0, 3, 6, 1, 4, 2, 5)
+        out = out.reshape(b, c, nh * ws, nw * ws)[:, :, :h, :w]
+        return self.to_out(out)

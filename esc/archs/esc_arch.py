@@ -1,0 +1,265 @@
+"""ESC, ESC-light (``ESC``), ESC-FP (``ESCFP``) and ESC-Real (``ESCReal``), registered with basicsr.
+
+All three are the same network (Eq. 1–3) composed from :mod:`esc.archs.layers` and
+:mod:`esc.archs.attention`; they differ only in configuration: which large kernel ConvAttn uses,
+where LayerNorms sit, and the image skip S and upsampler U. Parameter names match the official
+checkpoints, so released weights load with ``strict=True``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+import torch.nn.functional as F
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import Tensor, nn
+
+from esc.archs.attention import WindowAttention, normalize_attn_type
+from esc.archs.layers import (ConvAttn, ConvFFN, DecomposedLargeKernelConv, LargeKernel, LayerNorm2d, ReflectConv2d,
+                              SharedLargeKernelConv, symmetric_average)
+from esc.errors import ESCError
+
+
+class ESCBlock(nn.Module):
+    """One self-attention followed by M ConvFFN + ConvAttn pairs, inside a long residual (Eq. 3)."""
+
+    def __init__(self, dim: int, pdim: int, window_size: int, num_heads: int, conv_blocks: int, exp_ratio: float,
+                 first_ffn_ratio: float, norm_before_ffns: bool, large_kernel_conv: type, attn_type: str) -> None:
+        super().__init__()
+        self.ln_proj = LayerNorm2d(dim)
+        self.proj = ConvFFN(dim, int(dim * first_ffn_ratio))
+        self.ln_attn = LayerNorm2d(dim)
+        self.attn = WindowAttention(dim, window_size, num_heads, attn_type)
+        self.lns = nn.ModuleList(
+            [LayerNorm2d(dim) if norm_before_ffns else nn.Identity() for _ in range(conv_blocks)])
+        self.convffns = nn.ModuleList([ConvFFN(dim, int(dim * exp_ratio)) for _ in range(conv_blocks)])
+        self.pconvs = nn.ModuleList([ConvAttn(dim, pdim, large_kernel_conv(pdim)) for _ in range(conv_blocks)])
+        self.ln_out = LayerNorm2d(dim)
+        self.conv_out = nn.Conv2d(dim, dim, 3, padding=1)
+
+    def forward(self, x: Tensor, lk: LargeKernel) -> Tensor:
+        """Eq. 3: ConvFFN, window self-attention, M × (ConvFFN_j → ConvAttn_j), then LN + conv3×3 + skip."""
+        skip = x
+        x = self.proj(self.ln_proj(x))
+        x = x + self.attn(self.ln_attn(x))
+        for norm, ffn, conv_attn in zip(self.lns, self.convffns, self.pconvs):
+            x = x + conv_attn(ffn(norm(x)), lk)
+        return skip + self.conv_out(self.ln_out(x))
+
+
+def resample_subpixel_conv(weight: Tensor, bias: Optional[Tensor], scale: int):
+    """Resize a sub-pixel conv (3·s² outputs) to ``scale``: every tap's 3×s×s grid bilinearly to 3×r×r."""
+    out_channels, in_channels, kh, kw = weight.shape
+    old = math.isqrt(out_channels // 3)
+    if 3 * old * old != out_channels:
+        raise ESCError(f'to_img.weight: {out_channels} output channels are not 3·r² for any r')
+
+    def resize(grid: Tensor) -> Tensor:  # (N, 3, s, s) → (N, 3, r, r)
+        return F.interpolate(grid.float(), size=(scale, scale), mode='bilinear', align_corners=False).to(grid.dtype)
+
+    taps = weight.reshape(3, old, old, -1).permute(3, 0, 1, 2)
+    new_weight = resize(taps).permute(1, 2, 3, 0).reshape(3 * scale * scale, in_channels, kh, kw)
+    new_bias = None if bias is None else resize(bias.reshape(1, 3, old, old)).reshape(-1)
+    return new_weight, new_bias
+
+
+class _ESCNetwork(nn.Module):
+    """What the variants share: F0 = conv3×3(I), N ESC blocks with one large kernel, option checks and
+    checkpoint loading (one-line errors, ×2 → ×r sub-pixel resampling). Subclasses add S and U."""
+
+    large_kernel_conv: type = SharedLargeKernelConv
+    first_ffn_ratio = 2.0
+
+    def __init__(self, dim: int, pdim: int, kernel_size: int, n_blocks: int, conv_blocks: int, window_size: int,
+                 num_heads: int, upscaling_factor: Optional[int], exp_ratio: float, attn_type: str,
+                 norm_before_ffns: bool, unknown: Mapping[str, Any]) -> None:
+        super().__init__()
+        self._check_options(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
+                            exp_ratio, unknown)
+        self.dim, self.pdim, self.kernel_size = dim, pdim, kernel_size
+        self.window_size, self.upscaling_factor = window_size, upscaling_factor
+        self.attn_type = normalize_attn_type(attn_type)
+        self.proj = nn.Conv2d(3, dim, 3, padding=1)
+        self.blocks = nn.ModuleList([
+            ESCBlock(dim, pdim, window_size, num_heads, conv_blocks, exp_ratio, self.first_ffn_ratio,
+                     norm_before_ffns, self.large_kernel_conv, self.attn_type) for _ in range(n_blocks)
+        ])
+        self.last = nn.Conv2d(dim, dim, 3, padding=1)
+
+    def _check_options(self, dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
+                       exp_ratio, unknown) -> None:
+        name = type(self).__name__
+        if unknown:
+            raise ESCError(f'network_g ({name}): unknown option(s) {", ".join(sorted(unknown))}')
+        if upscaling_factor is None:
+            raise ESCError(f'network_g ({name}): missing option upscaling_factor')
+        for key, value in dict(dim=dim, pdim=pdim, kernel_size=kernel_size, n_blocks=n_blocks, conv_blocks=conv_blocks,
+                               window_size=window_size, num_heads=num_heads,
+                               upscaling_factor=upscaling_factor).items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ESCError(f'network_g ({name}): {key} must be a positive integer, got {value!r}')
+        if pdim > dim:
+            raise ESCError(f'network_g ({name}): pdim ({pdim}) must not exceed dim ({dim})')
+        if dim % num_heads:
+            raise ESCError(f'network_g ({name}): dim ({dim}) is not divisible by num_heads ({num_heads})')
+        if kernel_size % 2 == 0 or kernel_size < 3:
+            raise ESCError(f'network_g ({name}): kernel_size must be odd and at least 3, got {kernel_size}')
+        if not isinstance(exp_ratio, (int, float)) or int(dim * exp_ratio) < 1:
+            raise ESCError(f'network_g ({name}): exp_ratio must be a positive number, got {exp_ratio!r}')
+
+    def large_kernel(self) -> LargeKernel:
+        """The large kernel every ConvAttn of this forward pass shares."""
+        raise NotImplementedError
+
+    def deep_features(self, x: Tensor) -> Tensor:
+        """F0 and H(F0, LK) of Eq. 1–2, up to (not including) the final conv."""
+        lk = self.large_kernel()
+        for block in self.blocks:
+            x = block(x, lk)
+        return x
+
+    # --- checkpoints -------------------------------------------------------------------------------------------
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """Load weights; a checkpoint of another scale has its sub-pixel conv resampled, a checkpoint of
+        another architecture is refused with one line naming the first key that does not fit."""
+        state_dict = dict(state_dict)
+        own = self.state_dict()
+        weight = state_dict.get('to_img.weight')
+        if (weight is not None and 'to_img.weight' in own and weight.shape != own['to_img.weight'].shape
+                and weight.shape[1:] == own['to_img.weight'].shape[1:]):
+            state_dict['to_img.weight'], state_dict['to_img.bias'] = resample_subpixel_conv(
+                weight, state_dict.get('to_img.bias'), self.upscaling_factor)
+        if strict:
+            self._check_state_dict(state_dict, own)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _check_state_dict(self, state_dict: Mapping[str, Any], own: Mapping[str, Tensor]) -> None:
+        name = type(self).__name__
+        for key, value in own.items():
+            if key not in state_dict:
+                raise ESCError(f'checkpoint does not fit {name}: key {key!r} is missing '
+                               f'({sum(k not in state_dict for k in own)} missing in all)')
+            got = tuple(getattr(state_dict[key], 'shape', ()))
+            if got != tuple(value.shape):
+                raise ESCError(f'checkpoint does not fit {name}: {key!r} has shape {got} in the checkpoint '
+                               f'but {tuple(value.shape)} in the network')
+        unexpected = [k for k in state_dict if k not in own]
+        if unexpected:
+            raise ESCError(f'checkpoint does not fit {name}: unexpected key {unexpected[0]!r} '
+                           f'({len(unexpected)} unexpected in all)')
+
+
+@ARCH_REGISTRY.register()
+class ESC(_ESCNetwork):
+    """ESC and ESC-light: shared 8-symmetric LK, repeat-interleave image skip before the pixel shuffle."""
+
+    def __init__(self, dim: int = 64, pdim: int = 16, kernel_size: int = 13, n_blocks: int = 5, conv_blocks: int = 5,
+                 window_size: int = 32, num_heads: int = 4, upscaling_factor: Optional[int] = None,
+                 exp_ratio: float = 1.25, attn_type: str = 'auto', use_ln: bool = False, **unknown: Any) -> None:
+        super().__init__(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
+                         exp_ratio, attn_type, bool(use_ln), unknown)
+        self.plk_filter = nn.Parameter(torch.empty(pdim, pdim, kernel_size, kernel_size))
+        nn.init.orthogonal_(self.plk_filter)
+        self.to_img = nn.Conv2d(dim, 3 * upscaling_factor ** 2, 3, padding=1)
+
+    def large_kernel(self) -> Tensor:
+        return symmetric_average(self.plk_filter)
+
+    def forward(self, x: Tensor) -> Tensor:
+        r = self.upscaling_factor
+        f0 = self.proj(x)
+        feat = self.last(self.deep_features(f0)) + f0
+        return F.pixel_shuffle(self.to_img(feat) + x.repeat_interleave(r * r, dim=1), r)
+
+
+@ARCH_REGISTRY.register()
+class ESCFP(_ESCNetwork):
+    """ESC-FP: decomposed LK (Eq. 5), LayerNorm before every ConvFFN, bicubic image skip after the shuffle."""
+
+    large_kernel_conv = DecomposedLargeKernelConv
+    first_ffn_ratio = 1.5
+
+    def __init__(self, dim: int = 48, pdim: int = 16, kernel_size: int = 13, n_blocks: int = 5, conv_blocks: int = 5,
+                 window_size: int = 32, num_heads: int = 3, upscaling_factor: Optional[int] = None,
+                 exp_ratio: float = 1.25, attn_type: str = 'auto', **unknown: Any) -> None:
+        super().__init__(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
+                         exp_ratio, attn_type, True, unknown)
+        self.lk_channel = nn.Parameter(torch.randn(pdim, pdim, 1, 1))
+        self.lk_spatial = nn.Parameter(torch.empty(pdim, 1, kernel_size, kernel_size))
+        nn.init.orthogonal_(self.lk_spatial)
+        self.ln_last = LayerNorm2d(dim)
+        self.to_img = nn.Conv2d(dim, 3 * upscaling_factor ** 2, 3, padding=1)
+
+    def large_kernel(self):
+        return self.lk_channel, self.lk_spatial
+
+    def forward(self, x: Tensor) -> Tensor:
+        r = self.upscaling_factor
+        f0 = self.proj(x)
+        feat = self.last(self.ln_last(self.deep_features(f0))) + f0
+        upsampled = F.interpolate(x, scale_factor=r, mode='bicubic', align_corners=False)
+        return F.pixel_shuffle(self.to_img(feat), r) + upsampled
+
+
+@ARCH_REGISTRY.register()
+class ESCReal(_ESCNetwork):
+    """ESC-Real: ESC with LayerNorm before every ConvFFN, a conv skip S added to F, and RealESRGAN's
+    nearest-neighbour upsampler (×4) without an image-level residual."""
+
+
+    def __init__(self, dim: int = 64, pdim: int = 16, kernel_size: int = 13, n_blocks: int = 10, conv_blocks: int = 5,
+                 window_size: int = 32, num_heads: int = 4, upscaling_factor: Optional[int] = 4,
+                 exp_ratio: float = 2.0, attn_type: str = 'auto', **unknown: Any) -> None:
+        super().__init__(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
+                         exp_ratio, attn_type, True, unknown)
+        if upscaling_factor != 4:
+            raise ESCError(f'network_g (ESCReal): upscaling_factor must be 4, got {upscaling_factor}')
+        self.plk_filter = nn.Parameter(torch.empty(pdim, pdim, kernel_size, kernel_size))
+        nn.init.orthogonal_(self.plk_filter)
+        self.skip = nn.Sequential(
+            nn.Conv2d(3, dim * 2, 1),
+            ReflectConv2d(dim * 2, dim * 2, 7, groups=dim * 2),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(dim * 2, dim, 1),
+        )
+        self.to_img = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode='nearest'),
+            nn.Conv2d(dim, dim, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Upsample(scale_factor=2, mode='nearest'),
+            nn.Conv2d(dim, dim, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(dim, dim, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(dim, 3, 3, padding=1),
+        )
+
+    def large_kernel(self) -> Tensor:
+        return symmetric_average(self.plk_filter)
+
+    def forward(self, x: Tensor) -> Tensor:
+        f0 = self.proj(x)
+        feat = self.last(self.deep_features(f0)) + f0 + self.skip(x)
+        return self.to_img(feat)
+
+
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    'ESC': dict(type='ESC', dim=64, pdim=16, kernel_size=13, n_blocks=5, conv_blocks=5, window_size=32, num_heads=4,
+                exp_ratio=1.25),
+    'ESC-light': dict(type='ESC', dim=64, pdim=16, kernel_size=13, n_blocks=3, conv_blocks=5, window_size=32,
+                      num_heads=4, exp_ratio=1.25),
+    'ESC-FP': dict(type='ESCFP', dim=48, pdim=16, kernel_size=13, n_blocks=5, conv_blocks=5, window_size=32,
+                   num_heads=3, exp_ratio=1.25),
+    'ESC-Real': dict(type='ESCReal', dim=64, pdim=16, kernel_size=13, n_blocks=10, conv_blocks=5, window_size=32,
+                     num_heads=4, exp_ratio=2.0),
+}
+"""The paper's configurations (supplementary Sec. 6): ``build_variant('ESC-light', 4)``."""
+
+
+def build_variant(name: str, upscaling_factor: int, **overrides: Any) -> nn.Module:
+    """Build a named paper configuration at scale ``upscaling_factor``; ``overrides`` change any option."""
+    if name not in VARIANTS:
+        raise ESCError(f'variant {name!r} is unknown; choose one of {", ".join(VARIANTS)}')
+    opt = {**VARIANTS[name], 'upscaling_factor': upscaling_factor, **overrides}
+    return ARCH_REGISTRY.get(opt.pop('type'))(**opt)

@@ -1,0 +1,46 @@
+"""Every adaptation of third-party code that ESC needs lives in this module, and nowhere else.
+
+1. basicsr 1.4.2 imports ``torchvision.transforms.functional_tensor``, a private module that
+   torchvision removed in 0.17. Its only use there is ``rgb_to_grayscale``, which the public
+   ``torchvision.transforms.functional`` still provides, so an alias module is installed before
+   basicsr is imported.
+2. basicsr's distributed set-up calls ``torch.cuda.set_device`` unconditionally and defaults to
+   NCCL, so it cannot start on a CPU-only machine. :func:`esc.utils.dist.init_dist` replaces it
+   (gloo on CPU, NCCL on GPU) wherever basicsr looks it up.
+
+Import :mod:`esc` (which imports this module first) before anything from ``basicsr``.
+"""
+from __future__ import annotations
+
+import sys
+import types
+
+
+def _alias_torchvision_functional_tensor() -> None:
+    name = 'torchvision.transforms.functional_tensor'
+    if name in sys.modules:
+        return
+    try:
+        import torchvision.transforms.functional_tensor  # noqa: F401  (torchvision < 0.17)
+        return
+    except ImportError:
+        pass
+    from torchvision.transforms import functional
+
+    alias = types.ModuleType(name)
+    alias.rgb_to_grayscale = functional.rgb_to_grayscale
+    sys.modules[name] = alias
+
+
+def _use_esc_distributed_init() -> None:
+    import basicsr.utils.dist_util
+    import basicsr.utils.options
+
+    from esc.utils.dist import init_dist
+
+    basicsr.utils.dist_util.init_dist = init_dist
+    basicsr.utils.options.init_dist = init_dist
+
+
+_alias_torchvision_functional_tensor()
+_use_esc_distributed_init()

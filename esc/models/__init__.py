@@ -1,0 +1,4 @@
+"""Models ESC adds to basicsr's MODEL_REGISTRY."""
+from esc.models.esc_model import ESCModel
+
+__all__ = ['ESCModel']

@@ -1,0 +1,126 @@
+"""``ESCModel``: basicsr's SRModel with what ESC training and evaluation need on top.
+
+- evaluation pads the LR input by reflection to a multiple of ``val.pad_to_multiple`` (the
+  official evaluation uses the window size, 32) and crops the output back to ``scale``×;
+- any ``torch.optim`` optimizer (the official recipe uses AdamW);
+- DistributedDataParallel also on CPU (gloo), where basicsr assumes a CUDA device;
+- pretrained weights load with one-line errors (missing file, missing ``param_key_g``, a
+  checkpoint of another architecture) and ×2 checkpoints resample into ×3/×4 networks;
+- checkpoints and training states are written to a temporary file and renamed, so a kill during
+  a save never leaves a truncated file behind.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from typing import Any, Dict, Optional
+
+import torch
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import MODEL_REGISTRY
+from torch import nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from esc.archs.layers import pad_to_multiple
+from esc.errors import ESCError
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    tmp = f'{path}.tmp{os.getpid()}'
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def read_state_dict(path: str, param_key: Optional[str], option: str = 'path.pretrain_network_g') -> Dict[str, Any]:
+    """The state dict in a checkpoint file: ``param_key`` of a basicsr dict (``params``/``params_ema``,
+    falling back to ``params``), or the file itself when it is a bare state dict."""
+    if not osp.isfile(path):
+        raise ESCError(f'{option}: no such file {path}')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # a corrupt or foreign file: name it, with the loader's reason
+        raise ESCError(f'{option}: cannot read checkpoint {path}: {str(exc).splitlines()[0]}') from None
+    if not isinstance(ckpt, dict):
+        raise ESCError(f'{option}: {path} holds a {type(ckpt).__name__}, not a state dict')
+    nested = [k for k, v in ckpt.items() if isinstance(v, dict)]
+    if nested:
+        if param_key in ckpt:
+            ckpt = ckpt[param_key]
+        elif 'params' in ckpt:
+            get_root_logger().info(f'{path} has no {param_key!r}; using its "params".')
+            ckpt = ckpt['params']
+        else:
+            raise ESCError(f'{option}: {path} has no {param_key!r} (param_key_g); it holds {", ".join(nested)}')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in ckpt.items()}
+
+
+@MODEL_REGISTRY.register()
+class ESCModel(SRModel):
+    """Single-image SR with an ESC network (any basicsr SR network works too)."""
+
+    def model_to_device(self, net: nn.Module) -> nn.Module:
+        net = net.to(self.device)
+        if self.opt['dist']:
+            find_unused = self.opt.get('find_unused_parameters', False)
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            return DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused)
+        if self.opt['num_gpu'] > 1:
+            return DataParallel(net)
+        return net
+
+    def get_optimizer(self, optim_type: str, params, lr: float, **kwargs) -> torch.optim.Optimizer:
+        """Any optimizer of ``torch.optim`` by name (basicsr 1.4.2 knows only Adam; ESC trains with AdamW)."""
+        optimizer = getattr(torch.optim, optim_type, None)
+        if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
+            raise ESCError(f'train.optim_g.type: {optim_type!r} is not an optimizer of torch.optim')
+        return optimizer(params, lr, **kwargs)
+
+    def load_network(self, net: nn.Module, load_path: str, strict: bool = True, param_key: str = 'params') -> None:
+        state_dict = read_state_dict(load_path, param_key)
+        net = self.get_bare_model(net)
+        get_root_logger().info(f'Loading {type(net).__name__} from {load_path} [{param_key}].')
+        net.load_state_dict(state_dict, strict=strict)
+
+    def test(self) -> None:
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        was_training = net.training
+        net.eval()
+        multiple = (self.opt.get('val') or {}).get('pad_to_multiple')
+        h, w = self.lq.shape[-2:]
+        lq = pad_to_multiple(self.lq, multiple) if multiple else self.lq
+        with torch.no_grad():
+            output = net(lq)
+        scale = self.opt.get('scale', 1)
+        self.output = output[..., :h * scale, :w * scale]
+        net.train(was_training)
+
+    @master_only
+    def save_network(self, net, net_label: str, current_iter, param_key='params') -> None:
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        if len(nets) != len(keys):
+            raise ESCError(f'save_network: {len(nets)} networks but {len(keys)} param keys')
+        save_dict = {
+            key: {k: v.cpu() for k, v in self.get_bare_model(n).state_dict().items()} for n, key in zip(nets, keys)
+        }
+        label = 'latest' if current_iter == -1 else current_iter
+        atomic_torch_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+
+    @master_only
+    def save_training_state(self, epoch: int, current_iter: int) -> None:
+        if current_iter == -1:
+            return
+        state = {
+            'epoch': epoch,
+            'iter': current_iter,
+            'optimizers': [o.state_dict() for o in self.optimizers],
+            'schedulers': [s.state_dict() for s in self.schedulers],
+        }
+        atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))

@@ -1,0 +1,77 @@
+"""Process-group set-up for ``--launcher pytorch`` (torchrun) and ``--launcher slurm`` on GPU or CPU.
+
+basicsr's own ``init_dist`` pins every process to a CUDA device and uses NCCL, which fails on a
+machine without GPUs. This version picks NCCL when CUDA is available and gloo otherwise, and
+reports a missing launcher variable in one line. :mod:`esc.compat` installs it into basicsr.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from esc.errors import ESCError
+
+
+def _env_int(name: str, launcher: str) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        raise ESCError(f'--launcher {launcher}: environment variable {name} is not set '
+                       f'(start the job with {"torchrun" if launcher == "pytorch" else "srun"})')
+    try:
+        return int(value)
+    except ValueError:
+        raise ESCError(f'--launcher {launcher}: environment variable {name}={value!r} is not an integer') from None
+
+
+def default_backend() -> str:
+    """NCCL where CUDA devices exist, gloo otherwise."""
+    return 'nccl' if torch.cuda.is_available() else 'gloo'
+
+
+def first_slurm_host(node_list: str) -> str:
+    """The first host name of a Slurm node list such as ``gpu[01-04]``, as ``scontrol`` expands it."""
+    if shutil.which('scontrol') is None:
+        raise ESCError('--launcher slurm: `scontrol` is not on PATH; run inside a Slurm allocation')
+    result = subprocess.run(['scontrol', 'show', 'hostnames', node_list], capture_output=True, text=True)
+    hosts = result.stdout.split()
+    if result.returncode != 0 or not hosts:
+        raise ESCError(f'--launcher slurm: `scontrol show hostnames {node_list}` failed: '
+                       f'{result.stderr.strip() or "no host printed"}')
+    return hosts[0]
+
+
+def init_dist(launcher: str, backend: str | None = None, port: int | None = None, **kwargs) -> None:
+    """Join the process group for ``launcher`` ('pytorch' or 'slurm'); ``backend`` defaults by device."""
+    if mp.get_start_method(allow_none=True) is None:
+        mp.set_start_method('spawn')
+    backend = backend or default_backend()
+    num_gpus = torch.cuda.device_count()
+    if launcher == 'pytorch':
+        rank = _env_int('RANK', launcher)
+        local_rank = int(os.environ.get('LOCAL_RANK', rank))
+    elif launcher == 'slurm':
+        rank = _env_int('SLURM_PROCID', launcher)
+        world_size = _env_int('SLURM_NTASKS', launcher)
+        node_list = os.environ.get('SLURM_NODELIST') or os.environ.get('SLURM_JOB_NODELIST')
+        if not node_list:
+            raise ESCError('--launcher slurm: environment variable SLURM_NODELIST is not set (start the job with srun)')
+        local_rank = int(os.environ.get('SLURM_LOCALID', rank % max(num_gpus, 1)))
+        if port is not None:
+            os.environ['MASTER_PORT'] = str(port)
+        os.environ.setdefault('MASTER_PORT', '29500')
+        os.environ['MASTER_ADDR'] = first_slurm_host(node_list)
+        os.environ['WORLD_SIZE'] = str(world_size)
+        os.environ['RANK'] = str(rank)
+        os.environ['LOCAL_RANK'] = str(local_rank)
+    else:
+        raise ESCError(f"--launcher: unknown launcher {launcher!r}; use 'none', 'pytorch' or 'slurm'")
+    if backend == 'nccl':
+        if num_gpus == 0:
+            raise ESCError('dist_params.backend: nccl needs CUDA devices; use gloo on CPU')
+        torch.cuda.set_device(local_rank % num_gpus)
+    dist.init_process_group(backend=backend, **kwargs)

@@ -1,0 +1,28 @@
+"""Install ESC as an (editable) package: ``pip install -e .``."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def requirements() -> list:
+    lines = (HERE / 'requirements.txt').read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith('#')]
+
+
+setup(
+    name='esc-sr',
+    version='0.1.0',
+    description='ESC: Emulating Self-attention with Convolution for efficient image super-resolution (ICCV 2025)',
+    long_description=(HERE / 'README.md').read_text(encoding='utf-8'),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['esc', 'esc.*']),
+    python_requires='>=3.9',
+    install_requires=requirements(),
+    license='MIT',
+    classifiers=[
+        'Programming Language :: Python :: 3',
+        'Topic :: Scientific/Engineering :: Image Processing',
+    ],
+)

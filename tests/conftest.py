@@ -1,0 +1,40 @@
+"""Shared fixtures: the official reference tensors in ../shared (skipped where absent) and paths."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import esc  # noqa: F401  (registers the networks before any test builds one)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get('ESC_SHARED', REPO.parent / 'shared'))
+REFERENCE_FILES = ('esc_x2.pt', 'esc_fp_x4.pt', 'esc_real_x4.pt')
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or a skip naming what is missing (a user's clone has no shared/)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f'{path} is absent: the official reference data lives beside the project checkout only')
+    return path
+
+
+@pytest.fixture(scope='session')
+def reference():
+    """Load one official reference file by name (cached for the session)."""
+    cache = {}
+
+    def load(name: str) -> dict:
+        if name not in cache:
+            cache[name] = torch.load(shared_path('reference', name), map_location='cpu', weights_only=False)
+        return cache[name]
+
+    return load
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_seed():
+    torch.manual_seed(0)
