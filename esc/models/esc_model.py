@@ -65,6 +65,11 @@ def read_state_dict(path: str, param_key: Optional[str], option: str = 'path.pre
 class ESCModel(SRModel):
     """Single-image SR with an ESC network (any basicsr SR network works too)."""
 
+    def __init__(self, opt: Dict[str, Any]) -> None:
+        if opt.get('val') is not None:
+            opt['val'].setdefault('suffix', None)  # basicsr reads it unguarded when saving images
+        super().__init__(opt)
+
     def model_to_device(self, net: nn.Module) -> nn.Module:
         net = net.to(self.device)
         if self.opt['dist']:
@@ -89,7 +94,8 @@ class ESCModel(SRModel):
         net.load_state_dict(state_dict, strict=strict)
 
     def test(self) -> None:
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        # the bare network: under DDP only rank 0 validates, and a DDP forward would wait for the others
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
         was_training = net.training
         net.eval()
         multiple = (self.opt.get('val') or {}).get('pad_to_multiple')

@@ -1,0 +1,43 @@
+"""#Params and #FLOPs the way the paper measures them (Sec. 4.2): fvcore, one HD output (1280×720).
+
+fvcore cannot see inside fused attention kernels, so FLOPs are counted with ``attn_type='naive'``
+(explicit matmul + softmax); it counts one FLOP per multiply-accumulate, as the literature does.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, Tuple
+
+import torch
+from torch import nn
+
+HD_OUTPUT = (720, 1280)  # (H, W) of the super-resolved image
+
+PAPER_TABLE2: Dict[Tuple[str, int], Tuple[int, float]] = {
+    ('ESC', 2): (947, 592.0), ('ESC', 3): (955, 267.6), ('ESC', 4): (968, 149.2),
+    ('ESC-light', 2): (603, 359.4), ('ESC-light', 3): (612, 162.8), ('ESC-light', 4): (624, 91.0),
+    ('ESC-FP', 2): (524, 239.8), ('ESC-FP', 3): (530, 110.0), ('ESC-FP', 4): (539, 60.8),
+}
+"""Table 2 of the paper: (#Params in K, #FLOPs in G) per (variant, scale), HR output 1280×720."""
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def count_flops(net: nn.Module, scale: int, output_size: Tuple[int, int] = HD_OUTPUT) -> int:
+    """fvcore's FLOP count of ``net`` on the LR input whose ×``scale`` output is ``output_size``."""
+    from fvcore.nn import FlopCountAnalysis
+
+    lr = torch.zeros(1, 3, output_size[0] // scale, output_size[1] // scale)
+    analysis = FlopCountAnalysis(net.eval(), lr)
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    fvcore_logger = logging.getLogger('fvcore')
+    level = fvcore_logger.level
+    fvcore_logger.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad():
+            return int(analysis.total())
+    finally:
+        fvcore_logger.setLevel(level)

@@ -1,0 +1,35 @@
+"""Print #Params and #FLOPs (fvcore, HR output 1280×720) of ESC, ESC-light and ESC-FP, as in Table 2.
+
+    python scripts/complexity.py                 # all nine rows, with the paper's numbers beside ours
+    python scripts/complexity.py --variants ESC --scales 4
+
+Counting runs the network once per row with explicit attention: about 4 minutes and 11 GB of
+memory for all nine rows on a 2-core CPU (the ×2 rows dominate).
+"""
+import argparse
+
+import esc  # noqa: F401  (registers the networks)
+from esc.archs import build_variant
+from esc.utils.complexity import PAPER_TABLE2, count_flops, count_parameters
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--variants', nargs='+', default=['ESC', 'ESC-light', 'ESC-FP'],
+                        choices=['ESC', 'ESC-light', 'ESC-FP', 'ESC-Real'])
+    parser.add_argument('--scales', nargs='+', type=int, default=[2, 3, 4])
+    args = parser.parse_args()
+
+    print('| Variant | Scale | #Params (K) | #FLOPs (G) | Paper #Params (K) | Paper #FLOPs (G) |')
+    print('|---|---|---|---|---|---|')
+    for variant in args.variants:
+        for scale in args.scales:
+            net = build_variant(variant, scale, attn_type='naive')
+            params, flops = count_parameters(net), count_flops(net, scale)
+            paper = PAPER_TABLE2.get((variant, scale), ('-', '-'))
+            print(f'| {variant} | x{scale} | {params / 1e3:.1f} | {flops / 1e9:.1f} | {paper[0]} | {paper[1]} |',
+                  flush=True)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,142 @@
+"""esc/train.py and esc/test.py end to end: demo-sized training and testing, the torchrun (gloo)
+and slurm launchers on CPU, and one-line errors for bad input."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import REPO
+
+TINY_NET = dict(type='ESC', dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=2, window_size=8, num_heads=2,
+                upscaling_factor=2, exp_ratio=1.25, attn_type='auto')
+METRICS = {
+    'psnr': dict(type='calculate_psnr', crop_border=2, test_y_channel=True),
+    'ssim': dict(type='calculate_ssim', crop_border=2, test_y_channel=True),
+}
+
+
+def train_options(name: str, total_iter: int = 4) -> dict:
+    """The demo's option file, shrunk to a tiny network and a few iterations."""
+    with open(REPO / 'options/demo/train_ESC_light_X2_demo.yml') as f:
+        opt = yaml.safe_load(f)
+    opt['name'] = name
+    opt['network_g'] = dict(TINY_NET)
+    opt['datasets']['train'].update(images=['astronaut', 'camera'], gt_size=32, batch_size_per_gpu=2,
+                                    num_worker_per_gpu=0, patches_per_image=4)
+    opt['datasets']['val'].update(max_size=48)
+    opt['train'].update(total_iter=total_iter, warmup_iter=-1)
+    opt['train']['scheduler']['milestones'] = [total_iter]
+    opt['val'].update(val_freq=total_iter, pad_to_multiple=8)
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=total_iter)
+    return opt
+
+
+def write(path: Path, opt: dict) -> Path:
+    path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    return path
+
+
+def run(args: list, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_train_then_test_through_the_entrypoints(tmp_path):
+    result = run([str(REPO / 'esc/train.py'), '-opt', str(write(tmp_path / 'train.yml', train_options('tiny')))],
+                 tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    experiment = tmp_path / 'experiments' / 'tiny'
+    checkpoint = experiment / 'models' / 'net_g_latest.pth'
+    assert checkpoint.is_file() and (experiment / 'training_states' / '4.state').is_file()
+    assert list((tmp_path / 'tb_logger' / 'tiny').glob('events.out.tfevents.*'))
+    log = next(experiment.glob('train_tiny_*.log')).read_text()
+    assert '# psnr:' in log and '# ssim:' in log
+    assert not list(experiment.rglob('*.tmp*')), 'temporary checkpoint files left behind'
+
+    test_opt = {
+        'name': 'tiny_test', 'model_type': 'ESCModel', 'scale': 2, 'num_gpu': 0,
+        'datasets': {'test_1': {'name': 'coffee', 'type': 'SampleImageDataset', 'images': ['coffee'], 'max_size': 40}},
+        'network_g': dict(TINY_NET),
+        'path': {'pretrain_network_g': str(checkpoint), 'param_key_g': 'params', 'strict_load_g': True},
+        'val': {'save_img': True, 'pad_to_multiple': 8, 'metrics': METRICS},
+    }
+    result = run([str(REPO / 'esc/test.py'), '-opt', str(write(tmp_path / 'test.yml', test_opt))], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = list((tmp_path / 'results' / 'tiny_test' / 'visualization' / 'coffee').glob('*.png'))
+    assert len(saved) == 1
+    import cv2
+    assert cv2.imread(str(saved[0])).shape == (40, 40, 3)
+
+
+@pytest.mark.parametrize('mutate,message', [
+    (lambda o: o['network_g'].update(pdim=32), 'pdim (32) must not exceed dim (16)'),
+    (lambda o: o['network_g'].update(attn_type='flash'), "attn_type: 'flash' is not supported"),
+    (lambda o: o['train']['optim_g'].update(type='Adamm'), "train.optim_g.type: 'Adamm' is not an optimizer"),
+    (lambda o: o['path'].update(pretrain_network_g='missing.pth'), 'path.pretrain_network_g: no such file'),
+])
+def test_bad_options_fail_in_one_line(tmp_path, mutate, message):
+    opt = train_options('bad')
+    mutate(opt)
+    result = run([str(REPO / 'esc/train.py'), '-opt', str(write(tmp_path / 'bad.yml', opt))], tmp_path)
+    assert result.returncode == 2
+    assert 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith('error: ')
+    assert message in result.stderr
+
+
+def test_missing_and_malformed_option_files(tmp_path):
+    result = run([str(REPO / 'esc/test.py'), '-opt', 'nowhere.yml'], tmp_path)
+    assert result.returncode == 2 and result.stderr.strip() == 'error: -opt: no such option file nowhere.yml'
+    (tmp_path / 'broken.yml').write_text('name: [unclosed\n')
+    result = run([str(REPO / 'esc/train.py'), '-opt', 'broken.yml'], tmp_path)
+    assert result.returncode == 2 and 'is not valid YAML' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_torchrun_two_cpu_processes_with_gloo(tmp_path):
+    opt = train_options('ddp', total_iter=3)
+    opt['dist_params'] = {'backend': 'gloo'}
+    args = ['-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
+            str(REPO / 'esc/train.py'), '-opt', str(write(tmp_path / 'ddp.yml', opt)), '--launcher', 'pytorch']
+    result = run(args, tmp_path, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    log = next((tmp_path / 'experiments' / 'ddp').glob('train_ddp_*.log')).read_text()
+    assert 'World size (gpu number): 2' in log
+    weights = torch.load(tmp_path / 'experiments/ddp/models/net_g_latest.pth', weights_only=True)['params']
+    assert set(weights) == {k for k in weights if not k.startswith('module.')}
+
+
+def test_slurm_launcher_with_stub_scontrol(tmp_path):
+    stub = tmp_path / 'bin' / 'scontrol'
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/sh\n# stand-in for `scontrol show hostnames NODELIST`\necho localhost\necho node02\n')
+    stub.chmod(0o755)
+    opt = train_options('slurm', total_iter=2)
+    opt_path = str(write(tmp_path / 'slurm.yml', opt))
+    port = str(free_port())
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, 'PATH': f'{stub.parent}{os.pathsep}{os.environ["PATH"]}', 'SLURM_PROCID': str(rank),
+               'SLURM_NTASKS': '2', 'SLURM_NODELIST': 'node[01-02]', 'SLURM_LOCALID': str(rank),
+               'MASTER_PORT': port, 'PYTHONUNBUFFERED': '1'}
+        procs.append(subprocess.Popen([sys.executable, str(REPO / 'esc/train.py'), '-opt', opt_path, '--launcher',
+                                       'slurm'], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    log = next((tmp_path / 'experiments' / 'slurm').glob('train_slurm_*.log')).read_text()
+    assert 'World size (gpu number): 2' in log
+    assert (tmp_path / 'experiments/slurm/models/net_g_latest.pth').is_file()

@@ -1,0 +1,91 @@
+"""ESCModel: checkpoints through the option-file path, evaluation padding, atomic saves."""
+import os
+
+import pytest
+import torch
+from basicsr.models import build_model
+
+from esc.errors import ESCError
+from esc.models.esc_model import atomic_torch_save, read_state_dict
+from tests.test_entrypoints import TINY_NET
+
+
+def model_options(path=None, param_key='params', scale=2, pad=8):
+    return {
+        'model_type': 'ESCModel', 'is_train': False, 'dist': False, 'num_gpu': 0, 'scale': scale,
+        'network_g': {**TINY_NET, 'upscaling_factor': scale},
+        'path': {'pretrain_network_g': path, 'param_key_g': param_key, 'strict_load_g': True},
+        'val': {'pad_to_multiple': pad},
+    }
+
+
+def random_state(scale=2):
+    opt = model_options(scale=scale)
+    model = build_model(opt)
+    with torch.no_grad():
+        for p in model.net_g.parameters():
+            p.normal_(0, 0.05)
+    return {k: v.clone() for k, v in model.net_g.state_dict().items()}
+
+
+@pytest.mark.parametrize('param_key', ['params', 'params_ema'])
+def test_release_files_load_by_param_key(tmp_path, param_key):
+    states = {'params': random_state(), 'params_ema': random_state()}
+    path = tmp_path / 'release.pth'
+    torch.save(states, path)
+    model = build_model(model_options(str(path), param_key))
+    for key, value in model.net_g.state_dict().items():
+        assert torch.equal(value, states[param_key][key]), key
+
+
+def test_bare_state_dict_and_module_prefix(tmp_path):
+    state = random_state()
+    path = tmp_path / 'bare.pth'
+    torch.save({f'module.{k}': v for k, v in state.items()}, path)
+    assert set(read_state_dict(str(path), 'params')) == set(state)
+
+
+def test_x2_checkpoint_into_x4_network_through_options(tmp_path):
+    path = tmp_path / 'x2.pth'
+    torch.save({'params': random_state(scale=2)}, path)
+    model = build_model(model_options(str(path), scale=4))
+    assert model.net_g.to_img.weight.shape[0] == 48
+
+
+def test_checkpoint_errors_name_the_culprit(tmp_path):
+    with pytest.raises(ESCError, match='path.pretrain_network_g: no such file'):
+        build_model(model_options(str(tmp_path / 'none.pth')))
+    path = tmp_path / 'other.pth'
+    torch.save({'state': {'a': {}}}, path)
+    with pytest.raises(ESCError, match=r"has no 'params' \(param_key_g\); it holds state"):
+        build_model(model_options(str(path)))
+    (tmp_path / 'junk.pth').write_bytes(b'not a checkpoint')
+    with pytest.raises(ESCError, match='cannot read checkpoint'):
+        build_model(model_options(str(tmp_path / 'junk.pth')))
+
+
+def test_evaluation_pads_to_the_window_and_crops_back():
+    model = build_model(model_options())
+    model.lq = torch.rand(1, 3, 11, 13)
+    model.test()
+    assert model.output.shape == (1, 3, 22, 26)
+    with torch.no_grad():
+        padded = torch.nn.functional.pad(model.lq, (0, 3, 0, 5), mode='reflect')
+        assert torch.equal(model.output, model.net_g(padded)[..., :22, :26])
+
+
+def test_atomic_save_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
+    path = tmp_path / 'net.pth'
+    atomic_torch_save({'v': torch.ones(2)}, str(path))
+
+    def broken_save(obj, f):
+        with open(f, 'wb') as handle:
+            handle.write(b'partial')
+        raise OSError('disk full')
+
+    monkeypatch.setattr(torch, 'save', broken_save)
+    with pytest.raises(OSError, match='disk full'):
+        atomic_torch_save({'v': torch.zeros(2)}, str(path))
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)['v'], torch.ones(2))
+    assert os.listdir(tmp_path) == ['net.pth']
