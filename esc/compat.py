@@ -7,6 +7,8 @@
 2. basicsr's distributed set-up calls ``torch.cuda.set_device`` unconditionally and defaults to
    NCCL, so it cannot start on a CPU-only machine. :func:`esc.utils.dist.init_dist` replaces it
    (gloo on CPU, NCCL on GPU) wherever basicsr looks it up.
+3. basicsr's ``load_resume_state`` maps the training state to ``torch.cuda.current_device()``, so
+   resuming fails without a GPU; :func:`esc.utils.checkpoint.load_resume_state` replaces it.
 
 Import :mod:`esc` (which imports this module first) before anything from ``basicsr``.
 """
@@ -32,15 +34,18 @@ def _alias_torchvision_functional_tensor() -> None:
     sys.modules[name] = alias
 
 
-def _use_esc_distributed_init() -> None:
+def _use_esc_launch_and_resume() -> None:
+    import basicsr.train
     import basicsr.utils.dist_util
     import basicsr.utils.options
 
+    from esc.utils.checkpoint import load_resume_state
     from esc.utils.dist import init_dist
 
     basicsr.utils.dist_util.init_dist = init_dist
     basicsr.utils.options.init_dist = init_dist
+    basicsr.train.load_resume_state = load_resume_state
 
 
 _alias_torchvision_functional_tensor()
-_use_esc_distributed_init()
+_use_esc_launch_and_resume()

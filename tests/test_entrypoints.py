@@ -67,6 +67,12 @@ def test_train_then_test_through_the_entrypoints(tmp_path):
     assert '# psnr:' in log and '# ssim:' in log
     assert not list(experiment.rglob('*.tmp*')), 'temporary checkpoint files left behind'
 
+    resumed = run([str(REPO / 'esc/train.py'), '-opt', str(tmp_path / 'train.yml'), '--auto_resume',
+                   '--force_yml', 'train:total_iter=6', 'logger:save_checkpoint_freq=6'], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 'Resuming training from epoch' in resumed.stderr + resumed.stdout
+    assert (experiment / 'training_states' / '6.state').is_file()
+
     test_opt = {
         'name': 'tiny_test', 'model_type': 'ESCModel', 'scale': 2, 'num_gpu': 0,
         'datasets': {'test_1': {'name': 'coffee', 'type': 'SampleImageDataset', 'images': ['coffee'], 'max_size': 40}},

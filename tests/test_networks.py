@@ -85,6 +85,7 @@ def test_x2_state_dict_loads_into_other_scales(arch, scale):
     (dict(upscaling_factor=None), r'missing option upscaling_factor'),
     (dict(kernel_size=4), r'kernel_size must be odd'),
     (dict(n_blocks=0), r'n_blocks must be a positive integer'),
+    (dict(pdim=1), r'pdim must be at least 2, got 1'),
 ])
 def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(ESCError, match=message) as info:
@@ -105,6 +106,12 @@ def test_checkpoint_of_another_architecture_names_first_mismatch():
     extra = {**small().state_dict(), 'head.weight': torch.zeros(1)}
     with pytest.raises(ESCError, match=r"unexpected key 'head.weight'"):
         small().load_state_dict(extra)
+
+
+def test_use_ln_adds_a_layer_norm_before_every_convffn():
+    keys = small(use_ln=True).state_dict().keys()
+    assert {'blocks.0.lns.0.weight', 'blocks.0.lns.1.bias'} <= set(keys)
+    assert not any('.lns.' in k for k in small().state_dict())
 
 
 def test_variants_build_the_paper_configurations():

@@ -1,4 +1,4 @@
-"""Networks; importing this package registers ``ESC``, ``ESCFP``, ``ESCReal`` and ``Bicubic`` in basicsr's ARCH_REGISTRY."""
+"""Networks; importing this package registers ``ESC``, ``ESCFP``, ``ESCReal`` and ``Bicubic`` with basicsr."""
 from esc.archs.bicubic_arch import Bicubic
 from esc.archs.esc_arch import ESC, ESCFP, VARIANTS, ESCReal, build_variant
 

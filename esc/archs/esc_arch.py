@@ -101,6 +101,8 @@ class _ESCNetwork(nn.Module):
                 raise ESCError(f'network_g ({name}): {key} must be a positive integer, got {value!r}')
         if pdim > dim:
             raise ESCError(f'network_g ({name}): pdim ({pdim}) must not exceed dim ({dim})')
+        if pdim < self.large_kernel_conv.min_pdim:
+            raise ESCError(f'network_g ({name}): pdim must be at least {self.large_kernel_conv.min_pdim}, got {pdim}')
         if dim % num_heads:
             raise ESCError(f'network_g ({name}): dim ({dim}) is not divisible by num_heads ({num_heads})')
         if kernel_size % 2 == 0 or kernel_size < 3:
@@ -113,7 +115,7 @@ class _ESCNetwork(nn.Module):
         raise NotImplementedError
 
     def deep_features(self, x: Tensor) -> Tensor:
-        """F0 and H(F0, LK) of Eq. 1–2, up to (not including) the final conv."""
+        """The N ESC blocks of H (Eq. 2) applied to F0 with this pass's shared LK; H's final conv is the caller's."""
         lk = self.large_kernel()
         for block in self.blocks:
             x = block(x, lk)

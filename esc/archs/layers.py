@@ -121,6 +121,8 @@ def dynamic_kernel_generator(pdim: int, hidden_dim: int, zero_init: bool) -> nn.
 class SharedLargeKernelConv(nn.Module):
     """Eq. 4, line 3: ``att ⊗ DK + att ⊗ LK`` with the network-wide LK and this layer's dynamic DK."""
 
+    min_pdim = 2  # the kernel generator's hidden width is pdim // 2
+
     def __init__(self, pdim: int) -> None:
         super().__init__()
         self.pdim = pdim
@@ -133,6 +135,8 @@ class SharedLargeKernelConv(nn.Module):
 
 class DecomposedLargeKernelConv(nn.Module):
     """Eq. 5 (ESC-FP): ``(att ⊗ LK^c) ⊗ (ZP(DK) + LK^s)`` with a depthwise-separable shared LK."""
+
+    min_pdim = 4  # the kernel generator's hidden width is pdim // 4
 
     def __init__(self, pdim: int) -> None:
         super().__init__()

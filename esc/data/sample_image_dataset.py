@@ -89,7 +89,8 @@ class SampleImageDataset(data.Dataset):
         i = index % len(self.hr)
         gt, lq = self.hr[i], self.lr[i]
         if self.train:
-            gt, lq = (np.ascontiguousarray(a) for a in paired_random_crop(gt, lq, self.gt_size, self.scale, self.names[i]))
+            gt, lq = paired_random_crop(gt, lq, self.gt_size, self.scale, self.names[i])
+            gt, lq = np.ascontiguousarray(gt), np.ascontiguousarray(lq)  # cv2 flips in place
             gt, lq = augment([gt, lq], self.opt.get('use_hflip', True), self.opt.get('use_rot', True))
         gt_t, lq_t = img2tensor([np.ascontiguousarray(gt), np.ascontiguousarray(lq)], bgr2rgb=False, float32=True)
         return {'lq': lq_t, 'gt': gt_t, 'lq_path': self.names[i], 'gt_path': self.names[i]}

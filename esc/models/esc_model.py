@@ -11,9 +11,8 @@
 """
 from __future__ import annotations
 
-import os
 import os.path as osp
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import torch
 from basicsr.models.sr_model import SRModel
@@ -25,40 +24,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from esc.archs.layers import pad_to_multiple
 from esc.errors import ESCError
-
-
-def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` to ``path`` through a temporary file in the same folder and an atomic rename."""
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-
-
-def read_state_dict(path: str, param_key: Optional[str], option: str = 'path.pretrain_network_g') -> Dict[str, Any]:
-    """The state dict in a checkpoint file: ``param_key`` of a basicsr dict (``params``/``params_ema``,
-    falling back to ``params``), or the file itself when it is a bare state dict."""
-    if not osp.isfile(path):
-        raise ESCError(f'{option}: no such file {path}')
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # a corrupt or foreign file: name it, with the loader's reason
-        raise ESCError(f'{option}: cannot read checkpoint {path}: {str(exc).splitlines()[0]}') from None
-    if not isinstance(ckpt, dict):
-        raise ESCError(f'{option}: {path} holds a {type(ckpt).__name__}, not a state dict')
-    nested = [k for k, v in ckpt.items() if isinstance(v, dict)]
-    if nested:
-        if param_key in ckpt:
-            ckpt = ckpt[param_key]
-        elif 'params' in ckpt:
-            get_root_logger().info(f'{path} has no {param_key!r}; using its "params".')
-            ckpt = ckpt['params']
-        else:
-            raise ESCError(f'{option}: {path} has no {param_key!r} (param_key_g); it holds {", ".join(nested)}')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in ckpt.items()}
+from esc.utils.checkpoint import atomic_torch_save, read_state_dict
 
 
 @MODEL_REGISTRY.register()

@@ -1,0 +1,79 @@
+"""Reading and writing checkpoints: atomic saves, release files, and resuming training states."""
+from __future__ import annotations
+
+import collections
+import os
+import os.path as osp
+import re
+from typing import Any, Dict, Optional
+
+import torch
+from basicsr.utils import get_root_logger
+
+from esc.errors import ESCError
+
+# basicsr's MultiStepRestartLR keeps its milestones in a Counter; allow it in weights-only loading
+torch.serialization.add_safe_globals([collections.Counter])
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    tmp = f'{path}.tmp{os.getpid()}'
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def read_state_dict(path: str, param_key: Optional[str], option: str = 'path.pretrain_network_g') -> Dict[str, Any]:
+    """The state dict in a checkpoint file: ``param_key`` of a basicsr dict (``params``/``params_ema``,
+    falling back to ``params``), or the file itself when it is a bare state dict."""
+    if not osp.isfile(path):
+        raise ESCError(f'{option}: no such file {path}')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # a corrupt or foreign file: name it, with the loader's reason
+        raise ESCError(f'{option}: cannot read checkpoint {path}: {str(exc).splitlines()[0]}') from None
+    if not isinstance(ckpt, dict):
+        raise ESCError(f'{option}: {path} holds a {type(ckpt).__name__}, not a state dict')
+    nested = [k for k, v in ckpt.items() if isinstance(v, dict)]
+    if nested:
+        if param_key in ckpt:
+            ckpt = ckpt[param_key]
+        elif 'params' in ckpt:
+            get_root_logger().info(f'{path} has no {param_key!r}; using its "params".')
+            ckpt = ckpt['params']
+        else:
+            raise ESCError(f'{option}: {path} has no {param_key!r} (param_key_g); it holds {", ".join(nested)}')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in ckpt.items()}
+
+
+def newest_training_state(folder: str) -> Optional[str]:
+    """The ``<iter>.state`` file with the highest iteration in ``folder`` (temporary files ignored)."""
+    if not osp.isdir(folder):
+        return None
+    iters = [int(m.group(1)) for m in map(re.compile(r'^(\d+)\.state$').match, os.listdir(folder)) if m]
+    return osp.join(folder, f'{max(iters)}.state') if iters else None
+
+
+def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """basicsr's ``load_resume_state`` for CPU and GPU: ``--auto_resume`` takes the newest state of this
+    experiment, ``path.resume_state`` a given one; tensors go to this process's device."""
+    from basicsr.utils import check_resume
+
+    if opt['auto_resume']:
+        path = newest_training_state(opt['path']['training_states'])
+        if path is not None:
+            opt['path']['resume_state'] = path
+    else:
+        path = opt['path'].get('resume_state')
+    if path is None:
+        return None
+    if not osp.isfile(path):
+        raise ESCError(f'path.resume_state: no such file {path}')
+    device = torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
+    state = torch.load(path, map_location=device, weights_only=True)
+    check_resume(opt, state['iter'])
+    return state
