@@ -8,7 +8,7 @@ checkpoints, so released weights load with ``strict=True``.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -21,30 +21,43 @@ from esc.archs.layers import (ConvAttn, ConvFFN, DecomposedLargeKernelConv, Larg
 from esc.errors import ESCError
 
 
-class ESCBlock(nn.Module):
-    """One self-attention followed by M ConvFFN + ConvAttn pairs, inside a long residual (Eq. 3)."""
+MIXERS = ('self_attn', 'conv_attn')
 
-    def __init__(self, dim: int, pdim: int, window_size: int, num_heads: int, conv_blocks: int, exp_ratio: float,
-                 first_ffn_ratio: float, norm_before_ffns: bool, large_kernel_conv: type, attn_type: str) -> None:
+
+class ESCBlock(nn.Module):
+    """One self-attention followed by M ConvFFN + ConvAttn pairs, inside a long residual (Eq. 3).
+
+    ``first_mixer``/``inner_mixer`` swap which token mixer sits where, for the Table 3 ablations
+    ('only self-attentions': inner_mixer='self_attn'; 'only ConvAttns': first_mixer='conv_attn').
+    """
+
+    def __init__(self, dim: int, conv_blocks: int, exp_ratio: float, first_ffn_ratio: float, norm_before_ffns: bool,
+                 make_self_attn: Callable[[], nn.Module], make_conv_attn: Callable[[], nn.Module],
+                 first_mixer: str = 'self_attn', inner_mixer: str = 'conv_attn') -> None:
         super().__init__()
+        make = {'self_attn': make_self_attn, 'conv_attn': make_conv_attn}
         self.ln_proj = LayerNorm2d(dim)
         self.proj = ConvFFN(dim, int(dim * first_ffn_ratio))
         self.ln_attn = LayerNorm2d(dim)
-        self.attn = WindowAttention(dim, window_size, num_heads, attn_type)
+        self.attn = make[first_mixer]()
         self.lns = nn.ModuleList(
             [LayerNorm2d(dim) if norm_before_ffns else nn.Identity() for _ in range(conv_blocks)])
         self.convffns = nn.ModuleList([ConvFFN(dim, int(dim * exp_ratio)) for _ in range(conv_blocks)])
-        self.pconvs = nn.ModuleList([ConvAttn(dim, pdim, large_kernel_conv(pdim)) for _ in range(conv_blocks)])
+        self.pconvs = nn.ModuleList([make[inner_mixer]() for _ in range(conv_blocks)])
         self.ln_out = LayerNorm2d(dim)
         self.conv_out = nn.Conv2d(dim, dim, 3, padding=1)
+
+    @staticmethod
+    def _mix(mixer: nn.Module, x: Tensor, lk: LargeKernel) -> Tensor:
+        return mixer(x, lk) if isinstance(mixer, ConvAttn) else mixer(x)
 
     def forward(self, x: Tensor, lk: LargeKernel) -> Tensor:
         """Eq. 3: ConvFFN, window self-attention, M × (ConvFFN_j → ConvAttn_j), then LN + conv3×3 + skip."""
         skip = x
         x = self.proj(self.ln_proj(x))
-        x = x + self.attn(self.ln_attn(x))
-        for norm, ffn, conv_attn in zip(self.lns, self.convffns, self.pconvs):
-            x = x + conv_attn(ffn(norm(x)), lk)
+        x = x + self._mix(self.attn, self.ln_attn(x), lk)
+        for norm, ffn, mixer in zip(self.lns, self.convffns, self.pconvs):
+            x = x + self._mix(mixer, ffn(norm(x)), lk)
         return skip + self.conv_out(self.ln_out(x))
 
 
@@ -73,17 +86,30 @@ class _ESCNetwork(nn.Module):
 
     def __init__(self, dim: int, pdim: int, kernel_size: int, n_blocks: int, conv_blocks: int, window_size: int,
                  num_heads: int, upscaling_factor: Optional[int], exp_ratio: float, attn_type: str,
-                 norm_before_ffns: bool, unknown: Mapping[str, Any]) -> None:
+                 norm_before_ffns: bool, unknown: Mapping[str, Any], large_kernel_options: Optional[Mapping[str, Any]] = None,
+                 first_mixer: str = 'self_attn', inner_mixer: str = 'conv_attn') -> None:
         super().__init__()
         self._check_options(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
                             exp_ratio, unknown)
+        for key, value in dict(first_mixer=first_mixer, inner_mixer=inner_mixer).items():
+            if value not in MIXERS:
+                raise ESCError(f'network_g ({type(self).__name__}): {key} must be one of {", ".join(MIXERS)}, '
+                               f'got {value!r}')
         self.dim, self.pdim, self.kernel_size = dim, pdim, kernel_size
         self.window_size, self.upscaling_factor = window_size, upscaling_factor
         self.attn_type = normalize_attn_type(attn_type)
+        self.uses_conv_attn = 'conv_attn' in (first_mixer, inner_mixer)
+
+        def make_self_attn() -> nn.Module:
+            return WindowAttention(dim, window_size, num_heads, self.attn_type)
+
+        def make_conv_attn() -> nn.Module:
+            return ConvAttn(dim, pdim, self.large_kernel_conv(pdim, **(large_kernel_options or {})))
+
         self.proj = nn.Conv2d(3, dim, 3, padding=1)
         self.blocks = nn.ModuleList([
-            ESCBlock(dim, pdim, window_size, num_heads, conv_blocks, exp_ratio, self.first_ffn_ratio,
-                     norm_before_ffns, self.large_kernel_conv, self.attn_type) for _ in range(n_blocks)
+            ESCBlock(dim, conv_blocks, exp_ratio, self.first_ffn_ratio, norm_before_ffns, make_self_attn,
+                     make_conv_attn, first_mixer, inner_mixer) for _ in range(n_blocks)
         ])
         self.last = nn.Conv2d(dim, dim, 3, padding=1)
 
@@ -154,19 +180,28 @@ class _ESCNetwork(nn.Module):
 
 @ARCH_REGISTRY.register()
 class ESC(_ESCNetwork):
-    """ESC and ESC-light: shared 8-symmetric LK, repeat-interleave image skip before the pixel shuffle."""
+    """ESC and ESC-light: shared 8-symmetric LK, repeat-interleave image skip before the pixel shuffle.
+
+    Beyond the official options, the Table 3 ablations: ``share_lk=False`` gives every ConvAttn its
+    own LK, ``dynamic_kernel=False`` drops DK, ``first_mixer``/``inner_mixer`` swap self-attention
+    and ConvAttn (see :class:`ESCBlock`); ``kernel_size`` and ``window_size`` vary as usual.
+    """
 
     def __init__(self, dim: int = 64, pdim: int = 16, kernel_size: int = 13, n_blocks: int = 5, conv_blocks: int = 5,
                  window_size: int = 32, num_heads: int = 4, upscaling_factor: Optional[int] = None,
-                 exp_ratio: float = 1.25, attn_type: str = 'auto', use_ln: bool = False, **unknown: Any) -> None:
+                 exp_ratio: float = 1.25, attn_type: str = 'auto', use_ln: bool = False, share_lk: bool = True,
+                 dynamic_kernel: bool = True, first_mixer: str = 'self_attn', inner_mixer: str = 'conv_attn',
+                 **unknown: Any) -> None:
+        large_kernel_options = dict(own_kernel_size=None if share_lk else kernel_size, dynamic=bool(dynamic_kernel))
         super().__init__(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
-                         exp_ratio, attn_type, bool(use_ln), unknown)
-        self.plk_filter = nn.Parameter(torch.empty(pdim, pdim, kernel_size, kernel_size))
-        nn.init.orthogonal_(self.plk_filter)
+                         exp_ratio, attn_type, bool(use_ln), unknown, large_kernel_options, first_mixer, inner_mixer)
+        if share_lk and self.uses_conv_attn:
+            self.plk_filter = nn.Parameter(torch.empty(pdim, pdim, kernel_size, kernel_size))
+            nn.init.orthogonal_(self.plk_filter)
         self.to_img = nn.Conv2d(dim, 3 * upscaling_factor ** 2, 3, padding=1)
 
-    def large_kernel(self) -> Tensor:
-        return symmetric_average(self.plk_filter)
+    def large_kernel(self) -> Optional[Tensor]:
+        return symmetric_average(self.plk_filter) if hasattr(self, 'plk_filter') else None
 
     def forward(self, x: Tensor) -> Tensor:
         r = self.upscaling_factor

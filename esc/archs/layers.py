@@ -7,14 +7,15 @@ Attribute names follow the official checkpoints so released weights load with ``
 """
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-LargeKernel = Union[Tensor, Tuple[Tensor, Tensor]]
-"""What a ConvAttn receives from the network: the shared LK, or ESC-FP's (channel, spatial) pair."""
+LargeKernel = Union[None, Tensor, Tuple[Tensor, Tensor]]
+"""What a ConvAttn receives from the network: the shared LK, ESC-FP's (channel, spatial) pair, or
+None where every ConvAttn keeps its own (the 'LK not shared' ablation)."""
 
 
 class LayerNorm2d(nn.Module):
@@ -119,18 +120,30 @@ def dynamic_kernel_generator(pdim: int, hidden_dim: int, zero_init: bool) -> nn.
 
 
 class SharedLargeKernelConv(nn.Module):
-    """Eq. 4, line 3: ``att ⊗ DK + att ⊗ LK`` with the network-wide LK and this layer's dynamic DK."""
+    """Eq. 4, line 3: ``att ⊗ DK + att ⊗ LK`` with the network-wide LK and this layer's dynamic DK.
+
+    The Table 3 ablations switch parts off: ``own_kernel_size`` gives this layer a private LK (not
+    shared, still 8-symmetric) of that size; ``dynamic=False`` drops DK and its generator.
+    """
 
     min_pdim = 2  # the kernel generator's hidden width is pdim // 2
 
-    def __init__(self, pdim: int) -> None:
+    def __init__(self, pdim: int, own_kernel_size: Optional[int] = None, dynamic: bool = True) -> None:
         super().__init__()
         self.pdim = pdim
-        self.dwc_proj = dynamic_kernel_generator(pdim, pdim // 2, zero_init=True)
+        if dynamic:
+            self.dwc_proj = dynamic_kernel_generator(pdim, pdim // 2, zero_init=True)
+        if own_kernel_size:
+            self.lk = nn.Parameter(torch.empty(pdim, pdim, own_kernel_size, own_kernel_size))
+            nn.init.orthogonal_(self.lk)
 
-    def forward(self, att: Tensor, lk: Tensor) -> Tensor:
-        dk = self.dwc_proj(att).view(att.shape[0], self.pdim, 3, 3)
-        return F.conv2d(att, lk, padding=lk.shape[-1] // 2) + depthwise_conv_per_sample(att, dk)
+    def forward(self, att: Tensor, lk: Optional[Tensor]) -> Tensor:
+        if hasattr(self, 'lk'):
+            lk = symmetric_average(self.lk)
+        out = F.conv2d(att, lk, padding=lk.shape[-1] // 2)
+        if hasattr(self, 'dwc_proj'):
+            out = out + depthwise_conv_per_sample(att, self.dwc_proj(att).view(att.shape[0], self.pdim, 3, 3))
+        return out
 
 
 class DecomposedLargeKernelConv(nn.Module):
