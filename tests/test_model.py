@@ -89,3 +89,17 @@ def test_atomic_save_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)['v'], torch.ones(2))
     assert os.listdir(tmp_path) == ['net.pth']
+
+
+def test_tiled_evaluation_through_the_model():
+    model = build_model(model_options())
+    model.lq = torch.rand(1, 3, 30, 21)
+    model.test()
+    whole = model.output
+    model.opt['val'].update(tile=64, tile_overlap=8)  # one tile covers the image: identical
+    model.test()
+    assert torch.equal(model.output, whole)
+    model.opt['val'].update(tile=16, tile_overlap=8)
+    model.test()
+    assert model.output.shape == whole.shape and torch.isfinite(model.output).all()
+    assert not torch.equal(model.output, whole)  # really tiled (a random net is not tile-invariant)

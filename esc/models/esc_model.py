@@ -1,7 +1,8 @@
 """``ESCModel``: basicsr's SRModel with what ESC training and evaluation need on top.
 
 - evaluation pads the LR input by reflection to a multiple of ``val.pad_to_multiple`` (the
-  official evaluation uses the window size, 32) and crops the output back to ``scale``×;
+  official evaluation uses the window size, 32) and crops the output back to ``scale``×; large
+  images can be evaluated in overlapping tiles (``val.tile``) to bound memory;
 - any ``torch.optim`` optimizer (the official recipe uses AdamW);
 - DistributedDataParallel also on CPU (gloo), where basicsr assumes a CUDA device;
 - pretrained weights load with one-line errors (missing file, missing ``param_key_g``, a
@@ -25,6 +26,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from esc.archs.layers import pad_to_multiple
 from esc.errors import ESCError
 from esc.utils.checkpoint import atomic_torch_save, read_state_dict
+from esc.utils.tiling import tiled_forward
 
 
 @MODEL_REGISTRY.register()
@@ -60,17 +62,26 @@ class ESCModel(SRModel):
         net.load_state_dict(state_dict, strict=strict)
 
     def test(self) -> None:
+        """Super-resolve ``self.lq``, whole or in overlapping tiles (``val.tile`` and ``val.tile_overlap``,
+        in LR pixels; e.g. ``--force_yml val:tile=256`` for Urban100/Manga109 on a small GPU or the CPU)."""
         # the bare network: under DDP only rank 0 validates, and a DDP forward would wait for the others
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
         was_training = net.training
         net.eval()
-        multiple = (self.opt.get('val') or {}).get('pad_to_multiple')
-        h, w = self.lq.shape[-2:]
-        lq = pad_to_multiple(self.lq, multiple) if multiple else self.lq
+        val_opt = self.opt.get('val') or {}
+        multiple, scale = val_opt.get('pad_to_multiple'), self.opt.get('scale', 1)
+
+        def upscale(lq: torch.Tensor) -> torch.Tensor:
+            h, w = lq.shape[-2:]
+            output = net(pad_to_multiple(lq, multiple) if multiple else lq)
+            return output[..., :h * scale, :w * scale]
+
         with torch.no_grad():
-            output = net(lq)
-        scale = self.opt.get('scale', 1)
-        self.output = output[..., :h * scale, :w * scale]
+            tile = val_opt.get('tile')
+            if tile:
+                self.output = tiled_forward(upscale, self.lq, scale, int(tile), int(val_opt.get('tile_overlap', 32)))
+            else:
+                self.output = upscale(self.lq)
         net.train(was_training)
 
     @master_only
