@@ -11,13 +11,11 @@ from typing import Dict, Tuple
 import torch
 from torch import nn
 
+from esc.utils.paper import TABLE2
+
 HD_OUTPUT = (720, 1280)  # (H, W) of the super-resolved image
 
-PAPER_TABLE2: Dict[Tuple[str, int], Tuple[int, float]] = {
-    ('ESC', 2): (947, 592.0), ('ESC', 3): (955, 267.6), ('ESC', 4): (968, 149.2),
-    ('ESC-light', 2): (603, 359.4), ('ESC-light', 3): (612, 162.8), ('ESC-light', 4): (624, 91.0),
-    ('ESC-FP', 2): (524, 239.8), ('ESC-FP', 3): (530, 110.0), ('ESC-FP', 4): (539, 60.8),
-}
+PAPER_TABLE2: Dict[Tuple[str, int], Tuple[int, float]] = {key: (row.params_k, row.flops_g) for key, row in TABLE2.items()}
 """Table 2 of the paper: (#Params in K, #FLOPs in G) per (variant, scale), HR output 1280×720."""
 
 

@@ -1,0 +1,51 @@
+"""Turn esc/test.py results into the paper's Table 2/4 layout (markdown and CSV).
+
+    python esc/test.py -opt options/test/ESC/test_ESC_X2_DIV2K.yml     # writes results/ESC_X2_DIV2K/
+    python scripts/make_tables.py --paper                               # every results/<Variant>_X<r>_<DATA>
+    python scripts/make_tables.py --csv tables.csv --speed speed.json --flops
+
+--paper adds the paper's row and the difference (ours − paper) under each of ours. --flops counts
+#FLOPs with fvcore (minutes for ×2); #Params is always counted. --speed reads latency/memory records
+(JSON list of {variant, scale, latency_ms, memory_mb}, e.g. from scripts/benchmark.py).
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import esc  # noqa: F401  (registers the networks)
+from esc.archs import build_variant
+from esc.errors import ESCError
+from esc.utils.complexity import count_flops, count_parameters
+from esc.utils.results import collect_results, load_speed, table_rows, to_csv, to_markdown
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--results', type=Path, default=Path('results'), help='folder of esc/test.py results')
+    parser.add_argument('--paper', action='store_true', help="print the paper's rows and the differences")
+    parser.add_argument('--flops', action='store_true', help='count #FLOPs with fvcore (slow)')
+    parser.add_argument('--speed', type=Path, help='latency/memory records (JSON)')
+    parser.add_argument('--csv', type=Path, help='also write the table as CSV to this file')
+    args = parser.parse_args()
+    try:
+        results = collect_results(args.results)
+        if not results:
+            raise ESCError(f'--results: no <Variant>_X<r>_<DATA> test results under {args.results}')
+        complexity = {}
+        for variant, scale, _ in results:
+            if variant == 'Bicubic':
+                continue
+            net = build_variant(variant, scale, attn_type='naive')
+            flops = count_flops(net, scale) / 1e9 if args.flops else None
+            complexity[variant, scale] = (round(count_parameters(net) / 1e3), flops)
+        rows = table_rows(results, complexity, load_speed(args.speed), args.paper)
+    except ESCError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        sys.exit(2)
+    print(to_markdown(rows))
+    if args.csv:
+        args.csv.write_text(to_csv(rows))
+
+
+if __name__ == '__main__':
+    main()
