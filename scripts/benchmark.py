@@ -1,0 +1,166 @@
+"""Measure latency and memory of the ESC networks (Sec. 4.2) or of window attention alone (Table 1).
+
+    python scripts/benchmark.py --variants ESC --scales 4 --markdown          # HD output, LR 180x320
+    python scripts/benchmark.py --json speed.json     # then: scripts/make_tables.py --speed speed.json
+    python scripts/benchmark.py --variants ESC-light --scales 4 --lr-size 64x64 --attn-type naive
+    python scripts/benchmark.py table1 --markdown                              # Table 1 layout
+    python scripts/benchmark.py table1 --sizes 64 --window-sizes 16 24 32 --case-timeout 120
+
+Defaults: warm-up 3 / 10 timed runs on CPU, 10 / 100 on CUDA (Table 1 on CPU: 1 / 3). Latency is the
+median of the timed runs (min/max and IQR beside it). Memory in MB (bytes / 2**20): on CUDA
+torch.cuda.max_memory_allocated, on CPU the peak-RSS growth over the timed runs, each case in a fresh
+subprocess; see esc/utils/benchmark.py. Bad input is reported as one `error: ...` line, exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+REPO = str(Path(__file__).resolve().parents[1])
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # this checkout's esc, not another one installed in the environment
+
+import esc  # noqa: E402,F401  (must precede every basicsr import)
+from esc.errors import ESCError  # noqa: E402
+from esc.utils.benchmark import (DTYPES, NETWORK_HEADER, TABLE1_DIM, TABLE1_HEADER, TABLE1_HEADS,  # noqa: E402
+                                 TABLE1_WINDOW_SIZES, RunSettings, attention_spec, backend_label, benchmark_network,
+                                 fused_attention_type, iter_table1, make_settings, memory_note, network_row,
+                                 network_spec, parse_size, speed_entry, stream_table, table1_cells)
+
+TABLE1_CPU_SCHEDULE = (1, 3)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f'.{path.name}.tmp')
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _emit(line: str) -> None:
+    print(line, flush=True)
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--device', default='auto', help='cpu, cuda or auto (cuda where available)')
+    parser.add_argument('--dtype', default='fp32', help=f"autocast precision: {', '.join(DTYPES)} (fp16 on CUDA only)")
+    parser.add_argument('--warmup', type=int, default=None, help='untimed passes before timing')
+    parser.add_argument('--runs', type=int, default=None, help='timed passes')
+    parser.add_argument('--threads', type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument('--markdown', action='store_true', help='print a markdown table')
+    parser.add_argument('--in-process', action='store_true',
+                        help='measure in this process (default on CPU: a fresh subprocess per case)')
+    parser.add_argument('--case-timeout', type=float, default=None, help='seconds allowed per subprocess case')
+
+
+def network_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog='subcommand: table1 (see table1 -h)',
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--variants', nargs='+', default=['ESC', 'ESC-light', 'ESC-FP'],
+                        help='ESC, ESC-light, ESC-FP, ESC-Real')
+    parser.add_argument('--scales', nargs='+', type=int, default=[2, 3, 4])
+    parser.add_argument('--attn-type', default='auto', help='auto, flex, sdpa or naive')
+    parser.add_argument('--lr-size', default=None, help='LR input HxW (default: 720//r x 1280//r, an HD output)')
+    parser.add_argument('--json', type=Path, default=None,
+                        help='also write the records here, as scripts/make_tables.py --speed reads them')
+    _common_options(parser)
+    return parser
+
+
+def table1_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='benchmark.py table1',
+                                     description='Table 1: window self-attention alone, w/o and w/ a fused kernel')
+    parser.add_argument('--sizes', nargs='+', default=['64', '288'], help='H or HxW of the input (C = --dim)')
+    parser.add_argument('--window-sizes', nargs='+', type=int, default=list(TABLE1_WINDOW_SIZES))
+    parser.add_argument('--dim', type=int, default=TABLE1_DIM)
+    parser.add_argument('--heads', type=int, default=TABLE1_HEADS)
+    parser.add_argument('--fused', default='auto', help="'w/ FA' backend: auto (flex on CUDA, sdpa on CPU), flex, sdpa")
+    _common_options(parser)
+    return parser
+
+
+def _settings(args: argparse.Namespace, cpu_schedule: Optional[Tuple[int, int]] = None) -> RunSettings:
+    settings = make_settings(args.device, args.dtype, args.warmup, args.runs, args.threads)
+    if settings.device == 'cpu' and cpu_schedule is not None:
+        warmup = cpu_schedule[0] if args.warmup is None else args.warmup
+        runs = cpu_schedule[1] if args.runs is None else args.runs
+        settings = make_settings(args.device, args.dtype, warmup, runs, args.threads)
+    return settings
+
+
+def _threads_note(device: str, threads: Sequence[int]) -> str:
+    if device != 'cpu' or not threads:
+        return ''
+    return f" CPU threads: {', '.join(str(n) for n in sorted(set(threads)))}."
+
+
+def run_network(argv: Sequence[str]) -> None:
+    args = network_parser().parse_args(argv)
+    settings = _settings(args)
+    lr_size = parse_size(args.lr_size) if args.lr_size is not None else None
+    for variant in args.variants:
+        for scale in args.scales:
+            network_spec(variant, scale, settings, args.attn_type, lr_size)
+    isolate = False if args.in_process else None
+    threads: List[int] = []
+    entries: List[dict] = []
+
+    def rows() -> Iterator[List[str]]:
+        for variant in args.variants:
+            for scale in args.scales:
+                record = benchmark_network(variant, scale, settings, args.attn_type, lr_size, isolate=isolate,
+                                           timeout=args.case_timeout)
+                threads.append(record.threads)
+                entries.append(speed_entry(record))
+                if args.json is not None:  # rewritten after every case, so a long run loses nothing to a kill
+                    atomic_write_text(args.json, json.dumps(entries, indent=1))
+                yield network_row(record)
+
+    stream_table(NETWORK_HEADER, rows(), args.markdown, _emit)
+    _emit('')
+    _emit(memory_note(settings.device) + _threads_note(settings.device, threads))
+
+
+def run_table1(argv: Sequence[str]) -> None:
+    args = table1_parser().parse_args(argv)
+    settings = _settings(args, TABLE1_CPU_SCHEDULE)
+    sizes = [parse_size(s) for s in args.sizes]
+    fused = fused_attention_type(settings.device, args.fused)
+    for size in sizes:
+        for ws in args.window_sizes:
+            attention_spec(size, ws, settings, fused, args.dim, args.heads)
+    isolate = False if args.in_process else None
+    _emit(f'w/o FA: {backend_label("naive", settings.device)}; w/ FA: {backend_label(fused, settings.device)}; '
+          f'{settings.device}, {settings.dtype}, warm-up {settings.warmup}, {settings.runs} timed runs '
+          '(median latency).')
+    _emit('')
+    threads: List[int] = []
+
+    def rows() -> Iterator[List[str]]:
+        for row in iter_table1(settings, sizes, args.window_sizes, fused, args.dim, args.heads, isolate=isolate,
+                               timeout=args.case_timeout):
+            threads.extend(record.threads for record in (row.naive, row.fused) if record is not None)
+            yield table1_cells(row, args.dim)
+
+    stream_table(TABLE1_HEADER, rows(), args.markdown, _emit)
+    _emit('')
+    _emit(memory_note(settings.device) + _threads_note(settings.device, threads))
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] == 'table1':
+            run_table1(argv[1:])
+        else:
+            run_network(argv)
+    except ESCError as exc:
+        print(f'error: {exc}', file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,171 @@
+"""esc.utils.benchmark and scripts/benchmark.py: behaviour only (records, tables, errors), never speed."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+from types import ModuleType
+
+import pytest
+import torch
+
+from esc.errors import ESCError
+from esc.utils.benchmark import (NETWORK_HEADER, TABLE1_HEADER, BenchmarkRecord, Table1Row, benchmark_network,
+                                 benchmark_window_attention, check_dtype, format_network_table, format_table1,
+                                 fused_attention_type, hd_lr_size, iter_table1, make_settings, parse_size)
+from esc.utils.results import load_speed
+from tests.conftest import REPO
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(),
+                          reason='needs a CUDA device (torch.cuda.is_available() is False here)')
+TINY = dict(warmup=1, runs=2)
+
+
+def load_cli() -> ModuleType:
+    spec = importlib.util.spec_from_file_location('benchmark_cli', REPO / 'scripts' / 'benchmark.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_record(record: BenchmarkRecord, runs: int) -> None:
+    assert len(record.latencies_ms) == runs
+    assert all(math.isfinite(t) and t > 0 for t in record.latencies_ms)
+    assert record.min_ms <= record.median_ms <= record.max_ms
+    assert record.iqr_ms >= 0
+    for value in (record.memory_mb, record.peak_mb, record.baseline_mb):
+        assert math.isfinite(value) and value >= 0
+    assert record.memory_method
+
+
+def test_hd_input_and_size_parsing():
+    assert hd_lr_size(4) == (180, 320) and hd_lr_size(2) == (360, 640) and hd_lr_size(3) == (240, 426)
+    assert parse_size('180x320') == (180, 320) and parse_size('64') == (64, 64) and parse_size('8X16') == (8, 16)
+    for bad in ('3y', '0x5', 'x', '1x2x3', '-4x4'):
+        with pytest.raises(ESCError):
+            parse_size(bad)
+
+
+def test_bad_settings_are_escerrors():
+    with pytest.raises(ESCError, match='fp16 is only supported on CUDA'):
+        check_dtype('fp16', 'cpu')
+    with pytest.raises(ESCError, match='dtype'):
+        make_settings('cpu', dtype='fp64')
+    with pytest.raises(ESCError, match='runs'):
+        make_settings('cpu', runs=0)
+    with pytest.raises(ESCError, match='device'):
+        make_settings('tpu')
+    assert make_settings('cpu').warmup == 3 and make_settings('cpu').runs == 10
+    with pytest.raises(ESCError, match="variant 'Nope' is unknown"):
+        benchmark_network('Nope', 4, make_settings('cpu', **TINY), isolate=False)
+
+
+def test_network_record_in_process():
+    settings = make_settings('cpu', **TINY)
+    record = benchmark_network('ESC-light', 4, settings, lr_size=(32, 32), isolate=False)
+    check_record(record, runs=2)
+    assert record.input_shape == (1, 3, 32, 32) and record.output_shape == (1, 3, 128, 128)
+    assert (record.name, record.scale, record.device, record.dtype) == ('ESC-light', 4, 'cpu', 'fp32')
+    assert record.attn_type == 'auto' and record.backend == 'sdpa'
+    assert 'RSS' in record.memory_method
+    assert BenchmarkRecord.from_dict(record.to_dict()) == record
+    lines = format_network_table([record], markdown=True)
+    assert lines[0] == '| ' + ' | '.join(NETWORK_HEADER) + ' |'
+    assert lines[2].startswith('| ESC-light | x4 | 32x32 | 128x128 | cpu | auto (sdpa) | fp32 |')
+
+
+def test_window_attention_and_table1_rows_in_process():
+    settings = make_settings('cpu', **TINY)
+    record = benchmark_window_attention((20, 20), 8, settings, 'Naive', dim=16, num_heads=2, isolate=False)
+    check_record(record, runs=2)
+    assert record.backend == 'naive' and record.output_shape == (1, 16, 20, 20) and record.window_size == 8
+    assert fused_attention_type('cpu') == 'sdpa'
+    with pytest.raises(ESCError):
+        fused_attention_type('cpu', 'naive')
+    rows = list(iter_table1(settings, sizes=[(16, 16)], window_sizes=[4, 8], dim=16, num_heads=2, isolate=False))
+    assert [(r.size, r.window_size) for r in rows] == [((16, 16), 4), ((16, 16), 8)]
+    assert all(r.naive.backend == 'naive' and r.fused.backend == 'sdpa' for r in rows)
+    assert all(r.speedup > 0 and math.isfinite(r.speedup) for r in rows)
+    lines = format_table1(rows, markdown=True, dim=16)
+    assert lines[0] == '| ' + ' | '.join(TABLE1_HEADER) + ' |' and len(lines) == 4
+    assert lines[2].startswith('| 16x16x16 | 4x4 |')
+
+
+def test_table1_row_ratios_and_skipped_cells():
+    def fake(latency: float, memory: float) -> BenchmarkRecord:
+        return BenchmarkRecord(kind='attention', name='WindowAttention', scale=1, device='cpu', attn_type='naive',
+                               backend='naive', dtype='fp32', input_shape=(1, 64, 64, 64),
+                               output_shape=(1, 64, 64, 64), warmup=0, runs=3, threads=1,
+                               latencies_ms=[latency, latency + 2, latency - 1], memory_mb=memory, peak_mb=memory,
+                               baseline_mb=0.0, memory_method='test', window_size=16)
+
+    row = Table1Row((64, 64), 16, naive=fake(40.0, 120.0), fused=fake(10.0, 30.0))
+    assert row.speedup == pytest.approx(4.0) and row.memory_reduction == pytest.approx(4.0)
+    assert format_table1([row])[2] == '| 64x64x64 | 16x16 | 40.0 | 10.0 | 4.0x | 120.0 | 30.0 | 4.0x |'
+    skipped = Table1Row((288, 288), 32, naive=None, fused=fake(10.0, 30.0), notes={'naive': '> 60 s'})
+    assert skipped.speedup is None
+    assert format_table1([skipped])[2] == '| 288x288x64 | 32x32 | > 60 s | 10.0 | - | - | 30.0 | - |'
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--variants', 'Foo'], "error: variant 'Foo' is unknown"),
+    (['--lr-size', '3y'], "error: size '3y' is not HxW"),
+    (['--device', 'cpu', '--dtype', 'fp16'], 'error: dtype fp16 is only supported on CUDA'),
+    (['--variants', 'ESC-Real', '--scales', '2'], 'error: variant ESC-Real exists at scale 4 only'),
+    (['table1', '--sizes', '0'], "error: size '0' must be positive"),
+])
+def test_cli_bad_input_is_one_line_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_cli().main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and len(err.splitlines()) == 1
+
+
+def test_cli_table1_in_process(capsys):
+    load_cli().main(['table1', '--device', 'cpu', '--sizes', '16', '--window-sizes', '8', '--dim', '16',
+                     '--heads', '2', '--warmup', '0', '--runs', '1', '--markdown', '--in-process'])
+    out = capsys.readouterr().out
+    assert 'w/ FA: fused SDPA (CPU, not flash attention)' in out
+    assert '| ' + ' | '.join(TABLE1_HEADER) + ' |' in out
+    assert '| 16x16x16 | 8x8 |' in out
+
+
+def test_cli_markdown_table_in_a_subprocess(tmp_path):
+    """The CLI as a user runs it; on CPU each case is measured in its own (second) subprocess. Its JSON
+    is what scripts/make_tables.py --speed reads."""
+    speed = tmp_path / 'speed.json'
+    proc = subprocess.run([sys.executable, str(REPO / 'scripts' / 'benchmark.py'), '--variants', 'ESC-light',
+                           '--scales', '4', '--lr-size', '16x16', '--device', 'cpu', '--warmup', '1', '--runs', '2',
+                           '--markdown', '--json', str(speed)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == '| ' + ' | '.join(NETWORK_HEADER) + ' |'
+    assert lines[1] == '|' + '---|' * len(NETWORK_HEADER)
+    cells = [c.strip() for c in lines[2].strip('|').split('|')]
+    assert cells[:7] == ['ESC-light', 'x4', '16x16', '64x64', 'cpu', 'auto (sdpa)', 'fp32']
+    assert float(cells[7]) > 0 and float(cells[10]) >= 0 and cells[11] == '1+2'
+    assert 'MB = bytes / 2**20' in proc.stdout
+    (latency, memory), = load_speed(speed).values()
+    assert list(load_speed(speed)) == [('ESC-light', 4)]
+    assert f'{latency:.1f}' == cells[7] and f'{memory:.1f}' == cells[10]
+
+
+@CUDA
+def test_cuda_record_uses_max_memory_allocated():
+    settings = make_settings('cuda', **TINY)
+    record = benchmark_network('ESC-light', 4, settings, lr_size=(32, 32), attn_type='sdpa')
+    check_record(record, runs=2)
+    assert record.device == 'cuda' and record.output_shape == (1, 3, 128, 128)
+    assert 'max_memory_allocated' in record.memory_method and record.memory_mb >= record.baseline_mb > 0
+
+
+@CUDA
+def test_cuda_fp16_autocast_and_flex():
+    settings = make_settings('cuda', dtype='fp16', **TINY)
+    record = benchmark_window_attention((64, 64), 16, settings, 'flex')
+    check_record(record, runs=2)
+    assert record.backend == 'flex' and record.dtype == 'fp16'
