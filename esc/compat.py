@@ -9,6 +9,9 @@
    (gloo on CPU, NCCL on GPU) wherever basicsr looks it up.
 3. basicsr's ``load_resume_state`` maps the training state to ``torch.cuda.current_device()``, so
    resuming fails without a GPU; :func:`esc.utils.checkpoint.load_resume_state` replaces it.
+4. basicsr's train and test pipelines meet a missing dataset folder or weight file deep inside
+   dataset or model construction (a traceback); their ``parse_options`` is wrapped so that every
+   path the options name is checked first (:func:`esc.utils.cli.check_paths`, one line each).
 
 Import :mod:`esc` (which imports this module first) before anything from ``basicsr``.
 """
@@ -34,18 +37,22 @@ def _alias_torchvision_functional_tensor() -> None:
     sys.modules[name] = alias
 
 
-def _use_esc_launch_and_resume() -> None:
+def _use_esc_launch_resume_and_checks() -> None:
+    import basicsr.test
     import basicsr.train
     import basicsr.utils.dist_util
     import basicsr.utils.options
 
     from esc.utils.checkpoint import load_resume_state
+    from esc.utils.cli import checked_parse_options
     from esc.utils.dist import init_dist
 
     basicsr.utils.dist_util.init_dist = init_dist
     basicsr.utils.options.init_dist = init_dist
     basicsr.train.load_resume_state = load_resume_state
+    for pipeline in (basicsr.train, basicsr.test):
+        pipeline.parse_options = checked_parse_options(basicsr.utils.options.parse_options)
 
 
 _alias_torchvision_functional_tensor()
-_use_esc_launch_and_resume()
+_use_esc_launch_resume_and_checks()

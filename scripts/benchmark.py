@@ -24,7 +24,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)  # this checkout's esc, not another one installed in the environment
 
 import esc  # noqa: E402,F401  (must precede every basicsr import)
-from esc.errors import ESCError  # noqa: E402
+from esc.utils.cli import one_line_errors  # noqa: E402
 from esc.utils.benchmark import (DTYPES, NETWORK_HEADER, TABLE1_DIM, TABLE1_HEADER, TABLE1_HEADS,  # noqa: E402
                                  TABLE1_WINDOW_SIZES, RunSettings, attention_spec, backend_label, benchmark_network,
                                  fused_attention_type, iter_table1, make_settings, memory_note, network_row,
@@ -152,14 +152,11 @@ def run_table1(argv: Sequence[str]) -> None:
 
 def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    try:
+    with one_line_errors():
         if argv and argv[0] == 'table1':
             run_table1(argv[1:])
         else:
             run_network(argv)
-    except ESCError as exc:
-        print(f'error: {exc}', file=sys.stderr, flush=True)
-        sys.exit(2)
 
 
 if __name__ == '__main__':

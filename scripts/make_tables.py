@@ -9,12 +9,12 @@
 (JSON list of {variant, scale, latency_ms, memory_mb}, e.g. from scripts/benchmark.py).
 """
 import argparse
-import sys
 from pathlib import Path
 
 import esc  # noqa: F401  (registers the networks)
 from esc.archs import build_variant
 from esc.errors import ESCError
+from esc.utils.cli import one_line_errors
 from esc.utils.complexity import count_flops, count_parameters
 from esc.utils.results import collect_results, load_speed, table_rows, to_csv, to_markdown
 
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument('--speed', type=Path, help='latency/memory records (JSON)')
     parser.add_argument('--csv', type=Path, help='also write the table as CSV to this file')
     args = parser.parse_args()
-    try:
+    with one_line_errors():
         results = collect_results(args.results)
         if not results:
             raise ESCError(f'--results: no <Variant>_X<r>_<DATA> test results under {args.results}')
@@ -39,9 +39,6 @@ def main() -> None:
             flops = count_flops(net, scale) / 1e9 if args.flops else None
             complexity[variant, scale] = (round(count_parameters(net) / 1e3), flops)
         rows = table_rows(results, complexity, load_speed(args.speed), args.paper)
-    except ESCError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        sys.exit(2)
     print(to_markdown(rows))
     if args.csv:
         args.csv.write_text(to_csv(rows))

@@ -19,12 +19,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import List, Optional
 
 import esc  # noqa: F401  (must precede basicsr imports)
 from esc.data.benchmark_prep import prepare_benchmark, quiet_opencv
-from esc.errors import ESCError
+from esc.utils.cli import one_line_errors
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -40,12 +39,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Prepare every root; bad input ends the run with ``error: <message>`` and exit status 2."""
     args = parse_args(argv)
     quiet_opencv()
-    try:
+    with one_line_errors():
         for root in args.roots:
             print(prepare_benchmark(root, args.scales, skip_bad=args.skip_bad).summary(), flush=True)
-    except ESCError as exc:
-        print(f'error: {exc}', file=sys.stderr, flush=True)
-        sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import esc  # noqa: F401  (must precede basicsr imports)
 from esc.data.benchmark_prep import check_scales, quiet_opencv
 from esc.data.training_prep import LRFolder, extract_subimages, pack_lmdb
-from esc.errors import ESCError
+from esc.utils.cli import one_line_errors
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -83,11 +82,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Parse, run; bad input ends the run with ``error: <message>`` and exit status 2."""
     args = parse_args(argv)
     quiet_opencv()
-    try:
+    with one_line_errors():
         run(args)
-    except ESCError as exc:
-        print(f'error: {exc}', file=sys.stderr, flush=True)
-        sys.exit(2)
 
 
 if __name__ == '__main__':

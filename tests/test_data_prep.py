@@ -335,3 +335,33 @@ def test_bicubic_set14(prepared, scale):
     assert gray == ['bridge.png']
     n = len(list((root / 'HR').iterdir()))
     assert psnr - lit_psnr == pytest.approx(20 * math.log10(255 / 219) / n, abs=1e-3)
+
+
+def test_missing_folders_and_mismatched_lr_fail_in_one_line(tiny_root, tmp_path):
+    """esc/test.py on a benchmark whose LR folder is missing, and on one whose LR images are of another scale."""
+    prepare_benchmark(tiny_root, (3,), progress=False)
+
+    def options(name: str, lq_folder: str) -> Path:
+        opt = dict(name=name, model_type='ESCModel', scale=2, num_gpu=0,
+                   datasets=dict(test_1=dict(name='Tiny', type='PairedImageDataset', dataroot_gt=str(tiny_root / 'HR'),
+                                             dataroot_lq=str(tiny_root / 'LR_bicubic' / lq_folder),
+                                             io_backend=dict(type='disk'))),
+                   network_g=dict(type='Bicubic', upscaling_factor=2), path=dict(pretrain_network_g=None),
+                   val=dict(save_img=False, metrics=dict(psnr=dict(type='calculate_psnr', crop_border=2))))
+        path = tmp_path / f'{name}.yml'
+        path.write_text(yaml.safe_dump(opt))
+        return path
+
+    runs = {
+        'missing': f'error: datasets.test_1.dataroot_lq: no such file or folder {tiny_root / "LR_bicubic" / "X2"}',
+        'wrong_scale': f'error: {tiny_root / "HR" / "gray.png"}: HR is 31x29, so its x2 LR image should be 15x14, '
+                       f'but {tiny_root / "LR_bicubic" / "X3" / "gray.png"} is 10x9; was it made for another scale?',
+    }
+    procs = {name: subprocess.Popen([sys.executable, str(REPO / 'esc/test.py'), '-opt',
+                                     str(options(name, 'X2' if name == 'missing' else 'X3'))],
+                                    cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in runs}
+    for name, message in runs.items():
+        _, stderr = procs[name].communicate(timeout=300)
+        assert procs[name].returncode == 2, stderr[-3000:]
+        assert 'Traceback' not in stderr and stderr.strip().splitlines()[-1].startswith(message), stderr[-3000:]

@@ -103,3 +103,14 @@ def test_tiled_evaluation_through_the_model():
     model.test()
     assert model.output.shape == whole.shape and torch.isfinite(model.output).all()
     assert not torch.equal(model.output, whole)  # really tiled (a random net is not tile-invariant)
+
+
+def test_hr_that_is_not_scale_times_the_lr_is_refused():
+    """What basicsr's test-time GT crop cannot fix (an HR image smaller than r× its LR) names both files."""
+    model = build_model(model_options())
+    batch = {'lq': torch.rand(1, 3, 10, 12), 'gt': torch.rand(1, 3, 20, 24), 'lq_path': ['lr/a.png'],
+             'gt_path': ['hr/a.png']}
+    model.feed_data(batch)
+    assert model.gt.shape == (1, 3, 20, 24)
+    with pytest.raises(ESCError, match=r'^hr/a\.png: HR is 23x20, but its LR image lr/a\.png \(12x10\) x2 is 24x20'):
+        model.feed_data({**batch, 'gt': torch.rand(1, 3, 20, 23)})

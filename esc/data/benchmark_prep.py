@@ -14,6 +14,9 @@
 - Re-running is safe: an output that already holds the same pixels is left alone (not even
   rewritten), an unreadable one is replaced, one with other pixels is kept with a warning and one
   of the wrong size is an error. Files are written to a hidden temporary file and renamed.
+
+Because that crop hides an LR folder made for another scale (the HR image is simply cut down to
+match), :func:`check_benchmark_pairs` checks every HR/LR pair before an evaluation starts.
 """
 from __future__ import annotations
 
@@ -271,3 +274,34 @@ def prepare_benchmark(root: PathLike, scales: Sequence[int] = (2, 3, 4), skip_ba
         warn(f'{hr_dir}: {len(report.skipped)} file(s) skipped have no LR image; basicsr\'s PairedImageDataset '
              f'needs the same files in HR and LR_bicubic/X{{r}}, so move them out of HR')
     return report
+
+
+def image_size(path: PathLike) -> Tuple[int, int]:
+    """(width, height) of an image file: from the PNG header where it is one, else by decoding."""
+    with open(path, 'rb') as f:
+        head = f.read(24)
+    if head.startswith(PNG_SIGNATURE) and head[12:16] == b'IHDR':
+        return int.from_bytes(head[16:20], 'big'), int.from_bytes(head[20:24], 'big')
+    height, width = read_image(path).shape[:2]
+    return width, height
+
+
+def check_benchmark_pairs(gt_folder: PathLike, lq_folder: PathLike, scale: int, filename_tmpl: str = '{}') -> int:
+    """Check, as basicsr's ``PairedImageDataset`` pairs them (same name, ``filename_tmpl`` on the LR side), that
+    every HR image has its LR image and is its mod-crop ×``scale``: ⌊W/r⌋×⌊H/r⌋ = the LR size. Returns the
+    number of pairs; the first problem is a one-line ESCError naming the file."""
+    gt_folder, lq_folder = Path(gt_folder), Path(lq_folder)
+    gt_names, lq_names = list_files(gt_folder), set(list_files(lq_folder))
+    for name in gt_names:
+        stem, ext = os.path.splitext(name)
+        lq_path = lq_folder / f'{filename_tmpl.format(stem)}{ext}'
+        if lq_path.name not in lq_names:
+            raise ESCError(f'{gt_folder / name}: no LR image {lq_path}')
+        (gw, gh), (lw, lh) = image_size(gt_folder / name), image_size(lq_path)
+        if (gw // scale, gh // scale) != (lw, lh):
+            raise ESCError(f'{gt_folder / name}: HR is {gw}x{gh}, so its x{scale} LR image should be '
+                           f'{gw // scale}x{gh // scale}, but {lq_path} is {lw}x{lh}; was it made for another scale?')
+    if len(lq_names) != len(gt_names):
+        raise ESCError(f'{lq_folder}: {len(lq_names)} files, but {gt_folder} has {len(gt_names)}; '
+                       f'basicsr pairs them one to one')
+    return len(gt_names)

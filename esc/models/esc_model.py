@@ -55,6 +55,17 @@ class ESCModel(SRModel):
             raise ESCError(f'train.optim_g.type: {optim_type!r} is not an optimizer of torch.optim')
         return optimizer(params, lr, **kwargs)
 
+    def feed_data(self, data: Dict[str, Any]) -> None:
+        """Take a batch; an HR image that is not ``scale``× its LR image is a one-line error naming both files."""
+        if 'gt' in data:
+            scale = self.opt.get('scale', 1)
+            (lh, lw), (gh, gw) = data['lq'].shape[-2:], data['gt'].shape[-2:]
+            if (gh, gw) != (lh * scale, lw * scale):
+                gt_path, lq_path = (data.get(k, ['?'])[0] for k in ('gt_path', 'lq_path'))
+                raise ESCError(f'{gt_path}: HR is {gw}x{gh}, but its LR image {lq_path} ({lw}x{lh}) x{scale} is '
+                               f'{lw * scale}x{lh * scale}; was the LR folder made for another scale?')
+        super().feed_data(data)
+
     def load_network(self, net: nn.Module, load_path: str, strict: bool = True, param_key: str = 'params') -> None:
         state_dict = read_state_dict(load_path, param_key)
         net = self.get_bare_model(net)

@@ -3,13 +3,17 @@ reporting bad input as one line instead of a traceback."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import os
 import os.path as osp
 import sys
-from typing import Callable
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import torch.distributed as dist
 import yaml
 
+from esc.data.benchmark_prep import check_benchmark_pairs
 from esc.errors import ESCError
 
 
@@ -33,14 +37,67 @@ def check_option_file(argv: list[str]) -> None:
         raise ESCError(f'-opt: {known.opt} does not hold a mapping of options')
 
 
-def run_pipeline(pipeline: Callable[[str], None], root_path: str) -> None:
-    """Run ``pipeline(root_path)`` (basicsr's train or test pipeline); ESCError → ``error: ...``, exit 2."""
+DATASET_PATH_KEYS = ('dataroot_gt', 'dataroot_lq', 'meta_info_file')
+WEIGHT_PATH_KEYS = ('pretrain_network_g', 'pretrain_network_d')
+
+
+def check_paths(opt: Dict[str, Any]) -> None:
+    """One line naming the option and the path, for every dataset folder, meta-info file or pretrained
+    weight file the (parsed) options name but the disk lacks, and for evaluation HR/LR folders that do
+    not pair up at the option's scale; run before anything is built."""
+    for phase, dataset in (opt.get('datasets') or {}).items():
+        dataset = dataset or {}
+        for key in DATASET_PATH_KEYS:
+            for path in _as_list(dataset.get(key)):
+                if not osp.exists(path):
+                    raise ESCError(f'datasets.{phase}.{key}: no such file or folder {path} '
+                                   f'(paths are relative to {os.getcwd()})')
+        if (not phase.startswith('train') and dataset.get('type') == 'PairedImageDataset'
+                and (dataset.get('io_backend') or {}).get('type') == 'disk' and 'meta_info_file' not in dataset):
+            check_benchmark_pairs(dataset['dataroot_gt'], dataset['dataroot_lq'], int(opt.get('scale', 1)),
+                                  dataset.get('filename_tmpl', '{}'))
+    for key in WEIGHT_PATH_KEYS:
+        path = (opt.get('path') or {}).get(key)
+        if isinstance(path, str) and not osp.isfile(path):
+            raise ESCError(f'path.{key}: no such file {path} (paths are relative to {os.getcwd()})')
+
+
+def _as_list(value: Any) -> List[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def checked_parse_options(parse_options: Callable[..., Tuple[Dict[str, Any], Any]]) -> Callable[..., Any]:
+    """basicsr's ``parse_options`` followed by :func:`check_paths` on what it returns."""
+
+    @functools.wraps(parse_options)
+    def parse(*args: Any, **kwargs: Any) -> Tuple[Dict[str, Any], Any]:
+        opt, cli_args = parse_options(*args, **kwargs)
+        check_paths(opt)
+        return opt, cli_args
+
+    return parse
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """What every command does with bad input: an ESCError becomes ``error: <message>`` and exit status 2."""
     try:
-        check_option_file(sys.argv[1:])
-        pipeline(root_path)
+        yield
     except ESCError as exc:
         print(f'error: {exc}', file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def run_pipeline(pipeline: Callable[[str], None], root_path: str) -> None:
+    """Run ``pipeline(root_path)`` (basicsr's train or test pipeline) with :func:`one_line_errors`."""
+    try:
+        with one_line_errors():
+            check_option_file(sys.argv[1:])
+            pipeline(root_path)
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
