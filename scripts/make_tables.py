@@ -2,11 +2,11 @@
 
     python esc/test.py -opt options/test/ESC/test_ESC_X2_DIV2K.yml     # writes results/ESC_X2_DIV2K/
     python scripts/make_tables.py --paper                               # every results/<Variant>_X<r>_<DATA>
-    python scripts/make_tables.py --csv tables.csv --speed speed.json --flops
+    python scripts/make_tables.py --csv tables.csv --speed speed.json
 
---paper adds the paper's row and the difference (ours − paper) under each of ours. --flops counts
-#FLOPs with fvcore (minutes for ×2); #Params is always counted. --speed reads latency/memory records
-(JSON list of {variant, scale, latency_ms, memory_mb}, e.g. from scripts/benchmark.py).
+--paper adds the paper's row and the difference (ours − paper) under each of ours. #Params and #FLOPs
+(fvcore, HD output) are counted for every row. --speed reads latency/memory records (JSON list of
+{variant, scale, latency_ms, memory_mb}, as scripts/benchmark.py --json writes them).
 """
 import argparse
 from pathlib import Path
@@ -23,7 +23,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--results', type=Path, default=Path('results'), help='folder of esc/test.py results')
     parser.add_argument('--paper', action='store_true', help="print the paper's rows and the differences")
-    parser.add_argument('--flops', action='store_true', help='count #FLOPs with fvcore (slow)')
     parser.add_argument('--speed', type=Path, help='latency/memory records (JSON)')
     parser.add_argument('--csv', type=Path, help='also write the table as CSV to this file')
     args = parser.parse_args()
@@ -36,8 +35,7 @@ def main() -> None:
             if variant == 'Bicubic':
                 continue
             net = build_variant(variant, scale, attn_type='naive')
-            flops = count_flops(net, scale) / 1e9 if args.flops else None
-            complexity[variant, scale] = (round(count_parameters(net) / 1e3), flops)
+            complexity[variant, scale] = (round(count_parameters(net) / 1e3), count_flops(net, scale) / 1e9)
         rows = table_rows(results, complexity, load_speed(args.speed), args.paper)
     print(to_markdown(rows))
     if args.csv:

@@ -42,7 +42,7 @@ def test_cli_prints_table_and_fails_in_one_line(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / 'scripts/make_tables.py'), '--results', 'results', '--paper',
                           '--csv', 'table.csv'], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert '| ESC-light (DIV2K) | x4 | - | - | - | 624 | 38.34/0.9618 |' in out.stdout
+    assert '| ESC-light (DIV2K) | x4 | - | - | 91.0 | 624 | 38.34/0.9618 |' in out.stdout
     assert '| ESC-light (paper) | x4 | 13.3 | 213 | 91.0 | 624 | 32.52/0.8995 |' in out.stdout
     assert (tmp_path / 'table.csv').read_text().count('\n') == 4
     bad = subprocess.run([sys.executable, str(REPO / 'scripts/make_tables.py'), '--results', 'nowhere'],
