@@ -53,7 +53,8 @@ def check_paths(opt: Dict[str, Any]) -> None:
                     raise ESCError(f'datasets.{phase}.{key}: no such file or folder {path} '
                                    f'(paths are relative to {os.getcwd()})')
         if (not phase.startswith('train') and dataset.get('type') == 'PairedImageDataset'
-                and (dataset.get('io_backend') or {}).get('type') == 'disk' and 'meta_info_file' not in dataset):
+                and (dataset.get('io_backend') or {}).get('type') == 'disk' and 'meta_info_file' not in dataset
+                and isinstance(dataset.get('dataroot_gt'), str) and isinstance(dataset.get('dataroot_lq'), str)):
             check_benchmark_pairs(dataset['dataroot_gt'], dataset['dataroot_lq'], int(opt.get('scale', 1)),
                                   dataset.get('filename_tmpl', '{}'))
     for key in WEIGHT_PATH_KEYS:
