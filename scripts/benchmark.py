@@ -5,6 +5,8 @@
     python scripts/benchmark.py --variants ESC-light --scales 4 --lr-size 64x64 --attn-type naive
     python scripts/benchmark.py table1 --markdown                              # Table 1 layout
     python scripts/benchmark.py table1 --sizes 64 --window-sizes 16 24 32 --case-timeout 120
+    python scripts/benchmark.py --variants ESC --scales 4 --compare-naive     # ratio to explicit attention
+    python scripts/benchmark.py scaling --variant ESC --scale 4               # cost per megapixel, 4 sizes
 
 Defaults: warm-up 3 / 10 timed runs on CPU, 10 / 100 on CUDA (Table 1 on CPU: 1 / 3). Latency is the
 median of the timed runs (min/max and IQR beside it). Memory in MB (bytes / 2**20): on CUDA
@@ -25,10 +27,11 @@ if REPO not in sys.path:
 
 import esc  # noqa: E402,F401  (must precede every basicsr import)
 from esc.utils.cli import one_line_errors  # noqa: E402
-from esc.utils.benchmark import (DTYPES, NETWORK_HEADER, TABLE1_DIM, TABLE1_HEADER, TABLE1_HEADS,  # noqa: E402
-                                 TABLE1_WINDOW_SIZES, RunSettings, attention_spec, backend_label, benchmark_network,
-                                 fused_attention_type, iter_table1, make_settings, memory_note, network_row,
-                                 network_spec, parse_size, speed_entry, stream_table, table1_cells)
+from esc.utils.benchmark import (DTYPES, NAIVE_RATIO_HEADER, NETWORK_HEADER, SCALING_HEADER,  # noqa: E402
+                                 TABLE1_DIM, TABLE1_HEADER, TABLE1_HEADS, TABLE1_WINDOW_SIZES, RunSettings,
+                                 attention_spec, backend_label, benchmark_network, fused_attention_type,
+                                 iter_table1, make_settings, memory_note, network_row, network_spec, parse_size,
+                                 scaling_row, speed_entry, stream_table, table1_cells, with_naive_ratio)
 
 TABLE1_CPU_SCHEDULE = (1, 3)
 
@@ -57,7 +60,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def network_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog='subcommand: table1 (see table1 -h)',
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog='subcommands: table1, scaling (see their -h)',
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--variants', nargs='+', default=['ESC', 'ESC-light', 'ESC-FP'],
                         help='ESC, ESC-light, ESC-FP, ESC-Real')
@@ -66,6 +69,8 @@ def network_parser() -> argparse.ArgumentParser:
     parser.add_argument('--lr-size', default=None, help='LR input HxW (default: 720//r x 1280//r, an HD output)')
     parser.add_argument('--json', type=Path, default=None,
                         help='also write the records here, as scripts/make_tables.py --speed reads them')
+    parser.add_argument('--compare-naive', action='store_true',
+                        help='also measure explicit attention in the same run and print the ratios')
     _common_options(parser)
     return parser
 
@@ -78,6 +83,20 @@ def table1_parser() -> argparse.ArgumentParser:
     parser.add_argument('--dim', type=int, default=TABLE1_DIM)
     parser.add_argument('--heads', type=int, default=TABLE1_HEADS)
     parser.add_argument('--fused', default='auto', help="'w/ FA' backend: auto (flex on CUDA, sdpa on CPU), flex, sdpa")
+    _common_options(parser)
+    return parser
+
+
+SCALING_SIZES = ('180x320', '360x640', '540x960', '720x1280')
+
+
+def scaling_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='benchmark.py scaling',
+                                     description='latency and memory of one network at several LR sizes, per megapixel')
+    parser.add_argument('--variant', default='ESC', help='ESC, ESC-light, ESC-FP, ESC-Real')
+    parser.add_argument('--scale', type=int, default=4)
+    parser.add_argument('--attn-type', default='auto', help='auto, flex, sdpa or naive')
+    parser.add_argument('--sizes', nargs='+', default=list(SCALING_SIZES), help='LR sizes HxW (default: 4 up to 720x1280)')
     _common_options(parser)
     return parser
 
@@ -117,9 +136,15 @@ def run_network(argv: Sequence[str]) -> None:
                 entries.append(speed_entry(record))
                 if args.json is not None:  # rewritten after every case, so a long run loses nothing to a kill
                     atomic_write_text(args.json, json.dumps(entries, indent=1))
-                yield network_row(record)
+                if not args.compare_naive:
+                    yield network_row(record)
+                    continue
+                naive = benchmark_network(variant, scale, settings, 'naive', lr_size, isolate=isolate,
+                                          timeout=args.case_timeout)
+                yield with_naive_ratio(network_row(record), record, naive)
 
-    stream_table(NETWORK_HEADER, rows(), args.markdown, _emit)
+    header = NETWORK_HEADER + (NAIVE_RATIO_HEADER if args.compare_naive else ())
+    stream_table(header, rows(), args.markdown, _emit)
     _emit('')
     _emit(memory_note(settings.device) + _threads_note(settings.device, threads))
 
@@ -150,11 +175,37 @@ def run_table1(argv: Sequence[str]) -> None:
     _emit(memory_note(settings.device) + _threads_note(settings.device, threads))
 
 
+def run_scaling(argv: Sequence[str]) -> None:
+    args = scaling_parser().parse_args(argv)
+    settings = _settings(args, cpu_schedule=(1, 2))
+    sizes = [parse_size(size) for size in args.sizes]
+    for size in sizes:
+        network_spec(args.variant, args.scale, settings, args.attn_type, size)
+    isolate = False if args.in_process else None
+    _emit(f'{args.variant} x{args.scale}, attention {args.attn_type}, {settings.device}, {settings.dtype}, '
+          f'warm-up {settings.warmup}, {settings.runs} timed runs (median latency).')
+    _emit('')
+    threads: List[int] = []
+
+    def rows() -> Iterator[List[str]]:
+        for size in sizes:
+            record = benchmark_network(args.variant, args.scale, settings, args.attn_type, size, isolate=isolate,
+                                       timeout=args.case_timeout)
+            threads.append(record.threads)
+            yield scaling_row(record)
+
+    stream_table(SCALING_HEADER, rows(), args.markdown, _emit)
+    _emit('')
+    _emit(memory_note(settings.device) + _threads_note(settings.device, threads))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     with one_line_errors():
         if argv and argv[0] == 'table1':
             run_table1(argv[1:])
+        elif argv and argv[0] == 'scaling':
+            run_scaling(argv[1:])
         else:
             run_network(argv)
 

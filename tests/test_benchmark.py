@@ -169,3 +169,21 @@ def test_cuda_fp16_autocast_and_flex():
     record = benchmark_window_attention((64, 64), 16, settings, 'flex')
     check_record(record, runs=2)
     assert record.backend == 'flex' and record.dtype == 'fp16'
+
+
+def test_cli_scaling_and_naive_ratio_in_process(capsys):
+    cli = load_cli()
+    cli.main(['scaling', '--variant', 'ESC-light', '--scale', '2', '--sizes', '16x16', '16x32', '--device', 'cpu',
+              '--warmup', '0', '--runs', '1', '--markdown', '--in-process'])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('| 16x')]
+    assert len(lines) == 2
+    for line, pixels in zip(lines, (256, 512)):
+        size, megapixels, latency, per_mp, memory, memory_per_mp = (c.strip() for c in line.strip('|').split('|'))
+        assert float(megapixels) == pytest.approx(pixels / 1e6, abs=1e-4)
+        assert float(per_mp) == pytest.approx(float(latency) / (pixels / 1e6), rel=0.01)
+    cli.main(['--variants', 'ESC-light', '--scales', '2', '--lr-size', '16x16', '--device', 'cpu', '--warmup', '0',
+              '--runs', '1', '--markdown', '--in-process', '--compare-naive'])
+    out = capsys.readouterr().out
+    assert 'Speed-up vs naive' in out.splitlines()[0]
+    cells = [c.strip() for c in next(line for line in out.splitlines() if line.startswith('| ESC-light')).split('|')]
+    assert cells[6] == 'auto (sdpa)' and cells[-4].endswith('x') and float(cells[-4][:-1]) > 0

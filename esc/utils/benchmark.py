@@ -557,6 +557,25 @@ def speed_entry(record: BenchmarkRecord) -> Dict[str, Any]:
                 input_shape=list(record.input_shape), runs=record.runs, memory_method=record.memory_method)
 
 
+SCALING_HEADER = ('LR input (HxW)', 'Megapixels (LR)', 'Latency median (ms)', 'ms / MP', 'Memory (MB)', 'MB / MP')
+
+
+def scaling_row(record: BenchmarkRecord) -> List[str]:
+    """The cells of one input size in the pixel-scaling table: the figures and the figures per LR megapixel."""
+    megapixels = record.input_shape[-2] * record.input_shape[-1] / 1e6
+    return [f'{record.input_shape[-2]}x{record.input_shape[-1]}', f'{megapixels:.4f}', _fmt(record.median_ms),
+            _fmt(record.median_ms / megapixels), _fmt(record.memory_mb), _fmt(record.memory_mb / megapixels)]
+
+
+def with_naive_ratio(cells: List[str], record: BenchmarkRecord, naive: BenchmarkRecord) -> List[str]:
+    """``cells`` of ``record`` followed by the explicit-attention latency and memory and the ratios to them."""
+    return cells + [_fmt(naive.median_ms), _fmt(naive.median_ms / record.median_ms, 2, 'x'), _fmt(naive.memory_mb),
+                    _fmt(naive.memory_mb / record.memory_mb, 2, 'x') if record.memory_mb > 0 else '-']
+
+
+NAIVE_RATIO_HEADER = ('Naive latency (ms)', 'Speed-up vs naive', 'Naive memory (MB)', 'Memory saving vs naive')
+
+
 def format_network_table(records: Sequence[BenchmarkRecord], markdown: bool = True) -> List[str]:
     """Lines of the network latency/memory table."""
     return list(_render(NETWORK_HEADER, (network_row(r) for r in records), markdown))
