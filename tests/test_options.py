@@ -1,6 +1,10 @@
 """Every shipped option file builds its network and is consistent with itself."""
+import subprocess
+import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import yaml
 from basicsr.archs import build_network
@@ -50,3 +54,23 @@ def test_every_table2_row_has_train_and_test_options(variant, scale):
     assert (pretrain is None) == (scale == 2) and (scale == 2 or '_X2_' in pretrain)
     assert [d['name'] for d in test['datasets'].values()] == ['Set5', 'Set14', 'B100', 'Urban100', 'Manga109']
     assert test['val']['pad_to_multiple'] == 32
+
+
+def test_shipped_test_options_name_what_is_missing(tmp_path):
+    """The shipped Table 2 test options, run from a root without benchmarks and then without the checkpoint:
+    one line naming the first missing path each time, before any network or dataset is built."""
+    option_file = REPO / 'options/test/ESC/test_ESC_X2_DIV2K.yml'
+
+    def run() -> str:
+        result = subprocess.run([sys.executable, str(REPO / 'esc/test.py'), '-opt', str(option_file)], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+        return result.stderr.strip().splitlines()[-1]
+
+    assert run().startswith('error: datasets.test_1.dataroot_gt: no such file or folder datasets/Set5/HR')
+    for dataset in load(option_file)['datasets'].values():  # one 8x8 image per benchmark, LR made for x2
+        for key, size in (('dataroot_gt', 8), ('dataroot_lq', 4)):
+            folder = tmp_path / dataset[key]
+            folder.mkdir(parents=True)
+            cv2.imwrite(str(folder / 'a.png'), np.zeros((size, size, 3), np.uint8))
+    assert run().startswith('error: path.pretrain_network_g: no such file experiments/pretrained_models/ESC_DIV2K_X2.pth')
