@@ -26,6 +26,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)  # this checkout's esc, not another one installed in the environment
 
 import esc  # noqa: E402,F401  (must precede every basicsr import)
+from esc.utils.checkpoint import write_atomic  # noqa: E402
 from esc.utils.cli import one_line_errors  # noqa: E402
 from esc.utils.benchmark import (DTYPES, NAIVE_RATIO_HEADER, NETWORK_HEADER, SCALING_HEADER,  # noqa: E402
                                  TABLE1_DIM, TABLE1_HEADER, TABLE1_HEADS, TABLE1_WINDOW_SIZES, RunSettings,
@@ -34,13 +35,6 @@ from esc.utils.benchmark import (DTYPES, NAIVE_RATIO_HEADER, NETWORK_HEADER, SCA
                                  scaling_row, speed_entry, stream_table, table1_cells, with_naive_ratio)
 
 TABLE1_CPU_SCHEDULE = (1, 3)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _emit(line: str) -> None:
@@ -135,7 +129,7 @@ def run_network(argv: Sequence[str]) -> None:
                 threads.append(record.threads)
                 entries.append(speed_entry(record))
                 if args.json is not None:  # rewritten after every case, so a long run loses nothing to a kill
-                    atomic_write_text(args.json, json.dumps(entries, indent=1))
+                    write_atomic(args.json, json.dumps(entries, indent=1).encode())
                 if not args.compare_naive:
                     yield network_row(record)
                     continue

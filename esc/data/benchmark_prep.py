@@ -35,6 +35,7 @@ from basicsr.utils.matlab_functions import imresize
 from tqdm import tqdm
 
 from esc.errors import ESCError
+from esc.utils.checkpoint import write_atomic
 
 PathLike = Union[str, 'os.PathLike[str]']
 Warn = Callable[[str], None]
@@ -138,21 +139,6 @@ def encode_png(image: np.ndarray) -> bytes:
     if not ok:
         raise ESCError(f'cannot encode a {image.shape} {image.dtype} image as PNG')
     return buffer.tobytes()
-
-
-def write_atomic(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to a hidden temporary file beside ``path``, then rename it to ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def decode_existing(path: Path) -> Optional[np.ndarray]:

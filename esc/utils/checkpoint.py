@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import os.path as osp
 import re
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional, Union
 
 import torch
 from basicsr.utils import get_root_logger
@@ -16,15 +17,35 @@ from esc.errors import ESCError
 torch.serialization.add_safe_globals([collections.Counter])
 
 
-def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` to ``path`` through a temporary file in the same folder and an atomic rename."""
-    tmp = f'{path}.tmp{os.getpid()}'
+@contextlib.contextmanager
+def atomic_path(path: Union[str, 'os.PathLike[str]']) -> Iterator[str]:
+    """A hidden temporary path beside ``path`` to write to; when the block ends normally the file is
+    flushed to disk and renamed to ``path`` in one step, otherwise it is removed and ``path`` is untouched."""
+    path = os.fspath(path)
+    tmp = osp.join(osp.dirname(path), f'.{osp.basename(path)}.{os.getpid()}.tmp')
     try:
-        torch.save(obj, tmp)
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     finally:
         if osp.exists(tmp):
             os.remove(tmp)
+
+
+def write_atomic(path: Union[str, 'os.PathLike[str]'], data: bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        f.write(data)
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save`` to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def read_state_dict(path: str, param_key: Optional[str], option: str = 'path.pretrain_network_g') -> Dict[str, Any]:
