@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from esc.archs.attention import (WindowAttention, flex_attention_available, naive_attention, normalize_attn_type,
+from esc.archs.attention import (FusedBiasAttention, WindowAttention, flex_attention_available, naive_attention, normalize_attn_type,
                                  relative_position_index, resolve_attn_type, sdpa_attention)
 from esc.errors import ESCError
 
@@ -28,7 +28,7 @@ def test_unknown_attn_type_is_one_line_error():
 def test_auto_resolution():
     cpu = torch.device('cpu')
     assert resolve_attn_type('auto', cpu, training=False) == 'sdpa'
-    assert resolve_attn_type('auto', cpu, training=True) == 'naive'
+    assert resolve_attn_type('auto', cpu, training=True) == 'sdpa'
     assert resolve_attn_type('naive', cpu, training=False) == 'naive'
 
 
@@ -54,6 +54,30 @@ def test_cpu_backends_agree_forward_and_backward():
     for name in gp_n:
         assert (gp_n[name] - gp_s[name]).abs().max() <= 1e-4, name
     assert gp_n['relative_position_bias'].abs().sum() > 0
+
+
+def test_cpu_training_runs_the_fused_kernel_with_bias_gradient():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 16, 4, requires_grad=True) for _ in range(3))
+    bias = torch.randn(2, 16, 16, requires_grad=True)
+    upstream = torch.randn(3, 2, 16, 4)
+    out = sdpa_attention(q, k, v, bias)
+    assert type(out.grad_fn).__name__ == 'FusedBiasAttentionBackward'
+    out.backward(upstream)
+    fused = [t.grad for t in (q, k, v, bias)]
+    for t in (q, k, v, bias):
+        t.grad = None
+    naive_attention(q, k, v, bias).backward(upstream)
+    for name, got, want in zip(('q', 'k', 'v', 'bias'), fused, (q.grad, k.grad, v.grad, bias.grad)):
+        assert want.abs().sum() > 0, name
+        assert (got - want).abs().max() <= 1e-5, name
+
+
+def test_fused_bias_attention_gradcheck():
+    torch.manual_seed(0)
+    inputs = [torch.randn(2, 2, 9, 3, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    inputs.append(torch.randn(2, 9, 9, dtype=torch.float64, requires_grad=True))
+    assert torch.autograd.gradcheck(FusedBiasAttention.apply, inputs)
 
 
 @pytest.mark.skipif(not flex_attention_available(), reason='this torch has no FlexAttention')

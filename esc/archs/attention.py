@@ -5,12 +5,13 @@ the same numbers (tested to 1e-4):
 
 - ``flex``:  FlexAttention, compiled, the bias applied as a score modification (the paper's fast
   CUDA path, never materialises the score matrix). It has no CPU backward.
-- ``sdpa``:  ``scaled_dot_product_attention`` with the bias as an additive mask (fused kernels on
-  CPU and GPU, differentiable everywhere).
+- ``sdpa``:  fused attention with the bias as an additive mask. On CUDA it is
+  ``scaled_dot_product_attention``; on CPU the fused flash kernel's forward, and for training
+  :class:`FusedBiasAttention`'s window-by-window backward, which also returns the bias gradient
+  (PyTorch's own CPU SDPA cannot, and falls back to a math path 5× slower).
 - ``naive``: explicit matmul + softmax + matmul. fvcore counts its FLOPs, so complexity is measured
-  on it.
-- ``auto``:  flex on CUDA; on CPU sdpa for inference and naive for training (CPU SDPA cannot take
-  the gradient of an additive mask in its fused kernel and falls back to a slower math path).
+  on it; it is the reference every other backend is tested against.
+- ``auto``:  flex on CUDA, sdpa on CPU.
 
 The official spellings ``Flex``, ``SDPA`` and ``Naive`` are accepted.
 """
@@ -22,6 +23,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from esc.archs.layers import pad_to_multiple
 from esc.errors import ESCError
@@ -52,7 +54,7 @@ def resolve_attn_type(attn_type: str, device: torch.device, training: bool) -> s
         return attn_type
     if device.type == 'cuda' and flex_attention_available():
         return 'flex'
-    return 'naive' if training else 'sdpa'
+    return 'sdpa'
 
 
 def relative_position_index(window_size: int) -> Tensor:
@@ -68,7 +70,66 @@ def naive_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
     return scores.softmax(dim=-1) @ v
 
 
+def _cpu_flash_kernels_available() -> bool:
+    aten = torch.ops.aten
+    return (hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu')
+            and hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu_backward'))
+
+
+class FusedBiasAttention(torch.autograd.Function):
+    """softmax(q·kᵀ/√d + bias)·v on CPU: the fused flash forward, and a backward that returns the bias
+    gradient too, holding one window's (heads, N, N) probabilities at a time.
+
+    The backward is the flash-attention one (Dao et al.): P is recomputed from the saved log-sum-exp,
+    dS = P ⊙ (dO·vᵀ − rowsum(dO ⊙ O)); the row terms ride along as one extra column of the GEMM
+    operands, so each window costs five GEMMs and three passes over its scores.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, 0.0, False, attn_mask=bias.to(q.dtype).unsqueeze(0))
+        ctx.save_for_backward(q, k, v, bias, out, lse)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        q, k, v, bias, out, lse = ctx.saved_tensors
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        q, k, v, out, grad_out = (t.to(dtype).contiguous() for t in (q, k, v, out, grad_out))
+        scale = q.shape[-1] ** -0.5
+        ones = q.new_ones(q.shape[:-1] + (1,))
+        # [q·scale, −lse]·[k, 1] = scores − lse;  [dO, −rowsum(dO ⊙ O)]·[v, 1] = dP − D
+        q_lse = torch.cat([q * scale, -lse.to(dtype).unsqueeze(-1)], dim=-1)
+        k_one = torch.cat([k, ones], dim=-1)
+        grad_d = torch.cat([grad_out, -(grad_out * out).sum(-1, keepdim=True)], dim=-1)
+        v_one = torch.cat([v, ones], dim=-1)
+        q_scaled, k_scaled = q * scale, k * scale
+        bias = bias.to(dtype)
+        grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        grad_bias = torch.zeros_like(bias) if ctx.needs_input_grad[3] else None
+        probs, grad_scores = torch.empty_like(bias), torch.empty_like(bias)
+        for w in range(q.shape[0]):
+            torch.baddbmm(bias, q_lse[w], k_one[w].transpose(-2, -1), out=probs).exp_()
+            torch.bmm(probs.transpose(-2, -1), grad_out[w], out=grad_v[w])
+            torch.bmm(grad_d[w], v_one[w].transpose(-2, -1), out=grad_scores).mul_(probs)
+            if grad_bias is not None:
+                grad_bias += grad_scores
+            torch.bmm(grad_scores, k_scaled[w], out=grad_q[w])
+            torch.bmm(grad_scores.transpose(-2, -1), q_scaled[w], out=grad_k[w])
+        grads = (grad_q, grad_k, grad_v)
+        grads = tuple(g.to(t.dtype) for g, t in zip(grads, ctx.saved_tensors[:3]))
+        if grad_bias is not None:
+            grad_bias = grad_bias.to(ctx.saved_tensors[3].dtype)
+        return (*grads, grad_bias)
+
+
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    """Fused softmax(q·kᵀ/√d + bias)·v with a (heads, N, N) bias: differentiable in all four on every device."""
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias))
+    if q.device.type == 'cpu' and needs_grad and _cpu_flash_kernels_available():
+        return FusedBiasAttention.apply(q, k, v, bias)
     # a 4-D mask keeps the fused kernels eligible (a 3-D one drops CPU SDPA to its slow math path)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype).unsqueeze(0))
 
