@@ -1,11 +1,12 @@
 """ESC — Emulating Self-attention with Convolution for efficient image super-resolution (ICCV 2025).
 
-Importing ``esc`` makes basicsr importable on current torchvision (see :mod:`esc.compat`) and
-registers everything ESC adds to basicsr: networks, models and datasets.
+``import esc`` is light (torch only): the networks are ``esc.ESC``, ``esc.ESCFP``, ``esc.ESCReal`` and
+``esc.build_variant``. Training and testing go through basicsr; ``import esc.compat`` (esc/train.py and
+esc/test.py do) makes basicsr importable on current torchvision and registers ESC's networks, models and
+datasets with it, so it must come before any basicsr import.
 """
-from esc import compat  # noqa: F401  (must precede every basicsr import)
-from esc import archs, data, models  # noqa: F401,E402  (registration)
-from esc.errors import ESCError  # noqa: E402
+from esc.archs import ESC, ESCFP, ESCReal, build_variant
+from esc.errors import ESCError
 
 __version__ = '0.1.0'
-__all__ = ['ESCError', '__version__']
+__all__ = ['ESC', 'ESCError', 'ESCFP', 'ESCReal', 'build_variant', '__version__']

@@ -12,8 +12,11 @@
 4. basicsr's train and test pipelines meet a missing dataset folder or weight file deep inside
    dataset or model construction (a traceback); their ``parse_options`` is wrapped so that every
    path the options name is checked first (:func:`esc.utils.cli.check_paths`, one line each).
+5. ESC's networks (plain torch, :mod:`esc.archs`), the ``Bicubic`` baseline, ``ESCModel`` and ESC's
+   datasets are registered with basicsr's registries.
 
-Import :mod:`esc` (which imports this module first) before anything from ``basicsr``.
+Import this module before anything from ``basicsr`` (esc/train.py, esc/test.py, :mod:`esc.models`
+and :mod:`esc.data` do). ``import esc`` alone does not: inference needs neither basicsr nor torchvision.
 """
 from __future__ import annotations
 
@@ -54,5 +57,19 @@ def _use_esc_launch_resume_and_checks() -> None:
         pipeline.parse_options = checked_parse_options(basicsr.utils.options.parse_options)
 
 
+def _register_esc() -> None:
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    import esc.archs.bicubic_arch  # noqa: F401  (basicsr-land modules register themselves)
+    import esc.data  # noqa: F401
+    import esc.models  # noqa: F401
+    from esc.archs import NETWORKS
+
+    for network in NETWORKS.values():  # plain torch: registered from here
+        if network.__name__ not in ARCH_REGISTRY:
+            ARCH_REGISTRY.register(network)
+
+
 _alias_torchvision_functional_tensor()
 _use_esc_launch_resume_and_checks()
+_register_esc()

@@ -25,7 +25,6 @@ REPO = str(Path(__file__).resolve().parents[1])
 if REPO not in sys.path:
     sys.path.insert(0, REPO)  # this checkout's esc, not another one installed in the environment
 
-import esc  # noqa: E402,F401  (must precede every basicsr import)
 from esc.utils.checkpoint import write_atomic  # noqa: E402
 from esc.utils.cli import one_line_errors  # noqa: E402
 from esc.utils.benchmark import (DTYPES, NAIVE_RATIO_HEADER, NETWORK_HEADER, SCALING_HEADER,  # noqa: E402

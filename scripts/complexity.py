@@ -9,7 +9,6 @@ about 4 minutes and 11 GB of memory for all nine rows on a 2-core CPU, the same 
 """
 import argparse
 
-import esc  # noqa: F401  (registers the networks)
 from esc.archs import build_variant
 from esc.utils.complexity import PAPER_TABLE2, count_flops, count_parameters
 

@@ -11,7 +11,6 @@
 import argparse
 from pathlib import Path
 
-import esc  # noqa: F401  (registers the networks)
 from esc.archs import build_variant
 from esc.errors import ESCError
 from esc.utils.cli import one_line_errors

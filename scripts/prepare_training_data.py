@@ -29,7 +29,7 @@ import math
 from pathlib import Path
 from typing import List, Optional
 
-import esc  # noqa: F401  (must precede basicsr imports)
+import esc.compat  # noqa: F401  (must precede basicsr imports)
 from esc.data.benchmark_prep import check_scales, quiet_opencv
 from esc.data.training_prep import LRFolder, extract_subimages, pack_lmdb
 from esc.utils.cli import one_line_errors

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import esc  # noqa: F401  (registers the networks before any test builds one)
+import esc.compat  # noqa: F401  (adapts basicsr and registers the networks before any test builds one)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get('ESC_SHARED', REPO.parent / 'shared'))

@@ -127,3 +127,19 @@ def test_training_step_reaches_every_parameter():
     net(torch.rand(2, 3, 12, 12)).mean().backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
+
+
+def test_importing_the_networks_needs_neither_basicsr_nor_torchvision():
+    import subprocess
+    import sys
+    code = ('import sys, esc, esc.archs, esc.utils.benchmark; '
+            'print(sorted(m for m in ("basicsr", "torchvision") if m in sys.modules))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == '[]'
+
+
+def test_compat_registers_every_network_with_basicsr():
+    from esc.archs import NETWORKS
+    for name, network in NETWORKS.items():
+        assert ARCH_REGISTRY.get(name) is network
+    assert ARCH_REGISTRY.get('Bicubic').__module__ == 'esc.archs.bicubic_arch'

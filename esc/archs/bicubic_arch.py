@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
-from basicsr.utils.matlab_functions import imresize
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
+from esc import compat  # noqa: F401  (before basicsr)
 from esc.errors import ESCError
+from basicsr.utils.matlab_functions import imresize  # noqa: E402  (isort: after compat)
+from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
 
 
 @ARCH_REGISTRY.register()

@@ -1,9 +1,10 @@
-"""ESC, ESC-light (``ESC``), ESC-FP (``ESCFP``) and ESC-Real (``ESCReal``), registered with basicsr.
+"""ESC, ESC-light (``ESC``), ESC-FP (``ESCFP``) and ESC-Real (``ESCReal``).
 
 All three are the same network (Eq. 1–3) composed from :mod:`esc.archs.layers` and
 :mod:`esc.archs.attention`; they differ only in configuration: which large kernel ConvAttn uses,
 where LayerNorms sit, and the image skip S and upsampler U. Parameter names match the official
-checkpoints, so released weights load with ``strict=True``.
+checkpoints, so released weights load with ``strict=True``. Only torch is needed here; basicsr
+finds these classes once :mod:`esc.compat` has registered them.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
 from esc.archs.attention import WindowAttention, normalize_attn_type
@@ -178,7 +178,6 @@ class _ESCNetwork(nn.Module):
                            f'({len(unexpected)} unexpected in all)')
 
 
-@ARCH_REGISTRY.register()
 class ESC(_ESCNetwork):
     """ESC and ESC-light: shared 8-symmetric LK, repeat-interleave image skip before the pixel shuffle.
 
@@ -210,7 +209,6 @@ class ESC(_ESCNetwork):
         return F.pixel_shuffle(self.to_img(feat) + x.repeat_interleave(r * r, dim=1), r)
 
 
-@ARCH_REGISTRY.register()
 class ESCFP(_ESCNetwork):
     """ESC-FP: decomposed LK (Eq. 5), LayerNorm before every ConvFFN, bicubic image skip after the shuffle."""
 
@@ -239,7 +237,6 @@ class ESCFP(_ESCNetwork):
         return F.pixel_shuffle(self.to_img(feat), r) + upsampled
 
 
-@ARCH_REGISTRY.register()
 class ESCReal(_ESCNetwork):
     """ESC-Real: ESC with LayerNorm before every ConvFFN, a conv skip S added to F, and RealESRGAN's
     nearest-neighbour upsampler (×4) without an image-level residual."""
@@ -281,6 +278,9 @@ class ESCReal(_ESCNetwork):
         return self.to_img(feat)
 
 
+NETWORKS: Dict[str, type] = {'ESC': ESC, 'ESCFP': ESCFP, 'ESCReal': ESCReal}
+"""The network classes by the ``type`` name option files use."""
+
 VARIANTS: Dict[str, Dict[str, Any]] = {
     'ESC': dict(type='ESC', dim=64, pdim=16, kernel_size=13, n_blocks=5, conv_blocks=5, window_size=32, num_heads=4,
                 exp_ratio=1.25),
@@ -299,4 +299,4 @@ def build_variant(name: str, upscaling_factor: int, **overrides: Any) -> nn.Modu
     if name not in VARIANTS:
         raise ESCError(f'variant {name!r} is unknown; choose one of {", ".join(VARIANTS)}')
     opt = {**VARIANTS[name], 'upscaling_factor': upscaling_factor, **overrides}
-    return ARCH_REGISTRY.get(opt.pop('type'))(**opt)
+    return NETWORKS[opt.pop('type')](**opt)

@@ -1,4 +1,5 @@
 """Datasets ESC adds to basicsr's DATASET_REGISTRY (basicsr's own paired/LMDB datasets serve the benchmarks)."""
+from esc import compat  # noqa: F401  (before basicsr)
 from esc.data.sample_image_dataset import SampleImageDataset
 
 __all__ = ['SampleImageDataset']

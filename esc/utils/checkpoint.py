@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import os.path as osp
 import re
 from typing import Any, Dict, Iterator, Optional, Union
 
 import torch
-from basicsr.utils import get_root_logger
 
 from esc.errors import ESCError
 
@@ -64,7 +64,7 @@ def read_state_dict(path: str, param_key: Optional[str], option: str = 'path.pre
         if param_key in ckpt:
             ckpt = ckpt[param_key]
         elif 'params' in ckpt:
-            get_root_logger().info(f'{path} has no {param_key!r}; using its "params".')
+            logging.getLogger('basicsr').info(f'{path} has no {param_key!r}; using its "params".')
             ckpt = ckpt['params']
         else:
             raise ESCError(f'{option}: {path} has no {param_key!r} (param_key_g); it holds {", ".join(nested)}')

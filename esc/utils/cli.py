@@ -13,7 +13,6 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 import torch.distributed as dist
 import yaml
 
-from esc.data.benchmark_prep import check_benchmark_pairs
 from esc.errors import ESCError
 
 
@@ -45,6 +44,8 @@ def check_paths(opt: Dict[str, Any]) -> None:
     """One line naming the option and the path, for every dataset folder, meta-info file or pretrained
     weight file the (parsed) options name but the disk lacks, and for evaluation HR/LR folders that do
     not pair up at the option's scale; run before anything is built."""
+    from esc.data.benchmark_prep import check_benchmark_pairs  # basicsr-land, imported only when options are checked
+
     for phase, dataset in (opt.get('datasets') or {}).items():
         dataset = dataset or {}
         for key in DATASET_PATH_KEYS:
