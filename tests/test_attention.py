@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from esc.archs.attention import (FusedBiasAttention, WindowAttention, flex_attention_available, naive_attention, normalize_attn_type,
-                                 relative_position_index, resolve_attn_type, sdpa_attention)
+                                 relative_position_bias, relative_position_index, resolve_attn_type, sdpa_attention)
 from esc.errors import ESCError
 
 
@@ -13,6 +13,17 @@ def test_relative_index_is_key_minus_query():
     q, k = 1 * ws + 2, 3 * ws + 0  # query (1, 2), key (3, 0)
     assert idx[q, k].item() == (3 - 1 + ws - 1) * (2 * ws - 1) + (0 - 2 + ws - 1)
     assert idx.min().item() == 0 and idx.max().item() == (2 * ws - 1) ** 2 - 1
+
+
+@pytest.mark.parametrize('ws', [1, 3, 8])
+def test_bias_from_table_crops_equals_the_index_gather(ws):
+    table = torch.randn(2, (2 * ws - 1) ** 2, requires_grad=True)
+    expected = table[:, relative_position_index(ws).flatten()].view(2, ws * ws, ws * ws)
+    assert torch.equal(relative_position_bias(table, ws), expected)
+    upstream = torch.randn_like(expected)
+    (grad_crops,) = torch.autograd.grad(relative_position_bias(table, ws), table, upstream)
+    (grad_gather,) = torch.autograd.grad(expected, table, upstream)
+    assert torch.allclose(grad_crops, grad_gather, atol=1e-5)
 
 
 @pytest.mark.parametrize('spelling,name', [('Flex', 'flex'), ('SDPA', 'sdpa'), ('Naive', 'naive'), ('auto', 'auto')])

@@ -65,6 +65,16 @@ def relative_position_index(window_size: int) -> Tensor:
     return rel[0] * (2 * window_size - 1) + rel[1]
 
 
+def relative_position_bias(table: Tensor, window_size: int) -> Tensor:
+    """The (heads, N, N) bias ``table[h, index(key − query)]`` (see :func:`relative_position_index`),
+    read as sliding ws×ws crops of the (2ws−1)×(2ws−1) table: no N²-sized index is built or stored."""
+    heads, span = table.shape[0], 2 * window_size - 1
+    # crops[h, a, b] = table[h, a:a+ws, b:b+ws]; query (y, x) needs the crop at (ws−1−y, ws−1−x)
+    crops = table.view(heads, span, span).unfold(1, window_size, 1).unfold(2, window_size, 1)
+    n = window_size * window_size
+    return crops.flip(1, 2).reshape(heads, n, n)
+
+
 def naive_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5 + bias
     return scores.softmax(dim=-1) @ v
@@ -165,14 +175,12 @@ class WindowAttention(nn.Module):
         self.dim, self.window_size, self.num_heads = dim, window_size, num_heads
         self.attn_type = normalize_attn_type(attn_type)
         self.relative_position_bias = nn.Parameter(torch.randn(num_heads, (2 * window_size - 1) ** 2) * 1e-3)
-        self.register_buffer('relative_index', relative_position_index(window_size).flatten(), persistent=False)
         self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
         self.to_out = nn.Conv2d(dim, dim, 1)
 
     def bias(self) -> Tensor:
         """The (heads, N, N) bias every window adds to its scores."""
-        n = self.window_size ** 2
-        return self.relative_position_bias[:, self.relative_index].view(self.num_heads, n, n)
+        return relative_position_bias(self.relative_position_bias, self.window_size)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """softmax(q·kᵀ/√d + bias)·v on (windows, heads, N, d) tensors with the configured backend."""
