@@ -9,11 +9,13 @@ from tests.conftest import REFERENCE_FILES
 BACKENDS = ['auto', 'naive', 'sdpa'] + (['flex'] if flex_attention_available() else [])
 
 
+@pytest.mark.parametrize('streaming', ['on', 'off'])
 @pytest.mark.parametrize('backend', BACKENDS)
 @pytest.mark.parametrize('name', REFERENCE_FILES)
-def test_official_output_reproduced(reference, name, backend):
+def test_official_output_reproduced(reference, name, backend, streaming):
+    """Whole-image and row-strip inference (esc.archs.streaming), every attention backend."""
     ref = reference(name)
-    net = ARCH_REGISTRY.get(ref['arch'])(**ref['config'], attn_type=backend).eval()
+    net = ARCH_REGISTRY.get(ref['arch'])(**ref['config'], attn_type=backend, streaming=streaming).eval()
     net.load_state_dict(ref['state_dict'], strict=True)
     with torch.no_grad():
         out = net(ref['input'])

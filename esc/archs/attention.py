@@ -18,7 +18,7 @@ The official spellings ``Flex``, ``SDPA`` and ``Naive`` are accepted.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +72,8 @@ def relative_position_bias(table: Tensor, window_size: int) -> Tensor:
     # crops[h, a, b] = table[h, a:a+ws, b:b+ws]; query (y, x) needs the crop at (ws−1−y, ws−1−x)
     crops = table.view(heads, span, span).unfold(1, window_size, 1).unfold(2, window_size, 1)
     n = window_size * window_size
-    return crops.flip(1, 2).reshape(heads, n, n)
+    bias = table.new_empty(heads, window_size, window_size, window_size, window_size)
+    return bias.copy_(crops.flip(1, 2)).view(heads, n, n)  # one copy (a reshape of the flip would be a second)
 
 
 def naive_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
@@ -182,17 +183,17 @@ class WindowAttention(nn.Module):
         """The (heads, N, N) bias every window adds to its scores."""
         return relative_position_bias(self.relative_position_bias, self.window_size)
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor] = None) -> Tensor:
         """softmax(q·kᵀ/√d + bias)·v on (windows, heads, N, d) tensors with the configured backend."""
         training = torch.is_grad_enabled() and (q.requires_grad or self.relative_position_bias.requires_grad)
         backend = resolve_attn_type(self.attn_type, q.device, training)
         if backend == 'flex':
             return flex_attention(q, k, v, self.relative_position_bias.to(q.dtype), self.window_size)
-        if backend == 'sdpa':
-            return sdpa_attention(q, k, v, self.bias())
-        return naive_attention(q, k, v, self.bias())
+        bias = self.bias() if bias is None else bias
+        return sdpa_attention(q, k, v, bias) if backend == 'sdpa' else naive_attention(q, k, v, bias)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+        """``bias``: :meth:`bias` computed beforehand (row-strip inference reuses it for every strip)."""
         b, c, h, w = x.shape
         ws, heads = self.window_size, self.num_heads
         qkv = self.to_qkv(pad_to_multiple(x, ws))
@@ -200,7 +201,9 @@ class WindowAttention(nn.Module):
         # channel = group·C + head·(C/heads) + c  →  (3, B·windows, heads, ws², C/heads)
         qkv = qkv.view(b, 3, heads, c // heads, nh, ws, nw, ws).permute(1, 0, 4, 6, 2, 5, 7, 3)
         q, k, v = qkv.reshape(3, b * nh * nw, heads, ws * ws, c // heads).unbind(0)
-        out = self.attend(q, k, v)
-        out = out.view(b, nh, nw, heads, ws, ws, c // heads).permute(0, 3, 6, 1, 4, 2, 5)
-        out = out.reshape(b, c, nh * ws, nw * ws)[:, :, :h, :w]
-        return self.to_out(out)
+        out = self.attend(q, k, v, bias).view(b, nh, nw, heads, ws, ws, c // heads)
+        if x.is_contiguous(memory_format=torch.channels_last):  # stay channels-last: one copy, not two
+            out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, nh * ws, nw * ws, c).permute(0, 3, 1, 2)
+        else:
+            out = out.permute(0, 3, 6, 1, 4, 2, 5).reshape(b, c, nh * ws, nw * ws)
+        return self.to_out(out[:, :, :h, :w])

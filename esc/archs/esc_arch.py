@@ -16,12 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esc.archs.attention import WindowAttention, normalize_attn_type
+from esc.archs.streaming import streamed_forward
 from esc.archs.layers import (ConvAttn, ConvFFN, DecomposedLargeKernelConv, LargeKernel, LayerNorm2d, ReflectConv2d,
                               SharedLargeKernelConv, symmetric_average)
 from esc.errors import ESCError
 
 
 MIXERS = ('self_attn', 'conv_attn')
+STREAMING = ('auto', 'on', 'off')
 
 
 class ESCBlock(nn.Module):
@@ -78,23 +80,33 @@ def resample_subpixel_conv(weight: Tensor, bias: Optional[Tensor], scale: int):
 
 
 class _ESCNetwork(nn.Module):
-    """What the variants share: F0 = conv3×3(I), N ESC blocks with one large kernel, option checks and
-    checkpoint loading (one-line errors, ×2 → ×r sub-pixel resampling). Subclasses add S and U."""
+    """What the variants share: F0 = conv3×3(I), N ESC blocks with one large kernel, the forward pass
+    (whole-image or in exact row strips, :mod:`esc.archs.streaming`), option checks and checkpoint
+    loading (one-line errors, ×2 → ×r sub-pixel resampling). Subclasses add S and U: ``fuse`` and
+    ``reconstruct``, with the rows of context each needs around a strip (``fuse_halo``, ``reconstruct_halo``).
+
+    ``streaming``: 'auto' computes in row strips on CPU when no gradient is needed (same output, a
+    fraction of the memory, faster), 'on' always when no gradient is needed, 'off' never.
+    """
 
     large_kernel_conv: type = SharedLargeKernelConv
     first_ffn_ratio = 2.0
+    fuse_halo = 1
+    reconstruct_halo = 1
 
     def __init__(self, dim: int, pdim: int, kernel_size: int, n_blocks: int, conv_blocks: int, window_size: int,
                  num_heads: int, upscaling_factor: Optional[int], exp_ratio: float, attn_type: str,
                  norm_before_ffns: bool, unknown: Mapping[str, Any], large_kernel_options: Optional[Mapping[str, Any]] = None,
-                 first_mixer: str = 'self_attn', inner_mixer: str = 'conv_attn') -> None:
+                 first_mixer: str = 'self_attn', inner_mixer: str = 'conv_attn', streaming: str = 'auto') -> None:
         super().__init__()
         self._check_options(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
                             exp_ratio, unknown)
-        for key, value in dict(first_mixer=first_mixer, inner_mixer=inner_mixer).items():
-            if value not in MIXERS:
-                raise ESCError(f'network_g ({type(self).__name__}): {key} must be one of {", ".join(MIXERS)}, '
+        for key, value, allowed in (('first_mixer', first_mixer, MIXERS), ('inner_mixer', inner_mixer, MIXERS),
+                                    ('streaming', streaming, STREAMING)):
+            if value not in allowed:
+                raise ESCError(f'network_g ({type(self).__name__}): {key} must be one of {", ".join(allowed)}, '
                                f'got {value!r}')
+        self.streaming = streaming
         self.dim, self.pdim, self.kernel_size = dim, pdim, kernel_size
         self.window_size, self.upscaling_factor = window_size, upscaling_factor
         self.attn_type = normalize_attn_type(attn_type)
@@ -139,6 +151,27 @@ class _ESCNetwork(nn.Module):
     def large_kernel(self) -> LargeKernel:
         """The large kernel every ConvAttn of this forward pass shares."""
         raise NotImplementedError
+
+    def fuse(self, deep: Tensor, f0: Tensor, x: Tensor) -> Tensor:
+        """H's last layers and the long skip: the features U upsamples, from the blocks' output, F0 and I_LR."""
+        raise NotImplementedError
+
+    def reconstruct(self, feat: Tensor, x: Tensor) -> Tensor:
+        """U(feat) + S(I_LR): the SR image."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Eq. 1: I_SR = U(H(F0) + F0) + S(I_LR), F0 = conv3×3(I_LR); the variant's H ends in ``fuse``."""
+        if self.streams(x):
+            return streamed_forward(self, x)
+        f0 = self.proj(x)
+        return self.reconstruct(self.fuse(self.deep_features(f0), f0, x), x)
+
+    def streams(self, x: Tensor) -> bool:
+        """Whether ``forward(x)`` runs in row strips (see ``streaming``)."""
+        if self.streaming == 'off' or torch.is_grad_enabled():
+            return False
+        return self.streaming == 'on' or x.device.type == 'cpu'
 
     def deep_features(self, x: Tensor) -> Tensor:
         """The N ESC blocks of H (Eq. 2) applied to F0 with this pass's shared LK; H's final conv is the caller's."""
@@ -190,10 +223,11 @@ class ESC(_ESCNetwork):
                  window_size: int = 32, num_heads: int = 4, upscaling_factor: Optional[int] = None,
                  exp_ratio: float = 1.25, attn_type: str = 'auto', use_ln: bool = False, share_lk: bool = True,
                  dynamic_kernel: bool = True, first_mixer: str = 'self_attn', inner_mixer: str = 'conv_attn',
-                 **unknown: Any) -> None:
+                 streaming: str = 'auto', **unknown: Any) -> None:
         large_kernel_options = dict(own_kernel_size=None if share_lk else kernel_size, dynamic=bool(dynamic_kernel))
         super().__init__(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
-                         exp_ratio, attn_type, bool(use_ln), unknown, large_kernel_options, first_mixer, inner_mixer)
+                         exp_ratio, attn_type, bool(use_ln), unknown, large_kernel_options, first_mixer, inner_mixer,
+                         streaming)
         if share_lk and self.uses_conv_attn:
             self.plk_filter = nn.Parameter(torch.empty(pdim, pdim, kernel_size, kernel_size))
             nn.init.orthogonal_(self.plk_filter)
@@ -202,10 +236,12 @@ class ESC(_ESCNetwork):
     def large_kernel(self) -> Optional[Tensor]:
         return symmetric_average(self.plk_filter) if hasattr(self, 'plk_filter') else None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def fuse(self, deep: Tensor, f0: Tensor, x: Tensor) -> Tensor:
+        return self.last(deep) + f0
+
+    def reconstruct(self, feat: Tensor, x: Tensor) -> Tensor:
+        """Sub-pixel conv of the features plus the LR image repeated r² times, shuffled."""
         r = self.upscaling_factor
-        f0 = self.proj(x)
-        feat = self.last(self.deep_features(f0)) + f0
         return F.pixel_shuffle(self.to_img(feat) + x.repeat_interleave(r * r, dim=1), r)
 
 
@@ -214,12 +250,13 @@ class ESCFP(_ESCNetwork):
 
     large_kernel_conv = DecomposedLargeKernelConv
     first_ffn_ratio = 1.5
+    reconstruct_halo = 2  # bicubic: 4 taps
 
     def __init__(self, dim: int = 48, pdim: int = 16, kernel_size: int = 13, n_blocks: int = 5, conv_blocks: int = 5,
                  window_size: int = 32, num_heads: int = 3, upscaling_factor: Optional[int] = None,
-                 exp_ratio: float = 1.25, attn_type: str = 'auto', **unknown: Any) -> None:
+                 exp_ratio: float = 1.25, attn_type: str = 'auto', streaming: str = 'auto', **unknown: Any) -> None:
         super().__init__(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
-                         exp_ratio, attn_type, True, unknown)
+                         exp_ratio, attn_type, True, unknown, streaming=streaming)
         self.lk_channel = nn.Parameter(torch.randn(pdim, pdim, 1, 1))
         self.lk_spatial = nn.Parameter(torch.empty(pdim, 1, kernel_size, kernel_size))
         nn.init.orthogonal_(self.lk_spatial)
@@ -229,10 +266,12 @@ class ESCFP(_ESCNetwork):
     def large_kernel(self):
         return self.lk_channel, self.lk_spatial
 
-    def forward(self, x: Tensor) -> Tensor:
+    def fuse(self, deep: Tensor, f0: Tensor, x: Tensor) -> Tensor:
+        return self.last(self.ln_last(deep)) + f0
+
+    def reconstruct(self, feat: Tensor, x: Tensor) -> Tensor:
+        """Sub-pixel conv of the features plus the bicubic-upsampled LR image."""
         r = self.upscaling_factor
-        f0 = self.proj(x)
-        feat = self.last(self.ln_last(self.deep_features(f0))) + f0
         upsampled = F.interpolate(x, scale_factor=r, mode='bicubic', align_corners=False)
         return F.pixel_shuffle(self.to_img(feat), r) + upsampled
 
@@ -241,12 +280,14 @@ class ESCReal(_ESCNetwork):
     """ESC-Real: ESC with LayerNorm before every ConvFFN, a conv skip S added to F, and RealESRGAN's
     nearest-neighbour upsampler (×4) without an image-level residual."""
 
+    fuse_halo = 3  # the skip's 7×7 depthwise conv
+    reconstruct_halo = 2  # a 3×3 conv at ×2 and three at ×4 reach 2 LR rows
 
     def __init__(self, dim: int = 64, pdim: int = 16, kernel_size: int = 13, n_blocks: int = 10, conv_blocks: int = 5,
                  window_size: int = 32, num_heads: int = 4, upscaling_factor: Optional[int] = 4,
-                 exp_ratio: float = 2.0, attn_type: str = 'auto', **unknown: Any) -> None:
+                 exp_ratio: float = 2.0, attn_type: str = 'auto', streaming: str = 'auto', **unknown: Any) -> None:
         super().__init__(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
-                         exp_ratio, attn_type, True, unknown)
+                         exp_ratio, attn_type, True, unknown, streaming=streaming)
         if upscaling_factor != 4:
             raise ESCError(f'network_g (ESCReal): upscaling_factor must be 4, got {upscaling_factor}')
         self.plk_filter = nn.Parameter(torch.empty(pdim, pdim, kernel_size, kernel_size))
@@ -272,9 +313,10 @@ class ESCReal(_ESCNetwork):
     def large_kernel(self) -> Tensor:
         return symmetric_average(self.plk_filter)
 
-    def forward(self, x: Tensor) -> Tensor:
-        f0 = self.proj(x)
-        feat = self.last(self.deep_features(f0)) + f0 + self.skip(x)
+    def fuse(self, deep: Tensor, f0: Tensor, x: Tensor) -> Tensor:
+        return self.last(deep) + f0 + self.skip(x)
+
+    def reconstruct(self, feat: Tensor, x: Tensor) -> Tensor:
         return self.to_img(feat)
 
 

@@ -13,9 +13,40 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-LargeKernel = Union[None, Tensor, Tuple[Tensor, Tensor]]
-"""What a ConvAttn receives from the network: the shared LK, ESC-FP's (channel, spatial) pair, or
-None where every ConvAttn keeps its own (the 'LK not shared' ablation)."""
+class RowFoldedKernel:
+    """An up-down symmetric k×k kernel, ready to convolve with half the multiply-adds.
+
+    Where ``K[dy] = K[−dy]`` (every 8-symmetric LK), ``Σ_dy K[dy] ⊗ x(· + dy)`` equals
+    ``Σ_{dy ≥ 0} K[dy] ⊗ (x(· + dy) + x(· − dy))``: the (k+1)/2 row-folded copies of the input, stacked on
+    the channels, meet one 1×k convolution, (k+1)/(2k) of the direct conv's work (7/13 for 13×13).
+    Inference only: fvcore counts the direct convolution the paper counts.
+    """
+
+    def __init__(self, kernel: Tensor) -> None:
+        k = kernel.shape[-1]
+        self.size, self.half = k, k // 2
+        rows = [kernel[:, :, self.half + dy:self.half + dy + 1, :] for dy in range(self.half + 1)]
+        self.weight = torch.cat(rows, dim=1).contiguous(memory_format=torch.channels_last)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.weight.shape[0], self.weight.shape[1] // (self.half + 1), self.size, self.size))
+
+    def conv2d(self, x: Tensor) -> Tensor:
+        """``F.conv2d(x, kernel, padding=k // 2)``."""
+        b, c, h, w = x.shape
+        p = self.half
+        padded = F.pad(x, (0, 0, p, p))
+        folded = torch.empty(b, (p + 1) * c, h, w, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        folded[:, :c] = x
+        for dy in range(1, p + 1):
+            torch.add(padded[:, :, p - dy:p - dy + h], padded[:, :, p + dy:p + dy + h], out=folded[:, dy * c:(dy + 1) * c])
+        return F.conv2d(folded, self.weight, padding=(0, p))
+
+
+LargeKernel = Union[None, Tensor, RowFoldedKernel, Tuple[Tensor, Tensor]]
+"""What a ConvAttn receives from the network: the shared LK (as a tensor, or row-folded for inference),
+ESC-FP's (channel, spatial) pair, or None where every ConvAttn keeps its own (the 'LK not shared' ablation)."""
 
 
 class LayerNorm2d(nn.Module):
@@ -36,6 +67,11 @@ class LayerNorm2d(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
+def _gelu(x: Tensor) -> Tensor:
+    """GELU of a fresh tensor; in place when no graph is recorded (one hidden map less at inference)."""
+    return F.gelu(x) if torch.is_grad_enabled() else torch.ops.aten.gelu_(x)
+
+
 class ConvFFN(nn.Module):
     """Feed-forward network with a depthwise conv on its hidden features (SRFormer's ConvFFN)."""
 
@@ -46,9 +82,8 @@ class ConvFFN(nn.Module):
         self.aggr = nn.Conv2d(hidden_dim, dim, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.gelu(self.proj(x))
-        x = F.gelu(self.dwc(x)) + x
-        return self.aggr(x)
+        hidden = _gelu(self.proj(x))
+        return self.aggr(_gelu(self.dwc(hidden)).add_(hidden))  # GELU saves its input: adding to its output is safe
 
 
 def _reflect_indices(size: int, before: int, after: int, device: torch.device) -> Tensor:
@@ -137,12 +172,20 @@ class SharedLargeKernelConv(nn.Module):
             self.lk = nn.Parameter(torch.empty(pdim, pdim, own_kernel_size, own_kernel_size))
             nn.init.orthogonal_(self.lk)
 
-    def forward(self, att: Tensor, lk: Optional[Tensor]) -> Tensor:
+    def dynamic_kernels(self, att: Tensor) -> Optional[Tensor]:
+        """DK: a 3×3 kernel per channel and sample, from the whole of ``att`` (None without DK)."""
+        if not hasattr(self, 'dwc_proj'):
+            return None
+        return self.dwc_proj(att).view(att.shape[0], self.pdim, 3, 3)
+
+    def forward(self, att: Tensor, lk: Union[None, Tensor, RowFoldedKernel], dk: Optional[Tensor] = None) -> Tensor:
+        """``dk``: DK computed beforehand (row-strip inference: from the whole image, not the strip)."""
         if hasattr(self, 'lk'):
             lk = symmetric_average(self.lk)
-        out = F.conv2d(att, lk, padding=lk.shape[-1] // 2)
-        if hasattr(self, 'dwc_proj'):
-            out = out + depthwise_conv_per_sample(att, self.dwc_proj(att).view(att.shape[0], self.pdim, 3, 3))
+        out = lk.conv2d(att) if isinstance(lk, RowFoldedKernel) else F.conv2d(att, lk, padding=lk.shape[-1] // 2)
+        dk = self.dynamic_kernels(att) if dk is None else dk
+        if dk is not None:
+            out = out + depthwise_conv_per_sample(att, dk)
         return out
 
 
@@ -156,10 +199,15 @@ class DecomposedLargeKernelConv(nn.Module):
         self.pdim = pdim
         self.proj = dynamic_kernel_generator(pdim, pdim // 4, zero_init=False)
 
-    def forward(self, att: Tensor, lk: Tuple[Tensor, Tensor]) -> Tensor:
+    def dynamic_kernels(self, att: Tensor) -> Tensor:
+        """DK: a 3×3 kernel per channel and sample, from the whole of ``att``."""
+        return self.proj(att).view(att.shape[0], self.pdim, 3, 3)
+
+    def forward(self, att: Tensor, lk: Tuple[Tensor, Tensor], dk: Optional[Tensor] = None) -> Tensor:
+        """``dk``: DK computed beforehand (row-strip inference: from the whole image, not the strip)."""
         lk_channel, lk_spatial = lk
-        b, k = att.shape[0], lk_spatial.shape[-1]
-        dk = self.proj(att).view(b, self.pdim, 3, 3)
+        k = lk_spatial.shape[-1]
+        dk = self.dynamic_kernels(att) if dk is None else dk
         kernels = lk_spatial.view(1, self.pdim, k, k) + F.pad(dk, [(k - 3) // 2] * 4)
         return depthwise_conv_per_sample(F.conv2d(att, lk_channel), kernels)
 
@@ -173,7 +221,14 @@ class ConvAttn(nn.Module):
         self.plk = large_kernel_conv
         self.aggr = nn.Conv2d(dim, dim, 1)
 
-    def forward(self, x: Tensor, lk: LargeKernel) -> Tensor:
+    def dynamic_kernels(self, x: Tensor) -> Optional[Tensor]:
+        """The per-sample DK of this layer's input ``x`` (see ``forward``'s ``dk``)."""
+        return self.plk.dynamic_kernels(x[:, :self.pdim])
+
+    def forward(self, x: Tensor, lk: LargeKernel, dk: Optional[Tensor] = None) -> Tensor:
         """Eq. 4: split, LK + DK convolution of ``att``, concat with ``idt``, 1×1 fuse."""
         att, idt = x.split([self.pdim, x.shape[1] - self.pdim], dim=1)
-        return self.aggr(torch.cat([self.plk(att, lk), idt], dim=1))
+        # both convolutions want dense input: one copy of the slice here instead of one inside each
+        att = att.contiguous(memory_format=torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+                             else torch.contiguous_format)
+        return self.aggr(torch.cat([self.plk(att, lk, dk), idt], dim=1))

@@ -60,11 +60,16 @@ def _traced_flops(net: nn.Module, height: int, width: int) -> int:
     fvcore_logger = logging.getLogger('fvcore')
     level = fvcore_logger.level
     fvcore_logger.setLevel(logging.ERROR)
+    streaming = getattr(net, 'streaming', None)
+    if streaming is not None:
+        net.streaming = 'off'  # count the whole-image pass the paper counts, not the row-strip schedule
     try:
         with torch.no_grad():
             return int(analysis.total())
     finally:
         fvcore_logger.setLevel(level)
+        if streaming is not None:
+            net.streaming = streaming
 
 
 def _dot(a: Sequence[Fraction], b: Sequence[int]) -> Fraction:
