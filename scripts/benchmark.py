@@ -7,6 +7,7 @@
     python scripts/benchmark.py table1 --sizes 64 --window-sizes 16 24 32 --case-timeout 120
     python scripts/benchmark.py --variants ESC --scales 4 --compare-naive     # ratio to explicit attention
     python scripts/benchmark.py scaling --variant ESC --scale 4               # cost per megapixel, 4 sizes
+    python scripts/benchmark.py train --compare-naive       # ESC-light x2 training step, batch 8 of 64x64
 
 Defaults: warm-up 3 / 10 timed runs on CPU, 10 / 100 on CUDA (Table 1 on CPU: 1 / 3). Latency is the
 median of the timed runs (min/max and IQR beside it). Memory in MB (bytes / 2**20): on CUDA
@@ -28,10 +29,11 @@ if REPO not in sys.path:
 from esc.utils.checkpoint import write_atomic  # noqa: E402
 from esc.utils.cli import one_line_errors  # noqa: E402
 from esc.utils.benchmark import (DTYPES, NAIVE_RATIO_HEADER, NETWORK_HEADER, SCALING_HEADER,  # noqa: E402
-                                 TABLE1_DIM, TABLE1_HEADER, TABLE1_HEADS, TABLE1_WINDOW_SIZES, RunSettings,
+                                 TABLE1_DIM, TABLE1_HEADER, TABLE1_HEADS, TABLE1_WINDOW_SIZES, TRAIN_HEADER, RunSettings,
                                  attention_spec, backend_label, benchmark_network, fused_attention_type,
                                  iter_table1, make_settings, memory_note, network_row, network_spec, parse_size,
-                                 scaling_row, speed_entry, stream_table, table1_cells, with_naive_ratio)
+                                 measure, scaling_row, speed_entry, stream_table, table1_cells, train_row, train_spec,
+                                 with_naive_ratio)
 
 TABLE1_CPU_SCHEDULE = (1, 3)
 
@@ -50,10 +52,13 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--in-process', action='store_true',
                         help='measure in this process (default on CPU: a fresh subprocess per case)')
     parser.add_argument('--case-timeout', type=float, default=None, help='seconds allowed per subprocess case')
+    parser.add_argument('--malloc', default='tuned', help='tuned (glibc keeps freed large blocks, see '
+                        'esc.archs.streaming.tune_glibc_malloc) or default (glibc as it comes)')
 
 
 def network_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog='subcommands: table1, scaling (see their -h)',
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog='subcommands: table1, scaling, train (see their -h)',
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--variants', nargs='+', default=['ESC', 'ESC-light', 'ESC-FP'],
                         help='ESC, ESC-light, ESC-FP, ESC-Real')
@@ -62,8 +67,24 @@ def network_parser() -> argparse.ArgumentParser:
     parser.add_argument('--lr-size', default=None, help='LR input HxW (default: 720//r x 1280//r, an HD output)')
     parser.add_argument('--json', type=Path, default=None,
                         help='also write the records here, as scripts/make_tables.py --speed reads them')
+    parser.add_argument('--streaming', default='auto', help='row-strip inference: auto (on CPU), on, off')
     parser.add_argument('--compare-naive', action='store_true',
-                        help='also measure explicit attention in the same run and print the ratios')
+                        help='also measure the explicit-attention path (naive attention, whole image) in the same run '
+                             'and print the ratios')
+    _common_options(parser)
+    return parser
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='benchmark.py train',
+                                     description='time of one training step (L1 loss, backward, AdamW), fp32')
+    parser.add_argument('--variant', default='ESC-light', help='ESC, ESC-light, ESC-FP, ESC-Real')
+    parser.add_argument('--scale', type=int, default=2)
+    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--lr-size', default='64x64', help='LR patch HxW')
+    parser.add_argument('--attn-type', default='auto', help='auto, flex, sdpa or naive')
+    parser.add_argument('--compare-naive', action='store_true',
+                        help='also time explicit attention in the same run and print the ratio')
     _common_options(parser)
     return parser
 
@@ -95,11 +116,11 @@ def scaling_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace, cpu_schedule: Optional[Tuple[int, int]] = None) -> RunSettings:
-    settings = make_settings(args.device, args.dtype, args.warmup, args.runs, args.threads)
+    settings = make_settings(args.device, args.dtype, args.warmup, args.runs, args.threads, args.malloc)
     if settings.device == 'cpu' and cpu_schedule is not None:
         warmup = cpu_schedule[0] if args.warmup is None else args.warmup
         runs = cpu_schedule[1] if args.runs is None else args.runs
-        settings = make_settings(args.device, args.dtype, warmup, runs, args.threads)
+        settings = make_settings(args.device, args.dtype, warmup, runs, args.threads, args.malloc)
     return settings
 
 
@@ -115,7 +136,7 @@ def run_network(argv: Sequence[str]) -> None:
     lr_size = parse_size(args.lr_size) if args.lr_size is not None else None
     for variant in args.variants:
         for scale in args.scales:
-            network_spec(variant, scale, settings, args.attn_type, lr_size)
+            network_spec(variant, scale, settings, args.attn_type, lr_size, args.streaming)
     isolate = False if args.in_process else None
     threads: List[int] = []
     entries: List[dict] = []
@@ -123,8 +144,8 @@ def run_network(argv: Sequence[str]) -> None:
     def rows() -> Iterator[List[str]]:
         for variant in args.variants:
             for scale in args.scales:
-                record = benchmark_network(variant, scale, settings, args.attn_type, lr_size, isolate=isolate,
-                                           timeout=args.case_timeout)
+                record = measure(network_spec(variant, scale, settings, args.attn_type, lr_size, args.streaming),
+                                 isolate=isolate, timeout=args.case_timeout)
                 threads.append(record.threads)
                 entries.append(speed_entry(record))
                 if args.json is not None:  # rewritten after every case, so a long run loses nothing to a kill
@@ -132,8 +153,8 @@ def run_network(argv: Sequence[str]) -> None:
                 if not args.compare_naive:
                     yield network_row(record)
                     continue
-                naive = benchmark_network(variant, scale, settings, 'naive', lr_size, isolate=isolate,
-                                          timeout=args.case_timeout)
+                naive = measure(network_spec(variant, scale, settings, 'naive', lr_size, streaming='off'),
+                                isolate=isolate, timeout=args.case_timeout)
                 yield with_naive_ratio(network_row(record), record, naive)
 
     header = NETWORK_HEADER + (NAIVE_RATIO_HEADER if args.compare_naive else ())
@@ -192,10 +213,34 @@ def run_scaling(argv: Sequence[str]) -> None:
     _emit(memory_note(settings.device) + _threads_note(settings.device, threads))
 
 
+def run_train(argv: Sequence[str]) -> None:
+    args = train_parser().parse_args(argv)
+    settings = _settings(args, cpu_schedule=(1, 5))
+    specs = [train_spec(args.variant, args.scale, settings, args.attn_type, args.batch, parse_size(args.lr_size))]
+    if args.compare_naive:
+        specs.append(train_spec(args.variant, args.scale, settings, 'naive', args.batch, parse_size(args.lr_size)))
+    isolate = False if args.in_process else None
+    records: List = []
+
+    def rows() -> Iterator[List[str]]:
+        for spec in specs:
+            records.append(measure(spec, isolate=isolate, timeout=args.case_timeout))
+            yield train_row(records[-1])
+
+    stream_table(TRAIN_HEADER, rows(), args.markdown, _emit)
+    _emit('')
+    if len(records) == 2:
+        _emit(f'Speed-up vs explicit attention: {records[1].median_ms / records[0].median_ms:.2f}x '
+              f'(median step {records[0].median_ms:.0f} vs {records[1].median_ms:.0f} ms).')
+    _emit('Memory: ' + records[0].memory_method + '.' + _threads_note(settings.device, [r.threads for r in records]))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     with one_line_errors():
-        if argv and argv[0] == 'table1':
+        if argv and argv[0] == 'train':
+            run_train(argv[1:])
+        elif argv and argv[0] == 'table1':
             run_table1(argv[1:])
         elif argv and argv[0] == 'scaling':
             run_scaling(argv[1:])

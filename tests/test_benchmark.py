@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from esc.errors import ESCError
-from esc.utils.benchmark import (NETWORK_HEADER, TABLE1_HEADER, BenchmarkRecord, Table1Row, benchmark_network,
-                                 benchmark_window_attention, check_dtype, format_network_table, format_table1,
-                                 fused_attention_type, hd_lr_size, iter_table1, make_settings, parse_size)
+from esc.utils.benchmark import (NETWORK_HEADER, TABLE1_HEADER, TRAIN_HEADER, BenchmarkRecord, Table1Row, _build,
+                                 benchmark_network, benchmark_window_attention, check_dtype, format_network_table,
+                                 format_table1, fused_attention_type, hd_lr_size, iter_table1, make_settings, measure,
+                                 network_spec, parse_size, train_spec)
 from esc.utils.results import load_speed
 from tests.conftest import REPO
 
@@ -147,7 +148,8 @@ def test_cli_markdown_table_in_a_subprocess(tmp_path):
     assert lines[1] == '|' + '---|' * len(NETWORK_HEADER)
     cells = [c.strip() for c in lines[2].strip('|').split('|')]
     assert cells[:7] == ['ESC-light', 'x4', '16x16', '64x64', 'cpu', 'auto (sdpa)', 'fp32']
-    assert float(cells[7]) > 0 and float(cells[10]) >= 0 and cells[11] == '1+2'
+    assert float(cells[7]) > 0 and float(cells[10]) >= 0 and cells[12] == '1+2'
+    assert float(cells[11]) > 200  # the whole process's peak RSS: torch alone is more than that
     assert 'MB = bytes / 2**20' in proc.stdout
     (latency, memory), = load_speed(speed).values()
     assert list(load_speed(speed)) == [('ESC-light', 4)]
@@ -184,6 +186,36 @@ def test_cli_scaling_and_naive_ratio_in_process(capsys):
     cli.main(['--variants', 'ESC-light', '--scales', '2', '--lr-size', '16x16', '--device', 'cpu', '--warmup', '0',
               '--runs', '1', '--markdown', '--in-process', '--compare-naive'])
     out = capsys.readouterr().out
-    assert 'Speed-up vs naive' in out.splitlines()[0]
+    assert 'Speed-up vs explicit' in out.splitlines()[0]
     cells = [c.strip() for c in next(line for line in out.splitlines() if line.startswith('| ESC-light')).split('|')]
     assert cells[6] == 'auto (sdpa)' and cells[-4].endswith('x') and float(cells[-4][:-1]) > 0
+
+
+def test_training_step_benchmark_in_process(capsys):
+    load_cli().main(['train', '--variant', 'ESC-light', '--scale', '2', '--batch', '2', '--lr-size', '16x16',
+                     '--device', 'cpu', '--warmup', '0', '--runs', '2', '--markdown', '--in-process', '--compare-naive'])
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == '| ' + ' | '.join(TRAIN_HEADER) + ' |'
+    rows = [[c.strip() for c in line.strip('|').split('|')] for line in out.splitlines() if line.startswith('| ESC')]
+    assert [row[4] for row in rows] == ['auto (sdpa)', 'naive']
+    assert all(row[2] == '2 x 16x16' and float(row[5]) > 0 and row[9] == '0+2' for row in rows)
+    assert 'Speed-up vs explicit attention: ' in out
+
+
+def test_settings_and_specs_refuse_bad_options():
+    with pytest.raises(ESCError, match="malloc must be one of tuned, default, got 'fast'"):
+        make_settings('cpu', malloc='fast')
+    settings = make_settings('cpu', **TINY)
+    with pytest.raises(ESCError, match="streaming must be one of auto, on, off"):
+        network_spec('ESC', 2, settings, streaming='always')
+    with pytest.raises(ESCError, match='needs batch >= 1'):
+        train_spec('ESC-light', 2, settings, batch=0)
+
+
+def test_streaming_setting_reaches_the_network():
+    settings = make_settings('cpu', **TINY)
+    spec = network_spec('ESC-light', 2, settings, lr_size=(16, 16), streaming='off')
+    assert _build(spec)[0].streaming == 'off'
+    assert _build(network_spec('ESC-light', 2, settings, lr_size=(16, 16)))[0].streaming == 'auto'
+    record = measure(spec, isolate=False)
+    assert record.extra['process_peak_mb'] >= record.peak_mb > 0

@@ -44,10 +44,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esc.archs.attention import WindowAttention, normalize_attn_type, resolve_attn_type
-from esc.archs.esc_arch import VARIANTS, build_variant
+from esc.archs.esc_arch import STREAMING, VARIANTS, build_variant
+from esc.archs.streaming import tune_glibc_malloc
 from esc.errors import ESCError
 from esc.utils.complexity import HD_OUTPUT
 
@@ -80,6 +82,8 @@ class RunSettings:
     warmup: int = 3
     runs: int = 10
     threads: Optional[int] = None
+    malloc: str = 'tuned'
+    """'tuned': :func:`esc.archs.streaming.tune_glibc_malloc` in the measuring process (CPU); 'default': not."""
 
 
 @dataclass
@@ -184,8 +188,11 @@ def check_dtype(name: str, device: str) -> torch.dtype:
     return DTYPES[name]
 
 
+MALLOC_MODES = ('tuned', 'default')
+
+
 def make_settings(device: str = 'auto', dtype: str = 'fp32', warmup: Optional[int] = None,
-                  runs: Optional[int] = None, threads: Optional[int] = None) -> RunSettings:
+                  runs: Optional[int] = None, threads: Optional[int] = None, malloc: str = 'tuned') -> RunSettings:
     """Validated :class:`RunSettings`; missing pass counts take the device's :data:`DEFAULT_SCHEDULE`."""
     resolved = resolve_device(device)
     check_dtype(dtype, resolved)
@@ -198,7 +205,9 @@ def make_settings(device: str = 'auto', dtype: str = 'fp32', warmup: Optional[in
         raise ESCError(f'runs must be at least 1, got {runs}')
     if threads is not None and threads < 1:
         raise ESCError(f'threads must be at least 1, got {threads}')
-    return RunSettings(device=resolved, dtype=dtype, warmup=warmup, runs=runs, threads=threads)
+    if malloc not in MALLOC_MODES:
+        raise ESCError(f"malloc must be one of {', '.join(MALLOC_MODES)}, got {malloc!r}")
+    return RunSettings(device=resolved, dtype=dtype, warmup=warmup, runs=runs, threads=threads, malloc=malloc)
 
 
 def check_variant(variant: str, scale: int) -> None:
@@ -298,6 +307,7 @@ def time_forward(module: nn.Module, x: Tensor, settings: RunSettings) -> Dict[st
             baseline = torch.cuda.memory_allocated()
             method = 'torch.cuda.max_memory_allocated over the timed runs (weights and input included)'
         else:
+            process_peak = _peak_rss_bytes()  # import, build and warm-up
             trimmed = _release_free_heap()
             if _reset_peak_rss():
                 baseline = _current_rss_bytes()
@@ -320,23 +330,27 @@ def time_forward(module: nn.Module, x: Tensor, settings: RunSettings) -> Dict[st
         if device == 'cuda':
             peak = torch.cuda.max_memory_allocated()
             reported = peak
+            process_peak = _maxrss_bytes()
         else:
             peak = _peak_rss_bytes()
             reported = max(peak - baseline, 0)
+            process_peak = max(process_peak, peak)
     return dict(latencies_ms=latencies, output_shape=output_shape, memory_mb=reported / MIB, peak_mb=peak / MIB,
-                baseline_mb=baseline / MIB, memory_method=method)
+                baseline_mb=baseline / MIB, memory_method=method, extra=dict(process_peak_mb=process_peak / MIB))
 
 
 def network_spec(variant: str, scale: int, settings: RunSettings, attn_type: str = 'auto',
-                 lr_size: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
-    """The JSON-able description of a network case (validated)."""
+                 lr_size: Optional[Tuple[int, int]] = None, streaming: str = 'auto') -> Dict[str, Any]:
+    """The JSON-able description of a network case (validated); ``streaming`` as the networks' option."""
     check_variant(variant, scale)
     attn_type = normalize_attn_type(attn_type)
+    if streaming not in STREAMING:
+        raise ESCError(f"streaming must be one of {', '.join(STREAMING)}, got {streaming!r}")
     size = tuple(lr_size) if lr_size is not None else hd_lr_size(scale)
     if min(size) < 1:
         raise ESCError(f'LR input {size[0]}x{size[1]} of {variant} x{scale} is empty')
     return dict(kind='network', name=variant, scale=scale, attn_type=attn_type, size=list(size),
-                settings=asdict(settings))
+                streaming=streaming, settings=asdict(settings))
 
 
 def attention_spec(size: Tuple[int, int], window_size: int, settings: RunSettings, attn_type: str,
@@ -356,7 +370,8 @@ def _build(spec: Dict[str, Any]) -> Tuple[nn.Module, Tensor]:
     height, width = spec['size']
     generator = torch.Generator().manual_seed(0)
     if spec['kind'] == 'network':
-        module = build_variant(spec['name'], spec['scale'], attn_type=spec['attn_type'])
+        module = build_variant(spec['name'], spec['scale'], attn_type=spec['attn_type'],
+                               streaming=spec.get('streaming', 'auto'))
         x = torch.rand(1, 3, height, width, generator=generator)
     else:
         module = WindowAttention(spec['dim'], spec['window_size'], spec['num_heads'], attn_type=spec['attn_type'])
@@ -367,6 +382,10 @@ def _build(spec: Dict[str, Any]) -> Tuple[nn.Module, Tensor]:
 def run_spec(spec: Dict[str, Any]) -> BenchmarkRecord:
     """Build and measure one case in this process."""
     settings = RunSettings(**spec['settings'])
+    if settings.device == 'cpu' and settings.malloc == 'tuned':
+        tune_glibc_malloc()
+    if spec['kind'] == 'train':
+        return run_train_spec(spec, settings)
     module, x = _build(spec)
     backend = resolve_attn_type(normalize_attn_type(spec['attn_type']), torch.device(settings.device), False)
     default_threads = torch.get_num_threads()
@@ -383,9 +402,69 @@ def run_spec(spec: Dict[str, Any]) -> BenchmarkRecord:
                            threads=threads, window_size=spec.get('window_size'), **result)
 
 
+def train_spec(variant: str, scale: int, settings: RunSettings, attn_type: str = 'auto', batch: int = 8,
+               lr_size: Tuple[int, int] = (64, 64)) -> Dict[str, Any]:
+    """A training-step case: L1 loss, backward and an AdamW step on a random (``batch``, 3, ``lr_size``) batch."""
+    check_variant(variant, scale)
+    if batch < 1 or min(lr_size) < 1:
+        raise ESCError(f'a training step needs batch >= 1 and a non-empty patch, got {batch} x {lr_size}')
+    if settings.dtype != 'fp32':
+        raise ESCError('the training-step benchmark runs in fp32 only')
+    return dict(kind='train', name=variant, scale=scale, attn_type=normalize_attn_type(attn_type),
+                size=list(lr_size), batch=batch, settings=asdict(settings))
+
+
+def run_train_spec(spec: Dict[str, Any], settings: RunSettings) -> BenchmarkRecord:
+    """Time ``settings.runs`` training steps after ``settings.warmup`` ones; memory is the process's peak RSS
+    (CPU) or peak allocated memory (CUDA) over the timed steps."""
+    device = settings.device
+    generator = torch.Generator().manual_seed(0)
+    net = build_variant(spec['name'], spec['scale'], attn_type=spec['attn_type']).to(device).train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    r, (height, width) = spec['scale'], spec['size']
+    lr = torch.rand(spec['batch'], 3, height, width, generator=generator).to(device)
+    hr = torch.rand(spec['batch'], 3, height * r, width * r, generator=generator).to(device)
+    default_threads = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.l1_loss(net(lr), hr).backward()
+        optimizer.step()
+
+    try:
+        for _ in range(settings.warmup):
+            step()
+        _synchronize(device)
+        if device == 'cuda':
+            torch.cuda.reset_peak_memory_stats()
+        process_peak = _peak_rss_bytes()
+        latencies: List[float] = []
+        for _ in range(settings.runs):
+            start = time.perf_counter()
+            step()
+            _synchronize(device)
+            latencies.append((time.perf_counter() - start) * 1e3)
+        peak = torch.cuda.max_memory_allocated() if device == 'cuda' else _peak_rss_bytes()
+        threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(default_threads)
+    backend = resolve_attn_type(spec['attn_type'], torch.device(device), True)
+    method = 'torch.cuda.max_memory_allocated' if device == 'cuda' else 'peak RSS of the process (VmHWM)'
+    return BenchmarkRecord(kind='train', name=spec['name'], scale=r, device=device, attn_type=spec['attn_type'],
+                           backend=backend, dtype=settings.dtype, input_shape=tuple(lr.shape),
+                           output_shape=tuple(hr.shape), warmup=settings.warmup, runs=settings.runs, threads=threads,
+                           latencies_ms=latencies, memory_mb=peak / MIB, peak_mb=peak / MIB, baseline_mb=0.0,
+                           memory_method=method,
+                           extra=dict(process_peak_mb=max(process_peak, _peak_rss_bytes()) / MIB))
+
+
 def describe(spec: Dict[str, Any]) -> str:
     """A short human name of a case, for messages."""
     height, width = spec['size']
+    if spec['kind'] == 'train':
+        return f"{spec['name']} x{spec['scale']} training step, batch {spec['batch']} of {height}x{width}"
     if spec['kind'] == 'network':
         return f"{spec['name']} x{spec['scale']} on {height}x{width} ({spec['attn_type']})"
     return f"WindowAttention ws={spec['window_size']} on {height}x{width}x{spec['dim']} ({spec['attn_type']})"
@@ -537,7 +616,7 @@ def _render(header: Sequence[str], rows: Iterable[Sequence[str]], markdown: bool
 
 
 NETWORK_HEADER = ('Variant', 'Scale', 'LR input (HxW)', 'Output (HxW)', 'Device', 'Attention', 'dtype',
-                  'Latency median (ms)', 'min / max (ms)', 'IQR (ms)', 'Memory (MB)', 'Runs')
+                  'Latency median (ms)', 'min / max (ms)', 'IQR (ms)', 'Memory (MB)', 'Process peak RSS (MB)', 'Runs')
 
 
 def network_row(record: BenchmarkRecord) -> List[str]:
@@ -546,7 +625,7 @@ def network_row(record: BenchmarkRecord) -> List[str]:
     return [record.name, f'x{record.scale}', f'{record.input_shape[-2]}x{record.input_shape[-1]}',
             f'{record.output_shape[-2]}x{record.output_shape[-1]}', record.device, attention, record.dtype,
             _fmt(record.median_ms), f'{_fmt(record.min_ms)} / {_fmt(record.max_ms)}', _fmt(record.iqr_ms),
-            _fmt(record.memory_mb), f'{record.warmup}+{record.runs}']
+            _fmt(record.memory_mb), _fmt(record.extra.get('process_peak_mb')), f'{record.warmup}+{record.runs}']
 
 
 def speed_entry(record: BenchmarkRecord) -> Dict[str, Any]:
@@ -573,7 +652,22 @@ def with_naive_ratio(cells: List[str], record: BenchmarkRecord, naive: Benchmark
                     _fmt(naive.memory_mb / record.memory_mb, 2, 'x') if record.memory_mb > 0 else '-']
 
 
-NAIVE_RATIO_HEADER = ('Naive latency (ms)', 'Speed-up vs naive', 'Naive memory (MB)', 'Memory saving vs naive')
+NAIVE_RATIO_HEADER = ('Explicit latency (ms)', 'Speed-up vs explicit', 'Explicit memory (MB)',
+                      'Memory saving vs explicit')
+"""The explicit-attention path: attn_type 'naive' on the whole image (no streaming), as the official code runs."""
+
+
+TRAIN_HEADER = ('Variant', 'Scale', 'Batch x LR patch', 'Device', 'Attention', 'Step median (ms)', 'min / max (ms)',
+                'IQR (ms)', 'Peak memory (MB)', 'Steps')
+
+
+def train_row(record: BenchmarkRecord) -> List[str]:
+    """The table cells of one training-step record."""
+    attention = record.attn_type if record.attn_type == record.backend else f'{record.attn_type} ({record.backend})'
+    batch, _, height, width = record.input_shape
+    return [record.name, f'x{record.scale}', f'{batch} x {height}x{width}', record.device, attention,
+            _fmt(record.median_ms), f'{_fmt(record.min_ms)} / {_fmt(record.max_ms)}', _fmt(record.iqr_ms),
+            _fmt(record.memory_mb), f'{record.warmup}+{record.runs}']
 
 
 def format_network_table(records: Sequence[BenchmarkRecord], markdown: bool = True) -> List[str]:
