@@ -53,10 +53,13 @@ def read_state_dict(path: str, param_key: Optional[str], option: str = 'path.pre
     falling back to ``params``), or the file itself when it is a bare state dict."""
     if not osp.isfile(path):
         raise ESCError(f'{option}: no such file {path}')
+    if osp.getsize(path) == 0:
+        raise ESCError(f'{option}: cannot read checkpoint {path}: the file is empty')
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # a corrupt or foreign file: name it, with the loader's reason
-        raise ESCError(f'{option}: cannot read checkpoint {path}: {str(exc).splitlines()[0]}') from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ESCError(f'{option}: cannot read checkpoint {path}: {reason}') from None
     if not isinstance(ckpt, dict):
         raise ESCError(f'{option}: {path} holds a {type(ckpt).__name__}, not a state dict')
     nested = [k for k, v in ckpt.items() if isinstance(v, dict)]

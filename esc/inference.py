@@ -1,0 +1,136 @@
+"""Upscale your own images with a trained ESC checkpoint: one file or every image in a folder.
+
+    python esc/inference.py -i photo.jpg -o results/ --model ESC_DIV2K_X4.pth
+    python esc/inference.py -i photos/ -o results/ --model ESC_DIV2K_X4.pth --tile 256 --tile-overlap 32
+
+The variant, its options and the scale are read off the checkpoint (esc.upscaler.detect_network);
+``--arch`` and ``--scale`` only confirm or override. Grayscale stays grayscale, RGBA keeps its alpha
+(upscaled on its own), 16-bit PNG/TIFF stay 16-bit; outputs are named ``<name>_x<scale>.<ext>``, are
+written whole or not at all, and never replace an input. A folder run skips files it cannot read with
+one line each and ends with a summary; the exit status is 1 if anything was skipped.
+"""
+import argparse
+import os.path as osp
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+if sys.path and osp.abspath(sys.path[0]) == osp.dirname(osp.abspath(__file__)):
+    # run as a script: import the `esc` package, not the folder esc/ itself, first
+    sys.path[0] = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from esc.archs.streaming import tune_glibc_malloc  # noqa: E402
+from esc.errors import ESCError  # noqa: E402
+from esc.upscaler import PRECISIONS, Upscaler, load_model  # noqa: E402
+from esc.utils.checkpoint import write_atomic  # noqa: E402
+from esc.utils.cli import one_line_errors  # noqa: E402
+
+WRITABLE = {'.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp'}
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as RGB(A) or grayscale, 8 or 16 bit; a one-line ESCError for anything unreadable."""
+    if path.stat().st_size == 0:
+        raise ESCError(f'{path}: empty file')
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ESCError(f'{path}: not an image OpenCV can read')
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ESCError(f'{path}: {image.dtype} pixels are not supported (8- or 16-bit images)')
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return image
+
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    """Encode by the file extension and write atomically (a killed run leaves no half-written file)."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    ok, encoded = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise ESCError(f'{path}: OpenCV cannot encode {image.dtype} images as {path.suffix}')
+    write_atomic(path, encoded.tobytes())
+
+
+def output_path(source: Path, out_dir: Path, scale: int, ext: Optional[str], image: np.ndarray) -> Path:
+    """``<out_dir>/<stem>_x<scale><ext>``, in the input's format unless ``ext``; a 16-bit result goes to PNG
+    where the format asked for cannot hold 16 bits."""
+    suffix = ext if ext is not None else source.suffix.lower()
+    if image.dtype == np.uint16 and suffix not in ('.png', '.tif', '.tiff'):
+        suffix = '.png'
+    return out_dir / f'{source.stem}_x{scale}{suffix}'
+
+
+def list_inputs(path: Path) -> List[Path]:
+    """The file itself, or the visible regular files of a folder in name order."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith('.'))
+    raise ESCError(f'-i: no such file or folder {path}')
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('-i', '--input', required=True, type=Path, help='an image, or a folder of images')
+    p.add_argument('-o', '--output', required=True, type=Path, help='folder for the results (created)')
+    p.add_argument('--model', required=True, help='checkpoint (.pth): official release file or this project\'s')
+    p.add_argument('--scale', type=int, default=None, help="the checkpoint's scale (detected; checked if given)")
+    p.add_argument('--arch', default=None, help='ESC, ESCFP or ESCReal (detected)')
+    p.add_argument('--param-key', default='params_ema', help="state dict inside the checkpoint (falls back to 'params')")
+    p.add_argument('--tile', type=int, default=None, help='LR tile size in pixels: bounds memory on large images')
+    p.add_argument('--tile-overlap', type=int, default=32, help='LR pixels shared by neighbouring tiles')
+    p.add_argument('--device', default='auto', help='auto (CUDA where available), cpu or cuda')
+    p.add_argument('--precision', default='fp32', help=f"{', '.join(PRECISIONS)} (fp16 on CUDA only)")
+    p.add_argument('--ext', default=None, help='output format, e.g. png (default: the input\'s)')
+    return p
+
+
+def run(argv: Sequence[str]) -> int:
+    args = parser().parse_args(argv)
+    ext = None if args.ext is None else '.' + args.ext.lower().lstrip('.')
+    if ext is not None and ext not in WRITABLE:
+        raise ESCError(f"--ext: {args.ext!r} is not one of {', '.join(sorted(e[1:] for e in WRITABLE))}")
+    sources = list_inputs(args.input)
+    tune_glibc_malloc()
+    model: Upscaler = load_model(args.model, scale=args.scale, arch=args.arch, device=args.device,
+                                 precision=args.precision, tile=args.tile, tile_overlap=args.tile_overlap,
+                                 param_key=args.param_key)
+    print(f'{model} from {args.model}', flush=True)
+    args.output.mkdir(parents=True, exist_ok=True)
+    inputs = {p.resolve() for p in sources}
+    done, skipped, start = 0, 0, time.perf_counter()
+    for source in tqdm(sources, desc='upscaling', unit='image', disable=len(sources) == 1):
+        try:
+            image = read_image(source)
+            target = output_path(source, args.output, model.scale, ext, image)
+            if target.resolve() in inputs:
+                raise ESCError(f'{source}: its output {target} would replace an input; choose another -o')
+            write_image(target, model.upscale(image))
+            done += 1
+        except ESCError as exc:
+            if len(sources) == 1:
+                raise
+            tqdm.write(f'skipped: {exc}', file=sys.stderr)
+            skipped += 1
+    print(f'done {done}, skipped {skipped}, {time.perf_counter() - start:.1f} s -> {args.output}', flush=True)
+    return 1 if skipped else 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    with one_line_errors():
+        status = run(sys.argv[1:] if argv is None else argv)
+    sys.exit(status)
+
+
+if __name__ == '__main__':
+    main()

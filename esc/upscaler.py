@@ -1,0 +1,193 @@
+"""Upscale images with a trained ESC checkpoint: ``esc.load_model(path).upscale(image)``.
+
+The network and its options are read off the checkpoint's state dict (official release files with
+``params``/``params_ema``, this project's own, or a bare state dict): which variant (ESC, ESCFP,
+ESCReal), its widths and depths, window size and heads, the Table 3 ablation switches and the scale.
+Images are NumPy arrays as people have them: H×W grayscale, H×W×3 RGB or H×W×4 RGBA; uint8, uint16
+or float in [0, 1]. Only torch is needed (no basicsr, no torchvision).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from esc.archs.esc_arch import NETWORKS, VARIANTS
+from esc.errors import ESCError
+from esc.utils.checkpoint import read_state_dict
+from esc.utils.tiling import tiled_forward
+
+PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+def _count(state_dict: Mapping[str, Any], pattern: str) -> int:
+    return len({m.group(1) for k in state_dict for m in [re.match(pattern, k)] if m})
+
+
+def detect_network(state_dict: Mapping[str, Tensor], scale: Optional[int] = None) -> Dict[str, Any]:
+    """The network options (``type`` plus constructor arguments) a state dict was trained with.
+
+    ``scale`` is needed only where the checkpoint does not tell it; a one-line :class:`ESCError` lists
+    the candidates then, and says what is missing when the state dict is not an ESC network at all.
+    """
+    sd = state_dict
+    if 'proj.weight' not in sd or not any(k.startswith('blocks.0.') for k in sd):
+        raise ESCError('checkpoint is not an ESC network (no proj.weight / blocks.0.*)')
+    arch = 'ESCFP' if 'lk_channel' in sd else 'ESCReal' if 'skip.0.weight' in sd else 'ESC'
+    dim = sd['proj.weight'].shape[0]
+    opt: Dict[str, Any] = dict(type=arch, dim=dim, n_blocks=_count(sd, r'blocks\.(\d+)\.'),
+                               conv_blocks=_count(sd, r'blocks\.0\.convffns\.(\d+)\.'))
+    if opt['conv_blocks'] == 0:
+        raise ESCError('checkpoint is not an ESC network (its blocks have no convffns)')
+    opt['exp_ratio'] = sd['blocks.0.convffns.0.proj.weight'].shape[0] / dim
+    tables = [v for k, v in sd.items() if k.endswith('relative_position_bias')]
+    if tables:
+        opt['num_heads'] = tables[0].shape[0]
+        opt['window_size'] = (math.isqrt(tables[0].shape[1]) + 1) // 2
+    kernel = next((sd[k] for k in ('plk_filter', 'lk_spatial', 'blocks.0.pconvs.0.plk.lk') if k in sd), None)
+    if kernel is not None:
+        opt['pdim'], opt['kernel_size'] = kernel.shape[0], kernel.shape[-1]
+    if arch == 'ESC':
+        opt.update(use_ln='blocks.0.lns.0.weight' in sd, share_lk='plk_filter' in sd,
+                   dynamic_kernel=any('.plk.dwc_proj.' in k for k in sd),
+                   first_mixer='self_attn' if 'blocks.0.attn.to_qkv.weight' in sd else 'conv_attn',
+                   inner_mixer='self_attn' if 'blocks.0.pconvs.0.to_qkv.weight' in sd else 'conv_attn')
+    if arch == 'ESCReal':
+        opt['upscaling_factor'] = 4
+    elif 'to_img.weight' in sd:
+        channels = sd['to_img.weight'].shape[0]
+        r = math.isqrt(channels // 3)
+        if 3 * r * r != channels:
+            raise ESCError(f'checkpoint is not an ESC network: to_img.weight has {channels} outputs, not 3·r²')
+        opt['upscaling_factor'] = r
+    elif scale is None:
+        raise ESCError('checkpoint does not tell its scale (no to_img.weight); candidates: 2, 3, 4 — pass the scale')
+    if scale is not None and opt.setdefault('upscaling_factor', scale) != scale:
+        raise ESCError(f'checkpoint is a x{opt["upscaling_factor"]} {arch}; it cannot upscale x{scale}')
+    return opt
+
+
+def variant_name(options: Mapping[str, Any]) -> str:
+    """The paper's name of a detected configuration ('ESC-light', ...), or '<type> (custom)'."""
+    for name, config in VARIANTS.items():
+        if all(options.get(k, v) == v for k, v in config.items()) and options['type'] == config['type']:
+            return name
+    return f"{options['type']} (custom)"
+
+
+class Upscaler:
+    """A loaded network with how to run it: device, precision and optional tiling (see :func:`load_model`)."""
+
+    def __init__(self, net: nn.Module, options: Mapping[str, Any], device: torch.device, precision: str = 'fp32',
+                 tile: Optional[int] = None, tile_overlap: int = 32) -> None:
+        self.net, self.options, self.device = net, dict(options), device
+        self.scale: int = options['upscaling_factor']
+        self.name = variant_name(options)
+        self.precision, self.tile, self.tile_overlap = precision, tile, tile_overlap
+
+    def __repr__(self) -> str:
+        tiling = f', tile {self.tile}/{self.tile_overlap}' if self.tile else ''
+        return f'Upscaler({self.name} x{self.scale}, {self.device}, {self.precision}{tiling})'
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == 'fp32':
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+
+    def upscale_tensor(self, x: Tensor) -> Tensor:
+        """(N, 3, H, W) RGB in [0, 1] → (N, 3, r·H, r·W), float32, clamped to [0, 1]."""
+        x = x.to(self.device, torch.float32)
+        with torch.inference_mode(), self._autocast():
+            if self.tile and max(x.shape[-2:]) > self.tile:
+                out = tiled_forward(self.net, x, self.scale, self.tile, self.tile_overlap)
+            else:
+                out = self.net(x)
+            return out.float().clamp_(0, 1)
+
+    def upscale(self, image: np.ndarray) -> np.ndarray:
+        """Upscale an H×W, H×W×1, H×W×3 (RGB) or H×W×4 (RGBA) image; the result has its layout and dtype.
+
+        uint8 and uint16 keep their range; float images are taken as [0, 1]. Grayscale goes through the
+        network as three equal channels and comes back as their mean; alpha is upscaled bicubically on
+        its own.
+        """
+        array = np.asarray(image)
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+            raise ESCError(f'image: expected H×W, H×W×1, H×W×3 or H×W×4, got shape {array.shape}')
+        if array.shape[0] == 0 or array.shape[1] == 0:
+            raise ESCError(f'image: empty ({array.shape[0]}×{array.shape[1]})')
+        if array.dtype == np.uint8 or array.dtype == np.uint16:
+            peak = float(np.iinfo(array.dtype).max)
+        elif np.issubdtype(array.dtype, np.floating):
+            peak = 1.0
+        else:
+            raise ESCError(f'image: dtype {array.dtype} is not supported (uint8, uint16 or float in [0, 1])')
+        planes = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32) / peak)
+        planes = planes[..., None] if planes.ndim == 2 else planes
+        channels = planes.shape[-1]
+        chw = planes.permute(2, 0, 1)[None]
+        colour = chw[:, :3] if channels >= 3 else chw.expand(-1, 3, -1, -1)
+        out = self.upscale_tensor(colour).cpu()
+        if channels < 3:
+            out = out.mean(dim=1, keepdim=True)
+        if channels == 4:
+            alpha = F.interpolate(chw[:, 3:], scale_factor=self.scale, mode='bicubic', align_corners=False)
+            out = torch.cat([out, alpha.clamp_(0, 1)], dim=1)
+        result = out[0].permute(1, 2, 0).numpy()
+        if array.ndim == 2:
+            result = result[..., 0]
+        if peak != 1.0:
+            return np.rint(result * peak).astype(array.dtype)
+        return result.astype(array.dtype, copy=False)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' (CUDA where available), 'cpu' or 'cuda' as a torch.device; a one-line error for anything else."""
+    if device == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if device not in ('cpu', 'cuda'):
+        raise ESCError(f"device: {device!r} is not one of auto, cpu, cuda")
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise ESCError('device: cuda was asked for, but torch sees no CUDA device')
+    return torch.device(device)
+
+
+def load_model(path: str, scale: Optional[int] = None, arch: Optional[str] = None, device: str = 'auto',
+               precision: str = 'fp32', tile: Optional[int] = None, tile_overlap: int = 32,
+               param_key: str = 'params_ema', **options: Any) -> Upscaler:
+    """Read a checkpoint, build the network it was trained as and return an :class:`Upscaler`.
+
+    ``arch`` (ESC, ESCFP, ESCReal) and ``options`` (any network option, e.g. ``attn_type``) override what
+    is detected; ``scale`` must be the checkpoint's. ``tile`` (LR pixels) bounds memory on large images.
+    """
+    if precision not in PRECISIONS:
+        raise ESCError(f"precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+    target = resolve_device(device)
+    if precision == 'fp16' and target.type != 'cuda':
+        raise ESCError('precision: fp16 needs a CUDA device (use fp32 or bf16 on CPU)')
+    if tile is not None and (tile < 8 or not 0 <= tile_overlap < tile):
+        raise ESCError(f'tile: need a tile of at least 8 pixels and 0 <= overlap < tile, got {tile} / {tile_overlap}')
+    state_dict = read_state_dict(path, param_key, option='model')
+    detected = detect_network(state_dict, scale)
+    if arch is not None:
+        if arch not in NETWORKS:
+            raise ESCError(f"arch: {arch!r} is not one of {', '.join(NETWORKS)}")
+        detected['type'] = arch
+    detected.update(options)
+    config = dict(detected)
+    network = NETWORKS[config.pop('type')]
+    try:
+        net = network(**config)
+    except TypeError as exc:
+        raise ESCError(f'model: {path}: {exc}') from None
+    try:
+        net.load_state_dict(state_dict, strict=True)
+    except ESCError as exc:
+        raise ESCError(f'model: {path}: {exc}') from None
+    return Upscaler(net.eval().to(target), detected, target, precision, tile, tile_overlap)
