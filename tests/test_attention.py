@@ -38,9 +38,8 @@ def test_unknown_attn_type_is_one_line_error():
 
 def test_auto_resolution():
     cpu = torch.device('cpu')
-    assert resolve_attn_type('auto', cpu, training=False) == 'sdpa'
-    assert resolve_attn_type('auto', cpu, training=True) == 'sdpa'
-    assert resolve_attn_type('naive', cpu, training=False) == 'naive'
+    assert resolve_attn_type('auto', cpu) == 'sdpa'
+    assert resolve_attn_type('naive', cpu) == 'naive'
 
 
 def _module_grads(attn_type, x, state):

@@ -48,8 +48,8 @@ def flex_attention_available() -> bool:
     return True
 
 
-def resolve_attn_type(attn_type: str, device: torch.device, training: bool) -> str:
-    """The concrete backend ``auto`` stands for on ``device``, when gradients are (not) needed."""
+def resolve_attn_type(attn_type: str, device: torch.device) -> str:
+    """The concrete backend ``auto`` stands for on ``device`` (the same for inference and training)."""
     if attn_type != 'auto':
         return attn_type
     if device.type == 'cuda' and flex_attention_available():
@@ -110,13 +110,13 @@ class FusedBiasAttention(torch.autograd.Function):
         dtype = torch.promote_types(q.dtype, torch.float32)
         q, k, v, out, grad_out = (t.to(dtype).contiguous() for t in (q, k, v, out, grad_out))
         scale = q.shape[-1] ** -0.5
+        q_scaled, k_scaled = q * scale, k * scale
         ones = q.new_ones(q.shape[:-1] + (1,))
         # [q·scale, −lse]·[k, 1] = scores − lse;  [dO, −rowsum(dO ⊙ O)]·[v, 1] = dP − D
-        q_lse = torch.cat([q * scale, -lse.to(dtype).unsqueeze(-1)], dim=-1)
+        q_lse = torch.cat([q_scaled, -lse.to(dtype).unsqueeze(-1)], dim=-1)
         k_one = torch.cat([k, ones], dim=-1)
         grad_d = torch.cat([grad_out, -(grad_out * out).sum(-1, keepdim=True)], dim=-1)
         v_one = torch.cat([v, ones], dim=-1)
-        q_scaled, k_scaled = q * scale, k * scale
         bias = bias.to(dtype)
         grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         grad_bias = torch.zeros_like(bias) if ctx.needs_input_grad[3] else None
@@ -185,8 +185,7 @@ class WindowAttention(nn.Module):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor] = None) -> Tensor:
         """softmax(q·kᵀ/√d + bias)·v on (windows, heads, N, d) tensors with the configured backend."""
-        training = torch.is_grad_enabled() and (q.requires_grad or self.relative_position_bias.requires_grad)
-        backend = resolve_attn_type(self.attn_type, q.device, training)
+        backend = resolve_attn_type(self.attn_type, q.device)
         if backend == 'flex':
             return flex_attention(q, k, v, self.relative_position_bias.to(q.dtype), self.window_size)
         bias = self.bias() if bias is None else bias

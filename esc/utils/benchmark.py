@@ -387,7 +387,7 @@ def run_spec(spec: Dict[str, Any]) -> BenchmarkRecord:
     if spec['kind'] == 'train':
         return run_train_spec(spec, settings)
     module, x = _build(spec)
-    backend = resolve_attn_type(normalize_attn_type(spec['attn_type']), torch.device(settings.device), False)
+    backend = resolve_attn_type(normalize_attn_type(spec['attn_type']), torch.device(settings.device))
     default_threads = torch.get_num_threads()
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
@@ -450,7 +450,7 @@ def run_train_spec(spec: Dict[str, Any], settings: RunSettings) -> BenchmarkReco
         threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(default_threads)
-    backend = resolve_attn_type(spec['attn_type'], torch.device(device), True)
+    backend = resolve_attn_type(spec['attn_type'], torch.device(device))
     method = 'torch.cuda.max_memory_allocated' if device == 'cuda' else 'peak RSS of the process (VmHWM)'
     return BenchmarkRecord(kind='train', name=spec['name'], scale=r, device=device, attn_type=spec['attn_type'],
                            backend=backend, dtype=settings.dtype, input_shape=tuple(lr.shape),
