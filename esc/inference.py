@@ -26,7 +26,7 @@ from tqdm import tqdm  # noqa: E402
 
 from esc.archs.streaming import tune_glibc_malloc  # noqa: E402
 from esc.errors import ESCError  # noqa: E402
-from esc.upscaler import PRECISIONS, Upscaler, load_model  # noqa: E402
+from esc.upscaler import DTYPES, Upscaler, load_model  # noqa: E402
 from esc.utils.checkpoint import write_atomic  # noqa: E402
 from esc.utils.cli import one_line_errors  # noqa: E402
 
@@ -90,7 +90,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--tile', type=int, default=None, help='LR tile size in pixels: bounds memory on large images')
     p.add_argument('--tile-overlap', type=int, default=32, help='LR pixels shared by neighbouring tiles')
     p.add_argument('--device', default='auto', help='auto (CUDA where available), cpu or cuda')
-    p.add_argument('--precision', default='fp32', help=f"{', '.join(PRECISIONS)} (fp16 on CUDA only)")
+    p.add_argument('--precision', default='fp32', help=f"{', '.join(DTYPES)} (fp16 on CUDA only)")
     p.add_argument('--ext', default=None, help='output format, e.g. png (default: the input\'s)')
     return p
 

@@ -23,7 +23,36 @@ from esc.errors import ESCError
 from esc.utils.checkpoint import read_state_dict
 from esc.utils.tiling import tiled_forward
 
-PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+DEVICES = ('auto', 'cpu', 'cuda')
+DTYPES: Dict[str, torch.dtype] = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+"""Precisions by name: fp32, or autocast to fp16 (CUDA only) or bf16."""
+
+
+def resolve_device(name: str) -> str:
+    """'auto' → 'cuda' where available, else 'cpu'; 'cuda' without a GPU is an ESCError."""
+    if name not in DEVICES:
+        raise ESCError(f"device {name!r} is unknown; choose one of {', '.join(DEVICES)}")
+    if name == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise ESCError('device cuda: no CUDA device is available (use --device cpu or auto)')
+    return name
+
+
+def check_dtype(name: str, device: str, option: str = 'dtype') -> torch.dtype:
+    """The torch dtype for ``name`` ('fp32', 'fp16', 'bf16'); fp16 autocast is refused on CPU."""
+    if name not in DTYPES:
+        raise ESCError(f"{option} {name!r} is unknown; choose one of {', '.join(DTYPES)}")
+    if name == 'fp16' and device != 'cuda':
+        raise ESCError(f'{option} fp16 is only supported on CUDA (use fp32 or bf16 on CPU)')
+    return DTYPES[name]
+
+
+def autocast(device: str, name: str) -> contextlib.AbstractContextManager:
+    """Autocast to precision ``name`` on ``device`` (nothing for fp32)."""
+    if name == 'fp32':
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device, dtype=DTYPES[name])
 
 
 def _count(state_dict: Mapping[str, Any], pattern: str) -> int:
@@ -95,15 +124,10 @@ class Upscaler:
         tiling = f', tile {self.tile}/{self.tile_overlap}' if self.tile else ''
         return f'Upscaler({self.name} x{self.scale}, {self.device}, {self.precision}{tiling})'
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == 'fp32':
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
-
     def upscale_tensor(self, x: Tensor) -> Tensor:
         """(N, 3, H, W) RGB in [0, 1] → (N, 3, r·H, r·W), float32, clamped to [0, 1]."""
         x = x.to(self.device, torch.float32)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast(self.device.type, self.precision):
             if self.tile and max(x.shape[-2:]) > self.tile:
                 out = tiled_forward(self.net, x, self.scale, self.tile, self.tile_overlap)
             else:
@@ -147,17 +171,6 @@ class Upscaler:
         return result.astype(array.dtype, copy=False)
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' (CUDA where available), 'cpu' or 'cuda' as a torch.device; a one-line error for anything else."""
-    if device == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if device not in ('cpu', 'cuda'):
-        raise ESCError(f"device: {device!r} is not one of auto, cpu, cuda")
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise ESCError('device: cuda was asked for, but torch sees no CUDA device')
-    return torch.device(device)
-
-
 def load_model(path: str, scale: Optional[int] = None, arch: Optional[str] = None, device: str = 'auto',
                precision: str = 'fp32', tile: Optional[int] = None, tile_overlap: int = 32,
                param_key: str = 'params_ema', **options: Any) -> Upscaler:
@@ -166,11 +179,8 @@ def load_model(path: str, scale: Optional[int] = None, arch: Optional[str] = Non
     ``arch`` (ESC, ESCFP, ESCReal) and ``options`` (any network option, e.g. ``attn_type``) override what
     is detected; ``scale`` must be the checkpoint's. ``tile`` (LR pixels) bounds memory on large images.
     """
-    if precision not in PRECISIONS:
-        raise ESCError(f"precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
-    target = resolve_device(device)
-    if precision == 'fp16' and target.type != 'cuda':
-        raise ESCError('precision: fp16 needs a CUDA device (use fp32 or bf16 on CPU)')
+    target = torch.device(resolve_device(device))
+    check_dtype(precision, target.type, option='precision')
     if tile is not None and (tile < 8 or not 0 <= tile_overlap < tile):
         raise ESCError(f'tile: need a tile of at least 8 pixels and 0 <= overlap < tile, got {tile} / {tile_overlap}')
     state_dict = read_state_dict(path, param_key, option='model')

@@ -28,7 +28,8 @@ if REPO not in sys.path:
 
 from esc.utils.checkpoint import write_atomic  # noqa: E402
 from esc.utils.cli import one_line_errors  # noqa: E402
-from esc.utils.benchmark import (DTYPES, NAIVE_RATIO_HEADER, NETWORK_HEADER, SCALING_HEADER,  # noqa: E402
+from esc.upscaler import DTYPES  # noqa: E402
+from esc.utils.benchmark import (NAIVE_RATIO_HEADER, NETWORK_HEADER, SCALING_HEADER,  # noqa: E402
                                  TABLE1_DIM, TABLE1_HEADER, TABLE1_HEADS, TABLE1_WINDOW_SIZES, TRAIN_HEADER, RunSettings,
                                  attention_spec, backend_label, benchmark_network, fused_attention_type,
                                  iter_table1, make_settings, memory_note, network_row, network_spec, parse_size,

@@ -13,9 +13,10 @@ import torch
 
 from esc.errors import ESCError
 from esc.utils.benchmark import (NETWORK_HEADER, TABLE1_HEADER, TRAIN_HEADER, BenchmarkRecord, Table1Row, _build,
-                                 benchmark_network, benchmark_window_attention, check_dtype, format_network_table,
+                                 benchmark_network, benchmark_window_attention, format_network_table,
                                  format_table1, fused_attention_type, hd_lr_size, iter_table1, make_settings, measure,
                                  network_spec, parse_size, train_spec)
+from esc.upscaler import check_dtype
 from esc.utils.results import load_speed
 from tests.conftest import REPO
 

@@ -53,7 +53,7 @@ def test_foreign_and_mismatched_checkpoints_are_one_line_errors(tmp_path):
     empty.write_bytes(b'')
     with pytest.raises(ESCError, match=f'model: cannot read checkpoint {empty}'):
         esc.load_model(str(empty))
-    with pytest.raises(ESCError, match='precision: fp16 needs a CUDA device'):
+    with pytest.raises(ESCError, match='precision fp16 is only supported on CUDA'):
         esc.load_model(str(empty), device='cpu', precision='fp16')
 
 

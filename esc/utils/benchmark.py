@@ -28,7 +28,6 @@ is *not* flash attention and is labelled "fused SDPA").
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import gc
 import json
@@ -51,10 +50,9 @@ from esc.archs.attention import WindowAttention, normalize_attn_type, resolve_at
 from esc.archs.esc_arch import STREAMING, VARIANTS, build_variant
 from esc.archs.streaming import tune_glibc_malloc
 from esc.errors import ESCError
+from esc.upscaler import autocast, check_dtype, resolve_device
 from esc.utils.complexity import HD_OUTPUT
 
-DEVICES = ('auto', 'cpu', 'cuda')
-DTYPES: Dict[str, torch.dtype] = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 DEFAULT_SCHEDULE: Dict[str, Tuple[int, int]] = {'cpu': (3, 10), 'cuda': (10, 100)}
 """(warm-up passes, timed passes) per device when none are given."""
 
@@ -168,26 +166,6 @@ def hd_lr_size(scale: int) -> Tuple[int, int]:
     return HD_OUTPUT[0] // scale, HD_OUTPUT[1] // scale
 
 
-def resolve_device(name: str) -> str:
-    """'auto' → 'cuda' where available, else 'cpu'; 'cuda' without a GPU is an ESCError."""
-    if name not in DEVICES:
-        raise ESCError(f"device {name!r} is unknown; choose one of {', '.join(DEVICES)}")
-    if name == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if name == 'cuda' and not torch.cuda.is_available():
-        raise ESCError('device cuda: no CUDA device is available (use --device cpu or auto)')
-    return name
-
-
-def check_dtype(name: str, device: str) -> torch.dtype:
-    """The torch dtype for ``name`` ('fp32', 'fp16', 'bf16'); fp16 autocast is refused on CPU."""
-    if name not in DTYPES:
-        raise ESCError(f"dtype {name!r} is unknown; choose one of {', '.join(DTYPES)}")
-    if name == 'fp16' and device != 'cuda':
-        raise ESCError('dtype fp16 is only supported on CUDA (use fp32 or bf16 on CPU)')
-    return DTYPES[name]
-
-
 MALLOC_MODES = ('tuned', 'default')
 
 
@@ -275,12 +253,6 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _autocast(settings: RunSettings) -> contextlib.AbstractContextManager:
-    if settings.dtype == 'fp32':
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=settings.device, dtype=DTYPES[settings.dtype])
-
-
 def time_forward(module: nn.Module, x: Tensor, settings: RunSettings) -> Dict[str, Any]:
     """Warm up, then time ``settings.runs`` forward passes of ``module`` on ``x`` in this process.
 
@@ -292,7 +264,7 @@ def time_forward(module: nn.Module, x: Tensor, settings: RunSettings) -> Dict[st
     module.eval()
     output_shape: Tuple[int, ...] = ()
     baseline, method = 0, ''
-    with torch.no_grad(), _autocast(settings):
+    with torch.no_grad(), autocast(settings.device, settings.dtype):
         build_rss = 0
         if device == 'cpu':
             _release_free_heap()
