@@ -105,6 +105,7 @@ def run(argv: Sequence[str]) -> int:
     model: Upscaler = load_model(args.model, scale=args.scale, arch=args.arch, device=args.device,
                                  precision=args.precision, tile=args.tile, tile_overlap=args.tile_overlap,
                                  param_key=args.param_key)
+    model.progress = True
     print(f'{model} from {args.model}', flush=True)
     args.output.mkdir(parents=True, exist_ok=True)
     inputs = {p.resolve() for p in sources}

@@ -111,14 +111,16 @@ def variant_name(options: Mapping[str, Any]) -> str:
 
 
 class Upscaler:
-    """A loaded network with how to run it: device, precision and optional tiling (see :func:`load_model`)."""
+    """A loaded network with how to run it: device, precision and optional tiling (see :func:`load_model`);
+    ``progress`` shows a bar over the tiles of a tiled image."""
 
     def __init__(self, net: nn.Module, options: Mapping[str, Any], device: torch.device, precision: str = 'fp32',
-                 tile: Optional[int] = None, tile_overlap: int = 32) -> None:
+                 tile: Optional[int] = None, tile_overlap: int = 32, progress: bool = False) -> None:
         self.net, self.options, self.device = net, dict(options), device
         self.scale: int = options['upscaling_factor']
         self.name = variant_name(options)
         self.precision, self.tile, self.tile_overlap = precision, tile, tile_overlap
+        self.progress = progress
 
     def __repr__(self) -> str:
         tiling = f', tile {self.tile}/{self.tile_overlap}' if self.tile else ''
@@ -129,7 +131,8 @@ class Upscaler:
         x = x.to(self.device, torch.float32)
         with torch.inference_mode(), autocast(self.device.type, self.precision):
             if self.tile and max(x.shape[-2:]) > self.tile:
-                out = tiled_forward(self.net, x, self.scale, self.tile, self.tile_overlap)
+                out = tiled_forward(self.net, x, self.scale, self.tile, self.tile_overlap, self.progress,
+                                    align=getattr(self.net, 'window_size', 1))
             else:
                 out = self.net(x)
             return out.float().clamp_(0, 1)
@@ -163,11 +166,12 @@ class Upscaler:
         if channels == 4:
             alpha = F.interpolate(chw[:, 3:], scale_factor=self.scale, mode='bicubic', align_corners=False)
             out = torch.cat([out, alpha.clamp_(0, 1)], dim=1)
+        if peak != 1.0:
+            with torch.inference_mode():  # in place (no second full-size float copy) on an inference tensor
+                out = out.mul_(peak).round_()
         result = out[0].permute(1, 2, 0).numpy()
         if array.ndim == 2:
             result = result[..., 0]
-        if peak != 1.0:
-            return np.rint(result * peak).astype(array.dtype)
         return result.astype(array.dtype, copy=False)
 
 

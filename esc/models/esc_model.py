@@ -90,7 +90,8 @@ class ESCModel(SRModel):
         with torch.no_grad():
             tile = val_opt.get('tile')
             if tile:
-                self.output = tiled_forward(upscale, self.lq, scale, int(tile), int(val_opt.get('tile_overlap', 32)))
+                self.output = tiled_forward(upscale, self.lq, scale, int(tile), int(val_opt.get('tile_overlap', 32)),
+                                            align=getattr(net, 'window_size', 1))
             else:
                 self.output = upscale(self.lq)
         net.train(was_training)

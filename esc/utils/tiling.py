@@ -5,17 +5,21 @@ from typing import Callable, List
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from esc.errors import ESCError
 
 
-def tile_starts(size: int, tile: int, overlap: int) -> List[int]:
-    """Start offsets of tiles of length ``tile`` covering ``size`` with at least ``overlap`` in common."""
+def tile_starts(size: int, tile: int, overlap: int, align: int = 1) -> List[int]:
+    """Start offsets, multiples of ``align``, of tiles of length ``tile`` covering ``size`` with at least
+    ``overlap`` in common; the last tile ends at ``size`` and may be shorter.
+
+    ESC aligns to its window size: a tile's attention windows are then the whole image's windows.
+    """
     if size <= tile:
         return [0]
-    stride = tile - overlap
-    starts = list(range(0, size - tile, stride))
-    return starts + [size - tile]
+    stride = max(align, (tile - overlap) // align * align)
+    return list(range(0, size - overlap, stride))
 
 
 def _ramp(length: int, fade: int, fade_start: bool, fade_end: bool, device: torch.device) -> Tensor:
@@ -31,17 +35,22 @@ def _ramp(length: int, fade: int, fade_start: bool, fade_end: bool, device: torc
     return weight
 
 
-def tiled_forward(upscale: Callable[[Tensor], Tensor], lq: Tensor, scale: int, tile: int, overlap: int) -> Tensor:
+def tiled_forward(upscale: Callable[[Tensor], Tensor], lq: Tensor, scale: int, tile: int, overlap: int,
+                  progress: bool = False, align: int = 1) -> Tensor:
     """``upscale`` applied to overlapping ``tile``×``tile`` LR tiles of ``lq`` (N, C, H, W), blended into one
-    (N, C', scale·H, scale·W) output; overlaps fade linearly from one tile to the next, so no seams show."""
-    if tile <= 0 or overlap < 0 or overlap >= tile:
-        raise ESCError(f'tile: need 0 <= overlap < tile size, got tile {tile} and overlap {overlap}')
+    (N, C', scale·H, scale·W) output; overlaps fade linearly from one tile to the next, so no seams show.
+    Tiles start at multiples of ``align`` (see :func:`tile_starts`); ``progress`` shows a bar over them."""
+    if tile <= 0 or overlap < 0 or overlap >= tile or tile < align:
+        raise ESCError(f'tile: need 0 <= overlap < tile size and a tile of at least {align} pixels, '
+                       f'got tile {tile} and overlap {overlap}')
     n, _, h, w = lq.shape
-    rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    rows, cols = tile_starts(h, tile, overlap, align), tile_starts(w, tile, overlap, align)
     output = weights = None
+    bar = tqdm(total=len(rows) * len(cols), desc='tiles', unit='tile', disable=not progress, leave=False)
     for top in rows:
         for left in cols:
             patch = upscale(lq[..., top:top + tile, left:left + tile])
+            bar.update()
             if output is None:
                 output = patch.new_zeros(n, patch.shape[1], h * scale, w * scale)
                 weights = patch.new_zeros(1, 1, h * scale, w * scale)
@@ -52,4 +61,5 @@ def tiled_forward(upscale: Callable[[Tensor], Tensor], lq: Tensor, scale: int, t
             ys, xs = slice(top * scale, top * scale + ph), slice(left * scale, left * scale + pw)
             output[..., ys, xs] += patch * weight
             weights[..., ys, xs] += weight
-    return output / weights
+    bar.close()
+    return output.div_(weights)  # in place: the full-size output is the largest tensor of a tiled run
