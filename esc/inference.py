@@ -5,7 +5,8 @@
 
 The variant, its options and the scale are read off the checkpoint (esc.upscaler.detect_network);
 ``--arch`` and ``--scale`` only confirm or override. Grayscale stays grayscale, RGBA keeps its alpha
-(upscaled on its own), 16-bit PNG/TIFF stay 16-bit; outputs are named ``<name>_x<scale>.<ext>``, are
+(upscaled on its own), 16-bit PNG/TIFF stay 16-bit; images longer than ``--tile`` (1024 LR pixels by
+default) are processed in overlapping tiles; outputs are named ``<name>_x<scale>.<ext>``, are
 written whole or not at all, and never replace an input. A folder run skips files it cannot read with
 one line each and ends with a summary; the exit status is 1 if anything was skipped.
 """
@@ -87,7 +88,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--scale', type=int, default=None, help="the checkpoint's scale (detected; checked if given)")
     p.add_argument('--arch', default=None, help='ESC, ESCFP or ESCReal (detected)')
     p.add_argument('--param-key', default='params_ema', help="state dict inside the checkpoint (falls back to 'params')")
-    p.add_argument('--tile', type=int, default=None, help='LR tile size in pixels: bounds memory on large images')
+    p.add_argument('--tile', type=int, default=1024, help='LR tile size in pixels: images with a longer side are '
+                   'processed in overlapping tiles, which bounds memory (default 1024; 0: never tile)')
     p.add_argument('--tile-overlap', type=int, default=32, help='LR pixels shared by neighbouring tiles')
     p.add_argument('--device', default='auto', help='auto (CUDA where available), cpu or cuda')
     p.add_argument('--precision', default='fp32', help=f"{', '.join(DTYPES)} (fp16 on CUDA only)")
@@ -103,7 +105,7 @@ def run(argv: Sequence[str]) -> int:
     sources = list_inputs(args.input)
     tune_glibc_malloc()
     model: Upscaler = load_model(args.model, scale=args.scale, arch=args.arch, device=args.device,
-                                 precision=args.precision, tile=args.tile, tile_overlap=args.tile_overlap,
+                                 precision=args.precision, tile=args.tile or None, tile_overlap=args.tile_overlap,
                                  param_key=args.param_key)
     model.progress = True
     print(f'{model} from {args.model}', flush=True)
