@@ -114,3 +114,50 @@ def test_hr_that_is_not_scale_times_the_lr_is_refused():
     assert model.gt.shape == (1, 3, 20, 24)
     with pytest.raises(ESCError, match=r'^hr/a\.png: HR is 23x20, but its LR image lr/a\.png \(12x10\) x2 is 24x20'):
         model.feed_data({**batch, 'gt': torch.rand(1, 3, 20, 23)})
+
+
+def training_model(mode=None):
+    train = {'ema_decay': 0.5, 'optim_g': {'type': 'Adam', 'lr': 1e-2},
+             'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5},
+             'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}, 'total_iter': 10}
+    if mode is not None:
+        train['nonfinite_loss'] = mode
+    opt = {**model_options(), 'is_train': True, 'train': train}
+    opt['path'] = {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None}
+    return build_model(opt)
+
+
+def _batch(nan=False):
+    gt = torch.rand(2, 3, 16, 16)
+    if nan:
+        gt[0, 0, 3, 3] = float('nan')
+    return {'lq': torch.rand(2, 3, 8, 8), 'gt': gt}
+
+
+def _weights(model):
+    return [p.detach().clone() for p in (*model.net_g.parameters(), *model.net_g_ema.parameters())]
+
+
+def test_nonfinite_loss_stops_before_any_weight_changes():
+    model = training_model()
+    model.feed_data(_batch())
+    model.optimize_parameters(1)
+    before = _weights(model)
+    model.feed_data(_batch(nan=True))
+    with pytest.raises(ESCError, match=r'iteration 2: loss l_pix is nan; the weights were not updated '
+                                       r'\(train.nonfinite_loss: skip would skip such steps\)'):
+        model.optimize_parameters(2)
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(model)))
+
+
+def test_nonfinite_loss_can_skip_the_step_and_training_goes_on():
+    model = training_model('skip')
+    before = _weights(model)
+    model.feed_data(_batch(nan=True))
+    model.optimize_parameters(5)
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(model)))
+    model.feed_data(_batch())
+    model.optimize_parameters(6)
+    assert not all(torch.equal(a, b) for a, b in zip(before, _weights(model)))
+    with pytest.raises(ESCError, match="train.nonfinite_loss: 'ignore' is not one of stop, skip"):
+        training_model('ignore')

@@ -8,14 +8,17 @@
 - pretrained weights load with one-line errors (missing file, missing ``param_key_g``, a
   checkpoint of another architecture) and ×2 checkpoints resample into ×3/×4 networks;
 - checkpoints and training states are written to a temporary file and renamed, so a kill during
-  a save never leaves a truncated file behind.
+  a save never leaves a truncated file behind;
+- a non-finite loss never reaches the weights: training stops with a line naming the iteration and
+  the loss term, or skips the step (``train.nonfinite_loss: stop | skip``), on every rank together.
 """
 from __future__ import annotations
 
 import os.path as osp
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
@@ -29,6 +32,39 @@ from esc.utils.checkpoint import atomic_torch_save, read_state_dict
 from esc.utils.tiling import tiled_forward
 
 
+NONFINITE_MODES = ('stop', 'skip')
+
+
+class NonFiniteLoss(Exception):
+    """A loss term came out NaN or infinite (raised before backward, so nothing was updated)."""
+
+    def __init__(self, name: str, value: float) -> None:
+        super().__init__(f'loss {name} is {value}')
+        self.name, self.value = name, value
+
+
+class FiniteLoss(nn.Module):
+    """A loss module whose result terms (``names``, in the order it returns them) are checked finite;
+    under DDP the ranks agree first, so that all of them stop or skip together."""
+
+    def __init__(self, loss: nn.Module, names: Sequence[str]) -> None:
+        super().__init__()
+        self.loss, self.names = loss, tuple(names)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        result = self.loss(*args, **kwargs)
+        terms = result if isinstance(result, tuple) else (result,)
+        for name, value in zip(self.names, terms):
+            if value is None:
+                continue
+            finite = torch.isfinite(value.detach()).all().float()
+            if dist.is_available() and dist.is_initialized():
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if not finite:
+                raise NonFiniteLoss(name, value.detach().float().mean().item())
+        return result
+
+
 @MODEL_REGISTRY.register()
 class ESCModel(SRModel):
     """Single-image SR with an ESC network (any basicsr SR network works too)."""
@@ -37,6 +73,28 @@ class ESCModel(SRModel):
         if opt.get('val') is not None:
             opt['val'].setdefault('suffix', None)  # basicsr reads it unguarded when saving images
         super().__init__(opt)
+
+    def init_training_settings(self) -> None:
+        mode = self.opt['train'].get('nonfinite_loss', 'stop')
+        if mode not in NONFINITE_MODES:
+            raise ESCError(f"train.nonfinite_loss: {mode!r} is not one of {', '.join(NONFINITE_MODES)}")
+        self.nonfinite_loss = mode
+        super().init_training_settings()
+        for attr, names in (('cri_pix', ('l_pix',)), ('cri_perceptual', ('l_percep', 'l_style'))):
+            loss: Optional[nn.Module] = getattr(self, attr, None)
+            if loss is not None:
+                setattr(self, attr, FiniteLoss(loss, names))
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        """basicsr's step, refused before backward when a loss term is not finite (see the module doc)."""
+        try:
+            super().optimize_parameters(current_iter)
+        except NonFiniteLoss as exc:
+            self.optimizer_g.zero_grad(set_to_none=True)
+            message = f'iteration {current_iter}: {exc}; the weights were not updated'
+            if self.nonfinite_loss == 'stop':
+                raise ESCError(f'{message} (train.nonfinite_loss: skip would skip such steps)') from None
+            get_root_logger().warning(f'{message}: step skipped')
 
     def model_to_device(self, net: nn.Module) -> nn.Module:
         net = net.to(self.device)
