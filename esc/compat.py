@@ -14,6 +14,9 @@
    path the options name is checked first (:func:`esc.utils.cli.check_paths`, one line each).
 5. ESC's networks (plain torch, :mod:`esc.archs`), the ``Bicubic`` baseline, ``ESCModel`` and ESC's
    datasets are registered with basicsr's registries.
+6. basicsr's ``PairedImageDataset`` meets a bad training pair (HR not ``scale``× its LR, an LR
+   smaller than the patch, a file that does not decode) as a bare ValueError/AttributeError naming
+   no file, deep inside a data-loader worker; its ``__getitem__`` is wrapped to say which pair.
 
 Import this module before anything from ``basicsr`` (esc/train.py, esc/test.py, :mod:`esc.models`
 and :mod:`esc.data` do). ``import esc`` alone does not: inference needs neither basicsr nor torchvision.
@@ -57,6 +60,29 @@ def _use_esc_launch_resume_and_checks() -> None:
         pipeline.parse_options = checked_parse_options(basicsr.utils.options.parse_options)
 
 
+def _name_the_files_of_bad_pairs() -> None:
+    import functools
+
+    from basicsr.data.paired_image_dataset import PairedImageDataset
+
+    from esc.errors import ESCError
+
+    getitem = PairedImageDataset.__getitem__
+
+    @functools.wraps(getitem)
+    def checked_getitem(self, index):
+        try:
+            return getitem(self, index)
+        except (ValueError, AttributeError) as exc:
+            pair = self.paths[index]
+            reason = ''.join(map(str, exc.args))  # basicsr passes its message in pieces
+            reason = 'an image does not decode' if "'NoneType'" in reason else reason
+            raise ESCError(f"datasets ({self.opt.get('name')}): bad pair {pair['gt_path']} / {pair['lq_path']}: "
+                           f'{reason}') from None
+
+    PairedImageDataset.__getitem__ = checked_getitem
+
+
 def _register_esc() -> None:
     from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -72,4 +98,5 @@ def _register_esc() -> None:
 
 _alias_torchvision_functional_tensor()
 _use_esc_launch_resume_and_checks()
+_name_the_files_of_bad_pairs()
 _register_esc()

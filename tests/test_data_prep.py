@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 from basicsr.archs import build_network
 from basicsr.data.paired_image_dataset import PairedImageDataset
@@ -365,3 +366,37 @@ def test_missing_folders_and_mismatched_lr_fail_in_one_line(tiny_root, tmp_path)
         _, stderr = procs[name].communicate(timeout=300)
         assert procs[name].returncode == 2, stderr[-3000:]
         assert 'Traceback' not in stderr and stderr.strip().splitlines()[-1].startswith(message), stderr[-3000:]
+
+
+def _paired_dataset(root, gt_shape, lq_shape, gt_bytes=None):
+    from basicsr.data import build_dataset
+    (root / 'gt').mkdir()
+    (root / 'lq').mkdir()
+    cv2.imwrite(str(root / 'gt' / 'a.png'), np.zeros(gt_shape, np.uint8))
+    cv2.imwrite(str(root / 'lq' / 'a.png'), np.zeros(lq_shape, np.uint8))
+    if gt_bytes is not None:
+        (root / 'gt' / 'a.png').write_bytes(gt_bytes)
+    return build_dataset(dict(name='toy', type='PairedImageDataset', dataroot_gt=str(root / 'gt'),
+                              dataroot_lq=str(root / 'lq'), io_backend=dict(type='disk'), phase='train', scale=2,
+                              gt_size=16, use_hflip=True, use_rot=True, filename_tmpl='{}'))
+
+
+@pytest.mark.parametrize('gt_shape,lq_shape,gt_bytes,reason', [
+    ((30, 30, 3), (16, 16, 3), None, r'Scale mismatches\. GT \(30, 30\) is not 2x multiplication of LQ \(16, 16\)'),
+    ((12, 12, 3), (6, 6, 3), None, r'LQ \(6, 6\) is smaller than patch size \(8, 8\)'),
+    ((32, 32, 3), (16, 16, 3), b'\x89PNG truncated', 'an image does not decode'),
+])
+def test_bad_training_pairs_name_their_files(tmp_path, gt_shape, lq_shape, gt_bytes, reason):
+    dataset = _paired_dataset(tmp_path, gt_shape, lq_shape, gt_bytes)
+    pair = f"bad pair {tmp_path / 'gt' / 'a.png'} / {tmp_path / 'lq' / 'a.png'}: "
+    with pytest.raises(ESCError, match=r'datasets \(toy\): ' + re.escape(pair) + reason):
+        dataset[0]
+
+
+def test_a_bad_pair_in_a_loader_worker_is_still_one_line(tmp_path, capsys):
+    from esc.utils.cli import one_line_errors
+    loader = torch.utils.data.DataLoader(_paired_dataset(tmp_path, (30, 30, 3), (16, 16, 3)), num_workers=1)
+    with pytest.raises(SystemExit), one_line_errors():
+        next(iter(loader))
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith('error: datasets (toy): bad pair ')

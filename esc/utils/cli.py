@@ -90,7 +90,10 @@ def one_line_errors() -> Iterator[None]:
     try:
         yield
     except ESCError as exc:
-        print(f'error: {exc}', file=sys.stderr, flush=True)
+        # raised in a DataLoader worker, it comes back with the worker's traceback before our line
+        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else ''
+        prefix = f'{ESCError.__module__}.{ESCError.__name__}: '
+        print(f'error: {message[len(prefix):] if message.startswith(prefix) else message}', file=sys.stderr, flush=True)
         sys.exit(2)
 
 
