@@ -184,15 +184,17 @@ class WindowAttention(nn.Module):
         return relative_position_bias(self.relative_position_bias, self.window_size)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-        """softmax(q·kᵀ/√d + bias)·v on (windows, heads, N, d) tensors with the configured backend."""
+        """softmax(q·kᵀ/√d + bias)·v on (windows, heads, N, d) tensors with the configured backend; the
+        queries may be the first rows of each window only."""
         backend = resolve_attn_type(self.attn_type, q.device)
         if backend == 'flex':
             return flex_attention(q, k, v, self.relative_position_bias.to(q.dtype), self.window_size)
-        bias = self.bias() if bias is None else bias
+        bias = (self.bias() if bias is None else bias)[:, :q.shape[-2]]
         return sdpa_attention(q, k, v, bias) if backend == 'sdpa' else naive_attention(q, k, v, bias)
 
-    def forward(self, x: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-        """``bias``: :meth:`bias` computed beforehand (row-strip inference reuses it for every strip)."""
+    def forward(self, x: Tensor, bias: Optional[Tensor] = None, rows: Optional[int] = None) -> Tensor:
+        """``bias``: :meth:`bias` computed beforehand (row-strip inference reuses it for every strip);
+        ``rows``: only the first rows of ``x`` (one row of windows) are wanted, the rest pads it."""
         b, c, h, w = x.shape
         ws, heads = self.window_size, self.num_heads
         qkv = self.to_qkv(pad_to_multiple(x, ws))
@@ -200,9 +202,10 @@ class WindowAttention(nn.Module):
         # channel = group·C + head·(C/heads) + c  →  (3, B·windows, heads, ws², C/heads)
         qkv = qkv.view(b, 3, heads, c // heads, nh, ws, nw, ws).permute(1, 0, 4, 6, 2, 5, 7, 3)
         q, k, v = qkv.reshape(3, b * nh * nw, heads, ws * ws, c // heads).unbind(0)
-        out = self.attend(q, k, v, bias).view(b, nh, nw, heads, ws, ws, c // heads)
+        queried = rows if rows is not None and nh == 1 and rows < ws else ws  # padding rows ask nothing
+        out = self.attend(q[:, :, :queried * ws], k, v, bias).view(b, nh, nw, heads, queried, ws, c // heads)
         if x.is_contiguous(memory_format=torch.channels_last):  # stay channels-last: one copy, not two
-            out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, nh * ws, nw * ws, c).permute(0, 3, 1, 2)
+            out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, nh * queried, nw * ws, c).permute(0, 3, 1, 2)
         else:
-            out = out.permute(0, 3, 6, 1, 4, 2, 5).reshape(b, c, nh * ws, nw * ws)
+            out = out.permute(0, 3, 6, 1, 4, 2, 5).reshape(b, c, nh * queried, nw * ws)
         return self.to_out(out[:, :, :h, :w])

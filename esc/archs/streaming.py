@@ -77,7 +77,7 @@ def _attention_by_rows(attn: WindowAttention, t: Tensor, out: Tensor) -> None:
             strip = t[:, :, top:strip_end]
         else:
             strip = t.index_select(2, padded[top:strip_end]).contiguous(memory_format=torch.channels_last)
-        out[:, :, top:bottom] += attn(strip, bias)[:, :, :bottom - top]
+        out[:, :, top:bottom] += attn(strip, bias, rows=bottom - top)[:, :, :bottom - top]
 
 
 def _residual(mixer: nn.Module, pre: Callable[[Tensor], Tensor], pre_halo: int, x: Tensor, t: Tensor,
