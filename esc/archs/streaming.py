@@ -137,7 +137,7 @@ def tune_glibc_malloc(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 <<
 
     By default glibc serves blocks above a dynamic threshold with fresh ``mmap`` pages and returns
     free heap tops to the kernel, so the strips' temporaries, freed and allocated again at every layer,
-    are page-faulted and zeroed over and over (a quarter of a second per ESC ×4 HD image on 2 cores).
+    are page-faulted and zeroed over and over (0.3-0.5 s per ESC ×4 HD image on 2 cores).
     This raises both thresholds — the same job as PyTorch's CPU performance guide's advice to preload
     jemalloc or tcmalloc. Peak RSS does not grow; freed memory stays mapped up to ``trim_threshold``.
     Returns False where the C library is not glibc.
