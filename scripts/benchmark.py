@@ -131,6 +131,14 @@ def _threads_note(device: str, threads: Sequence[int]) -> str:
     return f" CPU threads: {', '.join(str(n) for n in sorted(set(threads)))}."
 
 
+def _print_table(header: Sequence[str], rows: Iterator[List[str]], markdown: bool, device: str,
+                 threads: List[int]) -> None:
+    """Stream the table row by row, then how memory was measured and the threads the rows filled in."""
+    stream_table(header, rows, markdown, _emit)
+    _emit('')
+    _emit(memory_note(device) + _threads_note(device, threads))
+
+
 def run_network(argv: Sequence[str]) -> None:
     args = network_parser().parse_args(argv)
     settings = _settings(args)
@@ -159,9 +167,7 @@ def run_network(argv: Sequence[str]) -> None:
                 yield with_naive_ratio(network_row(record), record, naive)
 
     header = NETWORK_HEADER + (NAIVE_RATIO_HEADER if args.compare_naive else ())
-    stream_table(header, rows(), args.markdown, _emit)
-    _emit('')
-    _emit(memory_note(settings.device) + _threads_note(settings.device, threads))
+    _print_table(header, rows(), args.markdown, settings.device, threads)
 
 
 def run_table1(argv: Sequence[str]) -> None:
@@ -185,9 +191,7 @@ def run_table1(argv: Sequence[str]) -> None:
             threads.extend(record.threads for record in (row.naive, row.fused) if record is not None)
             yield table1_cells(row, args.dim)
 
-    stream_table(TABLE1_HEADER, rows(), args.markdown, _emit)
-    _emit('')
-    _emit(memory_note(settings.device) + _threads_note(settings.device, threads))
+    _print_table(TABLE1_HEADER, rows(), args.markdown, settings.device, threads)
 
 
 def run_scaling(argv: Sequence[str]) -> None:
@@ -209,9 +213,7 @@ def run_scaling(argv: Sequence[str]) -> None:
             threads.append(record.threads)
             yield scaling_row(record)
 
-    stream_table(SCALING_HEADER, rows(), args.markdown, _emit)
-    _emit('')
-    _emit(memory_note(settings.device) + _threads_note(settings.device, threads))
+    _print_table(SCALING_HEADER, rows(), args.markdown, settings.device, threads)
 
 
 def run_train(argv: Sequence[str]) -> None:
