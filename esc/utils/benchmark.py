@@ -28,6 +28,7 @@ is *not* flash attention and is labelled "fused SDPA").
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import json
@@ -351,6 +352,18 @@ def _build(spec: Dict[str, Any]) -> Tuple[nn.Module, Tensor]:
     return module.to(settings.device).eval(), x.to(settings.device)
 
 
+@contextlib.contextmanager
+def _cpu_threads(threads: Optional[int]) -> Iterator[int]:
+    """Run the block with ``threads`` intra-op threads (None: torch's default); yields the number in use."""
+    default = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(default)
+
+
 def run_spec(spec: Dict[str, Any]) -> BenchmarkRecord:
     """Build and measure one case in this process."""
     settings = RunSettings(**spec['settings'])
@@ -360,14 +373,8 @@ def run_spec(spec: Dict[str, Any]) -> BenchmarkRecord:
         return run_train_spec(spec, settings)
     module, x = _build(spec)
     backend = resolve_attn_type(normalize_attn_type(spec['attn_type']), torch.device(settings.device))
-    default_threads = torch.get_num_threads()
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
-    try:
-        threads = torch.get_num_threads()
+    with _cpu_threads(settings.threads) as threads:
         result = time_forward(module, x, settings)
-    finally:
-        torch.set_num_threads(default_threads)
     return BenchmarkRecord(kind=spec['kind'], name=spec['name'], scale=spec['scale'], device=settings.device,
                            attn_type=spec['attn_type'], backend=backend, dtype=settings.dtype,
                            input_shape=tuple(x.shape), warmup=settings.warmup, runs=settings.runs,
@@ -396,32 +403,26 @@ def run_train_spec(spec: Dict[str, Any], settings: RunSettings) -> BenchmarkReco
     r, (height, width) = spec['scale'], spec['size']
     lr = torch.rand(spec['batch'], 3, height, width, generator=generator).to(device)
     hr = torch.rand(spec['batch'], 3, height * r, width * r, generator=generator).to(device)
-    default_threads = torch.get_num_threads()
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         F.l1_loss(net(lr), hr).backward()
         optimizer.step()
 
-    try:
+    with _cpu_threads(settings.threads) as threads:
         for _ in range(settings.warmup):
             step()
         _synchronize(device)
         if device == 'cuda':
             torch.cuda.reset_peak_memory_stats()
-        process_peak = _peak_rss_bytes()
         latencies: List[float] = []
         for _ in range(settings.runs):
             start = time.perf_counter()
             step()
             _synchronize(device)
             latencies.append((time.perf_counter() - start) * 1e3)
-        peak = torch.cuda.max_memory_allocated() if device == 'cuda' else _peak_rss_bytes()
-        threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(default_threads)
+    process_peak = _peak_rss_bytes()  # VmHWM only grows: the whole run's peak
+    peak = torch.cuda.max_memory_allocated() if device == 'cuda' else process_peak
     backend = resolve_attn_type(spec['attn_type'], torch.device(device))
     method = 'torch.cuda.max_memory_allocated' if device == 'cuda' else 'peak RSS of the process (VmHWM)'
     return BenchmarkRecord(kind='train', name=spec['name'], scale=r, device=device, attn_type=spec['attn_type'],
@@ -429,7 +430,7 @@ def run_train_spec(spec: Dict[str, Any], settings: RunSettings) -> BenchmarkReco
                            output_shape=tuple(hr.shape), warmup=settings.warmup, runs=settings.runs, threads=threads,
                            latencies_ms=latencies, memory_mb=peak / MIB, peak_mb=peak / MIB, baseline_mb=0.0,
                            memory_method=method,
-                           extra=dict(process_peak_mb=max(process_peak, _peak_rss_bytes()) / MIB))
+                           extra=dict(process_peak_mb=process_peak / MIB))
 
 
 def describe(spec: Dict[str, Any]) -> str:
