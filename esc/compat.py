@@ -17,6 +17,10 @@
 6. basicsr's ``PairedImageDataset`` meets a bad training pair (HR not ``scale``× its LR, an LR
    smaller than the patch, a file that does not decode) as a bare ValueError/AttributeError naming
    no file, deep inside a data-loader worker; its ``__getitem__`` is wrapped to say which pair.
+7. basicsr's training loop restarts an interrupted epoch from its first batch and reseeds its
+   augmentations per epoch, so a resumed run differs from an uninterrupted one; its
+   ``create_train_val_dataloader`` is wrapped by :func:`esc.data.resumable.create_train_val_dataloader`
+   (exact resume, per-sample seeds, bad-file policy and scan).
 
 Import this module before anything from ``basicsr`` (esc/train.py, esc/test.py, :mod:`esc.models`
 and :mod:`esc.data` do). ``import esc`` alone does not: inference needs neither basicsr nor torchvision.
@@ -83,6 +87,17 @@ def _name_the_files_of_bad_pairs() -> None:
     PairedImageDataset.__getitem__ = checked_getitem
 
 
+def _resume_training_data_exactly() -> None:
+    import functools
+
+    import basicsr.train
+
+    from esc.data.resumable import create_train_val_dataloader
+
+    basicsr.train.create_train_val_dataloader = functools.partial(create_train_val_dataloader,
+                                                                  basicsr.train.create_train_val_dataloader)
+
+
 def _register_esc() -> None:
     from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -100,3 +115,4 @@ _alias_torchvision_functional_tensor()
 _use_esc_launch_resume_and_checks()
 _name_the_files_of_bad_pairs()
 _register_esc()
+_resume_training_data_exactly()

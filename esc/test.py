@@ -18,4 +18,4 @@ from basicsr.test import test_pipeline  # noqa: E402
 from esc.utils.cli import run_pipeline  # noqa: E402
 
 if __name__ == '__main__':
-    run_pipeline(test_pipeline, os.getcwd())
+    run_pipeline(test_pipeline, os.getcwd(), is_train=False)

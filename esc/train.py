@@ -22,4 +22,4 @@ from basicsr.train import train_pipeline  # noqa: E402
 from esc.utils.cli import run_pipeline  # noqa: E402
 
 if __name__ == '__main__':
-    run_pipeline(train_pipeline, os.getcwd())
+    run_pipeline(train_pipeline, os.getcwd(), is_train=True)

@@ -91,7 +91,7 @@ def test_train_then_test_through_the_entrypoints(tmp_path):
 @pytest.mark.parametrize('mutate,message', [
     (lambda o: o['network_g'].update(pdim=32), 'pdim (32) must not exceed dim (16)'),
     (lambda o: o['network_g'].update(attn_type='flash'), "attn_type: 'flash' is not supported"),
-    (lambda o: o['train']['optim_g'].update(type='Adamm'), "train.optim_g.type: 'Adamm' is not an optimizer"),
+    (lambda o: o['train']['optim_g'].update(type='Adamm'), "train.optim_g.type: 'Adamm' is not a known torch.optim optimizer"),
     (lambda o: o['path'].update(pretrain_network_g='missing.pth'), 'path.pretrain_network_g: no such file'),
 ])
 def test_bad_options_fail_in_one_line(tmp_path, mutate, message):

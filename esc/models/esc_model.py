@@ -10,12 +10,18 @@
 - checkpoints and training states are written to a temporary file and renamed, so a kill during
   a save never leaves a truncated file behind;
 - a non-finite loss never reaches the weights: training stops with a line naming the iteration and
-  the loss term, or skips the step (``train.nonfinite_loss: stop | skip``), on every rank together.
+  the loss term, or skips the step (``train.nonfinite_loss: stop | skip``), on every rank together;
+- training states carry every rank's random-generator states, restored on resume, so that with
+  :mod:`esc.data.resumable` a resumed run continues exactly as an uninterrupted one; only the newest
+  ``logger.keep_last`` states (and the weights they need) are kept, pruned after the new one is complete.
 """
 from __future__ import annotations
 
 import os.path as osp
-from typing import Any, Dict, Optional, Sequence
+import random
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
 
 import torch
 import torch.distributed as dist
@@ -28,11 +34,36 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from esc.archs.layers import pad_to_multiple
 from esc.errors import ESCError
-from esc.utils.checkpoint import atomic_torch_save, read_state_dict
+from esc.utils.checkpoint import atomic_torch_save, prune_checkpoints, read_state_dict
 from esc.utils.tiling import tiled_forward
 
 
 NONFINITE_MODES = ('stop', 'skip')
+
+
+def rng_states() -> Dict[str, Any]:
+    """This process's python, numpy, torch and CUDA generator states, as tensors and ints (weights-only loadable)."""
+    version, mt_state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        'python': [version, torch.tensor(mt_state, dtype=torch.int64), gauss],
+        'numpy': [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        'torch': torch.random.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states['cuda'] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` returned."""
+    version, mt_state, gauss = states['python']
+    random.setstate((version, tuple(int(v) for v in mt_state.tolist()), gauss))
+    kind, keys, pos, has_gauss, cached = states['numpy']
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.random.set_rng_state(states['torch'].cpu())
+    if 'cuda' in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states['cuda']])
 
 
 class NonFiniteLoss(Exception):
@@ -166,6 +197,18 @@ class ESCModel(SRModel):
         label = 'latest' if current_iter == -1 else current_iter
         atomic_torch_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
 
+    def save(self, epoch: int, current_iter: int) -> None:
+        """Weights, then the training state (with every rank's generator states), then pruning (``logger.keep_last``)."""
+        self._rng_states: List[Dict[str, Any]] = [rng_states()]
+        if dist.is_available() and dist.is_initialized():
+            gathered: List[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, self._rng_states[0])
+            self._rng_states = gathered
+        super().save(epoch, current_iter)
+        keep_last = (self.opt.get('logger') or {}).get('keep_last')
+        if keep_last and current_iter != -1 and self.opt['rank'] == 0:
+            prune_checkpoints(self.opt['path']['models'], self.opt['path']['training_states'], keep_last)
+
     @master_only
     def save_training_state(self, epoch: int, current_iter: int) -> None:
         if current_iter == -1:
@@ -175,5 +218,21 @@ class ESCModel(SRModel):
             'iter': current_iter,
             'optimizers': [o.state_dict() for o in self.optimizers],
             'schedulers': [s.state_dict() for s in self.schedulers],
+            'rng': getattr(self, '_rng_states', [rng_states()]),
         }
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+    def resume_training(self, resume_state: Dict[str, Any]) -> None:
+        """Optimizers and schedulers (basicsr), and this rank's generator states as they were when the state was saved."""
+        super().resume_training(resume_state)
+        states = resume_state.get('rng')
+        rank, world_size = self.opt.get('rank', 0), self.opt.get('world_size', 1)
+        if not states:
+            get_root_logger().warning('The training state holds no generator states (written by an older version): '
+                                      'the resumed run will not repeat an uninterrupted one exactly.')
+        elif len(states) != world_size:
+            get_root_logger().warning(f'The training state was written by {len(states)} processes, not {world_size}: '
+                                      'the resumed run will not repeat an uninterrupted one exactly.')
+            set_rng_states(states[0])
+        else:
+            set_rng_states(states[rank])

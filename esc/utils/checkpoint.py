@@ -74,12 +74,47 @@ def read_state_dict(path: str, param_key: Optional[str], option: str = 'path.pre
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in ckpt.items()}
 
 
+STATE_FILE = re.compile(r'^(\d+)\.state$')
+MODEL_FILE = re.compile(r'^net_\w+?_(\d+)\.pth$')
+
+
+def _state_iterations(folder: str) -> list:
+    return [int(m.group(1)) for m in map(STATE_FILE.match, os.listdir(folder)) if m] if osp.isdir(folder) else []
+
+
 def newest_training_state(folder: str) -> Optional[str]:
     """The ``<iter>.state`` file with the highest iteration in ``folder`` (temporary files ignored)."""
-    if not osp.isdir(folder):
-        return None
-    iters = [int(m.group(1)) for m in map(re.compile(r'^(\d+)\.state$').match, os.listdir(folder)) if m]
+    iters = _state_iterations(folder)
     return osp.join(folder, f'{max(iters)}.state') if iters else None
+
+
+def read_training_state(path: str, map_location: Any = 'cpu') -> Dict[str, Any]:
+    """A ``<iter>.state`` file's contents; an unreadable file is a one-line error naming it."""
+    if not osp.isfile(path):
+        raise ESCError(f'path.resume_state: no such file {path}')
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ESCError(f'path.resume_state: cannot read training state {path}: {reason}') from None
+    if not isinstance(state, dict) or 'iter' not in state:
+        raise ESCError(f'path.resume_state: {path} is not a training state')
+    return state
+
+
+def prune_checkpoints(models: str, training_states: str, keep_last: int) -> None:
+    """Delete the training states older than the newest ``keep_last`` and the model files (``net_*_<iter>.pth``)
+    older than the oldest state kept; states first, so a kill while pruning never leaves a state without weights."""
+    iters = sorted(_state_iterations(training_states))
+    if keep_last < 1 or len(iters) <= keep_last:
+        return
+    oldest_kept = iters[-keep_last]
+    for it in iters[:-keep_last]:
+        os.remove(osp.join(training_states, f'{it}.state'))
+    for name in os.listdir(models):
+        match = MODEL_FILE.match(name)
+        if match and int(match.group(1)) < oldest_kept:
+            os.remove(osp.join(models, name))
 
 
 def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -95,9 +130,7 @@ def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         path = opt['path'].get('resume_state')
     if path is None:
         return None
-    if not osp.isfile(path):
-        raise ESCError(f'path.resume_state: no such file {path}')
     device = torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = read_training_state(path, device)
     check_resume(opt, state['iter'])
     return state

@@ -14,10 +14,12 @@ import torch.distributed as dist
 import yaml
 
 from esc.errors import ESCError
+from esc.utils.options import validate_options
 
 
-def check_option_file(argv: list[str]) -> None:
-    """Fail early, in one line, when ``-opt`` is missing, unreadable or not a YAML mapping."""
+def check_option_file(argv: list[str], is_train: bool) -> None:
+    """Fail early, in one line, when ``-opt`` is missing, unreadable, not a YAML mapping or holds a bad option
+    (:func:`esc.utils.options.validate_options`), before basicsr parses it."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt')
     known, _ = parser.parse_known_args(argv)
@@ -34,6 +36,7 @@ def check_option_file(argv: list[str]) -> None:
         raise ESCError(f'-opt: {known.opt} is not valid YAML{where}: {getattr(exc, "problem", exc)}') from None
     if not isinstance(opt, dict):
         raise ESCError(f'-opt: {known.opt} does not hold a mapping of options')
+    validate_options(opt, is_train)
 
 
 DATASET_PATH_KEYS = ('dataroot_gt', 'dataroot_lq', 'meta_info_file')
@@ -73,11 +76,13 @@ def _as_list(value: Any) -> List[str]:
 
 
 def checked_parse_options(parse_options: Callable[..., Tuple[Dict[str, Any], Any]]) -> Callable[..., Any]:
-    """basicsr's ``parse_options`` followed by :func:`check_paths` on what it returns."""
+    """basicsr's ``parse_options`` followed by :func:`validate_options` (``--force_yml`` may have added keys)
+    and :func:`check_paths` on what it returns."""
 
     @functools.wraps(parse_options)
     def parse(*args: Any, **kwargs: Any) -> Tuple[Dict[str, Any], Any]:
         opt, cli_args = parse_options(*args, **kwargs)
+        validate_options(opt, opt['is_train'])
         check_paths(opt)
         return opt, cli_args
 
@@ -97,11 +102,11 @@ def one_line_errors() -> Iterator[None]:
         sys.exit(2)
 
 
-def run_pipeline(pipeline: Callable[[str], None], root_path: str) -> None:
+def run_pipeline(pipeline: Callable[[str], None], root_path: str, is_train: bool) -> None:
     """Run ``pipeline(root_path)`` (basicsr's train or test pipeline) with :func:`one_line_errors`."""
     try:
         with one_line_errors():
-            check_option_file(sys.argv[1:])
+            check_option_file(sys.argv[1:], is_train)
             pipeline(root_path)
     finally:
         if dist.is_available() and dist.is_initialized():

@@ -1,0 +1,230 @@
+"""Training data that resumes exactly and survives bad files.
+
+basicsr's training loop restarts an interrupted epoch from its first batch, and its augmentations
+draw from per-worker generators that are reseeded whenever an epoch starts, so a run resumed from
+iteration k sees other patches than an uninterrupted one. :func:`create_train_val_dataloader`
+(installed in basicsr's training pipeline by :mod:`esc.compat`) builds basicsr's loaders and then:
+
+- orders samples with basicsr's ``EnlargedSampler`` (same shuffles), but skips the batches of the
+  resumed epoch that the interrupted run had already trained on (:class:`ResumableSampler`);
+- gives every sample its own seed — from the run's ``manual_seed``, the epoch, the rank and the
+  sample's position in the epoch — and draws its random crop and flips from generators seeded with
+  it (:class:`TrainingSamples`), whichever worker loads it and whenever; the caller's generators
+  are left as they were;
+- gives every loader a private ``torch.Generator``, so starting an epoch does not draw from the
+  global generator whose state :class:`esc.models.ESCModel` saves and restores with the training state.
+
+Bad files, per training dataset: ``bad_samples: error`` (default) stops on the first sample that
+fails to load with one line naming its file(s); ``bad_samples: skip`` logs a warning and uses the
+next sample instead. ``scan: true`` loads every sample once at start-up and reports all bad files
+at once (then stops, or with ``skip`` leaves them out of training).
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils import data
+
+from esc import compat  # noqa: F401  (before basicsr)
+from esc.errors import ESCError
+from esc.utils.checkpoint import read_training_state
+from basicsr.data import build_dataloader  # noqa: E402  (isort: after compat)
+from basicsr.utils import get_root_logger  # noqa: E402
+
+BAD_SAMPLE_MODES = ('error', 'skip')
+MAX_CONSECUTIVE_BAD = 10
+
+
+class SeededIndex(int):
+    """A dataset index that carries the seed its sample's random augmentations draw from."""
+
+    def __new__(cls, index: int, seed: int) -> 'SeededIndex':
+        value = super().__new__(cls, index)
+        value.seed = seed
+        return value
+
+    def __reduce__(self):  # DataLoader workers receive indices pickled
+        return SeededIndex, (int(self), self.seed)
+
+
+def sample_seed(base_seed: int, epoch: int, rank: int, position: int) -> int:
+    """The seed of the sample at ``position`` of ``epoch`` on ``rank``: the same in every run with this ``manual_seed``."""
+    return int(np.random.SeedSequence([base_seed, epoch, rank, position]).generate_state(1)[0])
+
+
+class ResumableSampler(data.Sampler):
+    """basicsr's ``EnlargedSampler`` order (``inner``, which the training loop calls ``set_epoch`` on),
+    each index tagged with its seed; after :meth:`resume_at` the first epoch skips what was trained on."""
+
+    def __init__(self, inner: data.Sampler, base_seed: int, batch_size: int) -> None:
+        self.inner, self.base_seed, self.batch_size = inner, int(base_seed), batch_size
+        self._skip: Optional[Tuple[int, int]] = None  # (epoch, samples to skip)
+
+    def batches_per_epoch(self) -> int:
+        return len(self.inner) // self.batch_size  # basicsr's train loader drops the last partial batch
+
+    def resume_at(self, epoch: int, iteration: int) -> None:
+        """Continue after ``iteration`` (1-based, in ``epoch``) as an uninterrupted run would."""
+        done = iteration - epoch * self.batches_per_epoch()
+        if not 0 <= done <= self.batches_per_epoch():
+            raise ESCError(f'path.resume_state: iteration {iteration} is not in epoch {epoch} with '
+                           f'{self.batches_per_epoch()} batches per epoch; was the dataset or the batch size changed?')
+        self._skip = (epoch, done * self.batch_size)
+
+    def __iter__(self) -> Iterator[SeededIndex]:
+        # the resumed epoch may be iterated more than once (basicsr's prefetcher opens an iterator it discards),
+        # but never after a later one: the skip keys on the epoch, it is not used up
+        epoch, rank = self.inner.epoch, getattr(self.inner, 'rank', 0)
+        skip = self._skip[1] if self._skip is not None and self._skip[0] == epoch else 0
+        for position, index in enumerate(self.inner):
+            if position >= skip:
+                yield SeededIndex(index, sample_seed(self.base_seed, epoch, rank, position))
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+class _IsolatedGenerators:
+    """Seed python's, numpy's and torch's CPU generators for one sample; restore the caller's afterwards."""
+
+    def __init__(self, seed: Optional[int]) -> None:
+        self.seed = seed
+
+    def __enter__(self) -> None:
+        if self.seed is None:
+            return
+        self.saved = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+        random.seed(self.seed)
+        np.random.seed(self.seed)
+        torch.random.default_generator.manual_seed(self.seed)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.seed is not None:
+            random.setstate(self.saved[0])
+            np.random.set_state(self.saved[1])
+            torch.random.set_rng_state(self.saved[2])
+
+
+def describe_sample(dataset: Any, index: int) -> str:
+    """The file(s) behind ``dataset[index]``, as far as the dataset tells (basicsr keeps them in ``paths``)."""
+    paths = getattr(dataset, 'paths', None)
+    if isinstance(paths, Sequence) and len(paths):
+        entry = paths[index % len(paths)]
+        if isinstance(entry, dict):
+            return ' / '.join(str(v) for k, v in entry.items() if k.endswith('_path'))
+        return str(entry)
+    return f'sample {index}'
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[-1] if text else type(exc).__name__
+    prefix = f'{ESCError.__module__}.{ESCError.__name__}: '
+    return line[len(prefix):] if line.startswith(prefix) else line
+
+
+class TrainingSamples(data.Dataset):
+    """A training dataset whose samples draw their randomness from their :class:`SeededIndex` and whose
+    bad files stop the run with one line naming them, or are skipped (``bad_samples``)."""
+
+    def __init__(self, dataset: data.Dataset, phase: str, bad_samples: str = 'error',
+                 exclude: Sequence[int] = ()) -> None:
+        if bad_samples not in BAD_SAMPLE_MODES:
+            raise ESCError(f'datasets.{phase}.bad_samples: {bad_samples!r} is not one of {", ".join(BAD_SAMPLE_MODES)}')
+        self.dataset, self.phase, self.bad_samples = dataset, phase, bad_samples
+        excluded = set(exclude)
+        self.indices: List[int] = [i for i in range(len(dataset)) if i not in excluded]
+        if not self.indices:
+            raise ESCError(f'datasets.{phase}: no usable samples left')
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load(self, index: int, seed: Optional[int]) -> Dict[str, Any]:
+        """``dataset[indices[index]]`` with its generators seeded by ``seed``; an error names the file(s)."""
+        source = self.indices[index]
+        try:
+            with _IsolatedGenerators(seed):
+                return self.dataset[source]
+        except ESCError as exc:  # ESC's datasets name their files already
+            raise ESCError(_reason(exc)) from None
+        except Exception as exc:
+            raise ESCError(f'datasets.{self.phase}: {describe_sample(self.dataset, source)}: {_reason(exc)}') from None
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        seed = getattr(index, 'seed', None)
+        for attempt in range(MAX_CONSECUTIVE_BAD):
+            try:
+                return self.load((index + attempt) % len(self), seed)
+            except ESCError as exc:
+                if self.bad_samples == 'error':
+                    raise
+                get_root_logger().warning(f'{exc}: skipped (bad_samples: skip)')
+        raise ESCError(f'datasets.{self.phase}: {MAX_CONSECUTIVE_BAD} bad samples in a row from index {int(index)}; '
+                       'is the dataset readable?')
+
+
+def scan(samples: TrainingSamples, num_workers: int = 0) -> List[Tuple[int, str]]:
+    """Load every sample once; the (index, one-line reason) of each that fails."""
+    loader = data.DataLoader(_Probe(samples), batch_size=None, num_workers=num_workers)
+    return [(index, reason) for index, reason in loader if reason is not None]
+
+
+class _Probe(data.Dataset):
+    def __init__(self, samples: TrainingSamples) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Tuple[int, Optional[str]]:
+        try:
+            self.samples.load(index, seed=index)
+            return self.samples.indices[index], None
+        except ESCError as exc:
+            return self.samples.indices[index], str(exc)
+
+
+def create_train_val_dataloader(basicsr_create: Any, opt: Dict[str, Any], logger: Any):
+    """basicsr's ``create_train_val_dataloader`` (passed in), with the training loader rebuilt on
+    :class:`ResumableSampler` and :class:`TrainingSamples` and private generators for every loader."""
+    train_loader, train_sampler, val_loaders, total_epochs, total_iters = basicsr_create(opt, logger)
+    dataset_opt = opt['datasets']['train']
+    samples = TrainingSamples(train_loader.dataset, 'train', dataset_opt.get('bad_samples', 'error'))
+    if dataset_opt.get('scan'):
+        samples = _scanned(samples, dataset_opt, logger)
+    sampler = ResumableSampler(train_sampler, opt['manual_seed'], train_loader.batch_size)
+    if opt['path'].get('resume_state'):
+        state = read_training_state(opt['path']['resume_state'])
+        sampler.resume_at(state['epoch'], state['iter'])
+    if len(samples) != len(train_loader.dataset):
+        train_sampler.dataset = samples  # EnlargedSampler sizes its epoch from its dataset
+        ratio = dataset_opt.get('dataset_enlarge_ratio', 1)
+        train_sampler.num_samples = math.ceil(len(samples) * ratio / train_sampler.num_replicas)
+        train_sampler.total_size = train_sampler.num_samples * train_sampler.num_replicas
+    train_loader = build_dataloader(samples, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'], sampler=sampler,
+                                    seed=opt['manual_seed'])
+    for loader in (train_loader, *val_loaders):
+        loader.generator = torch.Generator().manual_seed(int(opt['manual_seed']))
+    # basicsr counts ceil(samples / batch) iterations per epoch, but its loader drops the last partial batch
+    total_epochs = max(total_epochs, math.ceil(total_iters / max(sampler.batches_per_epoch(), 1)))
+    return train_loader, train_sampler, val_loaders, total_epochs, total_iters
+
+
+def _scanned(samples: TrainingSamples, dataset_opt: Dict[str, Any], logger: Any) -> TrainingSamples:
+    logger.info(f'Scanning the {len(samples)} training samples (datasets.train.scan: true) ...')
+    bad = scan(samples, int(dataset_opt.get('num_worker_per_gpu', 0)))
+    for _, reason in bad:
+        logger.warning(reason)
+    if not bad:
+        logger.info('Scan: every training sample loads.')
+        return samples
+    if samples.bad_samples == 'error':
+        raise ESCError(f'datasets.train: {len(bad)} of {len(samples)} training samples do not load (listed above; '
+                       'bad_samples: skip would leave them out)')
+    logger.warning(f'Scan: leaving out {len(bad)} of {len(samples)} training samples (bad_samples: skip)')
+    return TrainingSamples(samples.dataset, samples.phase, samples.bad_samples, exclude=[i for i, _ in bad])
