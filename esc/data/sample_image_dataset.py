@@ -24,6 +24,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from esc.errors import ESCError
+from esc.utils.options import BOOL, DATASET_KEYS, INT, SEQ, optional
 
 
 def load_sample_image(name: str) -> np.ndarray:
@@ -97,3 +98,7 @@ class SampleImageDataset(data.Dataset):
 
     def __len__(self) -> int:
         return self.length
+
+
+DATASET_KEYS['SampleImageDataset'] = {'images': SEQ, 'gt_size': INT, 'use_hflip': BOOL, 'use_rot': BOOL,
+                                      'patches_per_image': INT, 'max_size': optional(INT)}

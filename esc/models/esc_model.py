@@ -35,6 +35,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from esc.archs.layers import pad_to_multiple
 from esc.errors import ESCError
 from esc.utils.checkpoint import atomic_torch_save, prune_checkpoints, read_state_dict
+from esc.utils.options import INT, MODEL_KEYS, STR, optional
 from esc.utils.tiling import tiled_forward
 
 
@@ -145,8 +146,9 @@ class ESCModel(SRModel):
         return optimizer(params, lr, **kwargs)
 
     def feed_data(self, data: Dict[str, Any]) -> None:
-        """Take a batch; an HR image that is not ``scale``× its LR image is a one-line error naming both files."""
-        if 'gt' in data:
+        """Take a batch; an HR image that is not ``scale``× its LR image is a one-line error naming both files
+        (a batch of HR images only, which a real-world model degrades itself, passes unchecked)."""
+        if 'gt' in data and 'lq' in data:
             scale = self.opt.get('scale', 1)
             (lh, lw), (gh, gw) = data['lq'].shape[-2:], data['gt'].shape[-2:]
             if (gh, gw) != (lh * scale, lw * scale):
@@ -236,3 +238,7 @@ class ESCModel(SRModel):
             set_rng_states(states[0])
         else:
             set_rng_states(states[rank])
+
+
+MODEL_KEYS['ESCModel'] = {'train': {'nonfinite_loss': STR},
+                          'val': {'pad_to_multiple': optional(INT), 'tile': optional(INT), 'tile_overlap': INT}}

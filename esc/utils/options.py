@@ -12,7 +12,8 @@ Where the keys come from:
   named parameters, with the types their annotations or defaults give;
 - datasets and models, which read a dict of options: the tables below (:data:`DATASET_KEYS`,
   :data:`MODEL_KEYS`, keyed by class name; a model accepts the keys of every class in its MRO).
-  A new dataset or model registers its keys there.
+  basicsr's classes are listed here; ESC's own datasets and models add their entries beside their
+  class, in the module that defines it.
 """
 from __future__ import annotations
 
@@ -64,8 +65,6 @@ DATASET_KEYS: Dict[str, Dict[str, Spec]] = {
     'RealESRGANDataset': {'dataroot_gt': STR, 'meta_info': STR, 'gt_size': INT, 'use_hflip': BOOL, 'use_rot': BOOL,
                           'final_sinc_prob': NUM, **_REAL_DEGRADATION},
     'RealESRGANPairedDataset': {**_PAIRED, 'meta_info': optional(STR)},
-    'SampleImageDataset': {'images': SEQ, 'gt_size': INT, 'use_hflip': BOOL, 'use_rot': BOOL,
-                           'patches_per_image': INT, 'max_size': optional(INT)},
 }
 """Keys each dataset class reads besides :data:`COMMON_DATASET_KEYS`."""
 
@@ -85,8 +84,6 @@ MODEL_KEYS: Dict[str, Dict[str, Dict[str, Spec]]] = {
     'SRGANModel': {'train': _GAN_TRAIN},
     'RealESRNetModel': {'top': {**_REAL_MODEL, 'gt_usm': BOOL}},
     'RealESRGANModel': {'top': {**_REAL_MODEL, 'l1_gt_usm': BOOL, 'percep_gt_usm': BOOL, 'gan_gt_usm': BOOL}},
-    'ESCModel': {'train': {'nonfinite_loss': STR},
-                 'val': {'pad_to_multiple': optional(INT), 'tile': optional(INT), 'tile_overlap': INT}},
 }
 """Keys each model class reads at the top level (``top``) and in ``train`` and ``val``."""
 
@@ -123,9 +120,10 @@ def validate_options(opt: Mapping[str, Any], is_train: bool) -> None:
         if key not in opt:
             raise ESCError(f'{key}: missing (required)')
     model_type = opt['model_type']
-    if not isinstance(model_type, str) or model_type not in MODEL_REGISTRY:
+    model_class = _registered(MODEL_REGISTRY, model_type)
+    if model_class is None:
         raise ESCError(f'model_type: {model_type!r} is not a registered model{_suggest(model_type, MODEL_REGISTRY)}')
-    model_keys = _model_keys(MODEL_REGISTRY.get(model_type))
+    model_keys = _model_keys(model_class)
     top = {**TOP_KEYS, **model_keys['top'], 'train': model_keys['train'], 'val': model_keys['val']}
     _check_section(opt, top, '')
     if 'network_g' not in opt:
@@ -137,6 +135,14 @@ def validate_options(opt: Mapping[str, Any], is_train: bool) -> None:
         if opt.get('val') and 'val_freq' not in opt['val']:
             raise ESCError('val.val_freq: missing (required for validation during training)')
     _check_consistency(opt, is_train)
+
+
+def _registered(registry: Any, name: Any) -> Any:
+    """``registry[name]`` or None; basicsr's registries also resolve NAME to a NAME_basicsr entry."""
+    if not isinstance(name, str):
+        return None
+    entries = getattr(registry, '_obj_map', registry)  # read directly: basicsr's get() prints on the fallback
+    return entries.get(name, entries.get(f'{name}_basicsr'))
 
 
 def _model_keys(model_class: type) -> Dict[str, Dict[str, Spec]]:
@@ -214,13 +220,15 @@ def _check_datasets(value: Any, path: str) -> None:
         if not isinstance(dataset, Mapping):
             raise ESCError(f'{where}: must be a mapping of dataset options, got {dataset!r}')
         dataset_type = dataset.get('type')
-        if dataset_type not in DATASET_REGISTRY:
+        dataset_class = _registered(DATASET_REGISTRY, dataset_type)
+        if dataset_class is None:
             raise ESCError(f'{where}.type: {dataset_type!r} is not a registered dataset'
                            f'{_suggest(dataset_type, DATASET_REGISTRY)}')
-        keys = DATASET_KEYS.get(dataset_type)
-        if keys is None:
+        tables = [DATASET_KEYS[c.__name__] for c in reversed(dataset_class.__mro__) if c.__name__ in DATASET_KEYS]
+        if not tables:
             raise ESCError(f'{where}.type: {dataset_type} has no option table in esc.utils.options.DATASET_KEYS')
-        _check_section(dataset, {**COMMON_DATASET_KEYS, **keys}, f'{where}.')
+        _check_section(dataset, {k: v for table in [COMMON_DATASET_KEYS, *tables] for k, v in table.items()},
+                       f'{where}.')
 
 
 def _check_network(value: Any, path: str) -> None:
@@ -279,9 +287,9 @@ def _check_typed(value: Any, path: str, registry: Any, what: str, extra: Optiona
     name = value.get('type')
     if name is None:
         raise ESCError(f'{path}.type: missing (required)')
-    if name not in registry:
+    target = _registered(registry, name)
+    if target is None:
         raise ESCError(f'{path}.type: {name!r} is not a known {what}{_suggest(name, registry)}')
-    target = registry.get(name) if hasattr(registry, 'get') else registry[name]
     spec = {'type': STR, **(extra or {}), **parameter_types(target, skip)}
     _check_section(value, spec, f'{path}.')
 
