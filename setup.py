@@ -11,6 +11,9 @@ def requirements() -> list:
     return [line.strip() for line in lines if line.strip() and not line.startswith('#')]
 
 
+# esc/export.py: torch.onnx's exporter needs onnx and onnxscript, its check onnxruntime (tested: 1.23, 0.7, 1.32)
+EXPORT = ['onnx', 'onnxscript', 'onnxruntime']
+
 setup(
     name='esc-sr',
     version='0.1.0',
@@ -20,6 +23,7 @@ setup(
     packages=find_packages(include=['esc', 'esc.*']),
     python_requires='>=3.9',
     install_requires=requirements(),
+    extras_require={'export': EXPORT, 'test': ['pytest', *EXPORT]},
     license='MIT',
     classifiers=[
         'Programming Language :: Python :: 3',

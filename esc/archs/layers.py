@@ -87,11 +87,12 @@ class ConvFFN(nn.Module):
 
 
 def _reflect_indices(size: int, before: int, after: int, device: torch.device) -> Tensor:
-    """Indices of a reflect padding of any width: the signal mirrored about its end samples, repeated."""
-    if size == 1:
-        return torch.zeros(before + size + after, dtype=torch.long, device=device)
-    period = 2 * (size - 1)
-    idx = torch.arange(-before, size + after, device=device).remainder(period)
+    """Indices of a reflect padding of any width: the signal mirrored about its end samples, repeated.
+
+    No branch on ``size`` (a 1-sample signal has period 1: all zeros), so a traced graph keeps it symbolic."""
+    period = torch.sym_max(2 * (size - 1), 1)
+    idx = torch.arange(-before, size + after, device=device)
+    idx = idx.remainder(idx.new_full((), period))  # a tensor divisor: ONNX has no Mod by a symbolic scalar
     return torch.where(idx < size, idx, period - idx)
 
 
@@ -99,10 +100,11 @@ def reflect_pad(x: Tensor, top: int, bottom: int, left: int, right: int) -> Tens
     """Reflect-pad the last two dims; unlike ``F.pad`` it accepts pads as wide as or wider than the input.
 
     Where ``F.pad(mode='reflect')`` applies (every pad smaller than its dimension) the result is
-    identical to it; wider pads keep reflecting back and forth, so a 1×1 input is replicated.
+    identical to it; wider pads keep reflecting back and forth, so a 1×1 input is replicated. Traced
+    (``torch.export``, ``torch.compile``) it always gathers, which holds for every size: H and W stay symbolic.
     """
     h, w = x.shape[-2:]
-    if max(top, bottom) < h and max(left, right) < w:
+    if not torch.compiler.is_compiling() and max(top, bottom) < h and max(left, right) < w:
         return F.pad(x, (left, right, top, bottom), mode='reflect') if top or bottom or left or right else x
     rows = _reflect_indices(h, top, bottom, x.device)
     cols = _reflect_indices(w, left, right, x.device)
