@@ -87,8 +87,11 @@ def detect_network(state_dict: Mapping[str, Tensor], scale: Optional[int] = None
                    dynamic_kernel=any('.plk.dwc_proj.' in k for k in sd),
                    first_mixer='self_attn' if 'blocks.0.attn.to_qkv.weight' in sd else 'conv_attn',
                    inner_mixer='self_attn' if 'blocks.0.pconvs.0.to_qkv.weight' in sd else 'conv_attn')
-    if arch == 'ESCReal':
-        opt['upscaling_factor'] = 4
+    if arch == 'ESCReal':  # the ×4 upsampler ends in to_img.8, the ×2 one (one stage fewer) in to_img.5
+        opt['upscaling_factor'] = 4 if 'to_img.8.weight' in sd else 2 if 'to_img.5.weight' in sd else None
+        if opt['upscaling_factor'] is None:
+            raise ESCError('checkpoint is not an ESC-Real network: its upsampler ends in neither to_img.8 (x4) '
+                           'nor to_img.5 (x2)')
     elif 'to_img.weight' in sd:
         channels = sd['to_img.weight'].shape[0]
         r = math.isqrt(channels // 3)

@@ -16,11 +16,22 @@ scales (with or without ``--lr-root``); the LR crops are the same regions at 1/r
 (``<lr-root>/X{r}/0001x{r}.png`` or ``0001.png`` pairs with ``0001.png``). Sub-image k of
 ``0001.png`` is ``0001_s{k:03d}.png`` in every output folder.
 
+``real``: GT data for real-world SR (ESC-Real; RealESRGAN's recipe on DF2K+OST), no LR folders:
+
+    python scripts/prepare_training_data.py real datasets/DF2K/DF2K_HR datasets/OST \\
+        --multiscale datasets/DF2K/DF2K_HR --out datasets/DF2KOST
+    # → datasets/DF2KOST/{DF2K_HR_multiscale, DF2K_HR_sub, OST_sub, DF2K_HR_multiscale_sub}, meta_info.txt
+
+``--multiscale`` folders also get Lanczos copies at ×0.75, ×0.5, ×1/3 and with the shorter side at
+400 pixels (``0001T0.png`` … ``0001T3.png``); every folder and copy is cut into 400×400 sub-images
+every 200 pixels; ``meta_info.txt`` lists the sub-images relative to ``--out``, the option files'
+``dataroot_gt``.
+
 ``lmdb``: basicsr's ``make_lmdb_from_imgs`` (keys = file names without extension, ``meta_info.txt``),
 written to a temporary folder and renamed; an existing LMDB with the same keys is left alone.
 
-Both are idempotent and never overwrite good outputs; bad input ends the run with one line
-``error: <file or folder>: <why>`` (exit status 2), or is skipped with ``--skip-bad`` (extract).
+All are idempotent and never overwrite good outputs; bad input ends the run with one line
+``error: <file or folder>: <why>`` (exit status 2), or is skipped with ``--skip-bad`` (extract, real).
 """
 from __future__ import annotations
 
@@ -31,7 +42,8 @@ from typing import List, Optional
 
 import esc.compat  # noqa: F401  (must precede basicsr imports)
 from esc.data.benchmark_prep import check_scales, quiet_opencv
-from esc.data.training_prep import LRFolder, extract_subimages, pack_lmdb
+from esc.data.training_prep import (MULTISCALE_FACTORS, SHORTEST_EDGE, LRFolder, extract_subimages, pack_lmdb,
+                                    prepare_real_training_data)
 from esc.utils.cli import one_line_errors
 
 
@@ -53,6 +65,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                          help='compute positions on the HR image mod-cropped to this (default: lcm of --scales)')
     extract.add_argument('--skip-bad', action='store_true', help='skip bad images with a warning instead of stopping')
 
+    real = commands.add_parser('real', help='GT sub-images and a meta-info file for real-world SR (DF2K+OST)')
+    real.add_argument('folders', nargs='+', help='HR folders, e.g. datasets/DF2K/DF2K_HR datasets/OST')
+    real.add_argument('--out', required=True, help='data root to write, e.g. datasets/DF2KOST')
+    real.add_argument('--multiscale', nargs='+', default=[], metavar='FOLDER',
+                      help='input folders that also get downscaled copies (RealESRGAN: DF2K)')
+    real.add_argument('--factors', nargs='+', type=float, default=list(MULTISCALE_FACTORS),
+                      help='downscaling factors of the copies (default 0.75 0.5 0.333)')
+    real.add_argument('--shortest-edge', type=int, default=SHORTEST_EDGE,
+                      help='one more copy with its shorter side this long, 0 for none (default 400)')
+    real.add_argument('--crop-size', type=int, default=400, help='sub-image size (default 400)')
+    real.add_argument('--step', type=int, default=200, help='step between sub-images (default 200)')
+    real.add_argument('--thresh-size', type=int, default=0,
+                      help='add an edge-flush crop when more than this many pixels are left over (default 0)')
+    real.add_argument('--skip-bad', action='store_true', help='skip bad images with a warning instead of stopping')
+
     lmdb = commands.add_parser('lmdb', help='pack a folder of images into an LMDB (basicsr layout)')
     lmdb.add_argument('folder', help='folder of images, e.g. datasets/DIV2K/DIV2K_train_HR_sub')
     lmdb.add_argument('lmdb_path', help='output folder ending in .lmdb, e.g. datasets/DIV2K/DIV2K_train_HR_sub.lmdb')
@@ -72,6 +99,11 @@ def run(args: argparse.Namespace) -> None:
         mod = math.lcm(*scales) if args.mod is None else args.mod
         report = extract_subimages(hr, out, lr_folders, crop=args.crop_size, step=args.step,
                                    thresh=args.thresh_size, mod=mod, skip_bad=args.skip_bad)
+        print(report.summary(), flush=True)
+    elif args.command == 'real':
+        report = prepare_real_training_data(args.folders, args.out, args.multiscale, crop=args.crop_size,
+                                            step=args.step, thresh=args.thresh_size, factors=args.factors,
+                                            shortest_edge=args.shortest_edge or None, skip_bad=args.skip_bad)
         print(report.summary(), flush=True)
     else:
         status = pack_lmdb(args.folder, args.lmdb_path, compress_level=args.compress_level)

@@ -23,6 +23,7 @@ from tests.test_networks import randomise, small
     ('ESC', 2, dict(first_mixer='conv_attn')),
     ('ESCFP', 2, dict(pdim=8)),
     ('ESCReal', 4, {}),
+    ('ESCReal', 2, {}),
 ])
 def test_detected_options_rebuild_the_same_network(arch, scale, overrides):
     net = small(arch, scale, **overrides)
@@ -35,7 +36,7 @@ def test_detected_options_rebuild_the_same_network(arch, scale, overrides):
         assert options[key] == value, key
 
 
-@pytest.mark.parametrize('name,scale', [('ESC', 4), ('ESC-light', 2), ('ESC-FP', 3), ('ESC-Real', 4)])
+@pytest.mark.parametrize('name,scale', [('ESC', 4), ('ESC-light', 2), ('ESC-FP', 3), ('ESC-Real', 4), ('ESC-Real', 2)])
 def test_paper_variants_are_named(name, scale):
     assert variant_name(detect_network(build_variant(name, scale).state_dict())) == name
 

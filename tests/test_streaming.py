@@ -25,6 +25,7 @@ def _plain_and_streamed(net, x, pixels):
     ('ESC', 3, dict(use_ln=True)),
     ('ESCFP', 4, dict(pdim=8)),
     ('ESCReal', 4, {}),
+    ('ESCReal', 2, {}),
     ('ESC', 2, dict(share_lk=False)),
     ('ESC', 2, dict(dynamic_kernel=False)),
     ('ESC', 2, dict(inner_mixer='self_attn')),

@@ -91,6 +91,7 @@ class _ESCNetwork(nn.Module):
 
     large_kernel_conv: type = SharedLargeKernelConv
     first_ffn_ratio = 2.0
+    fixed_scale = True  # False: no ``upscaling_factor``, U is queried at any scale (ESCLTE, esc/archs/lte_arch.py)
     fuse_halo = 1
     reconstruct_halo = 1
 
@@ -130,11 +131,13 @@ class _ESCNetwork(nn.Module):
         name = type(self).__name__
         if unknown:
             raise ESCError(f'network_g ({name}): unknown option(s) {", ".join(sorted(unknown))}')
-        if upscaling_factor is None:
+        if upscaling_factor is None and self.fixed_scale:
             raise ESCError(f'network_g ({name}): missing option upscaling_factor')
-        for key, value in dict(dim=dim, pdim=pdim, kernel_size=kernel_size, n_blocks=n_blocks, conv_blocks=conv_blocks,
-                               window_size=window_size, num_heads=num_heads,
-                               upscaling_factor=upscaling_factor).items():
+        integers = dict(dim=dim, pdim=pdim, kernel_size=kernel_size, n_blocks=n_blocks, conv_blocks=conv_blocks,
+                        window_size=window_size, num_heads=num_heads)
+        if self.fixed_scale:
+            integers['upscaling_factor'] = upscaling_factor
+        for key, value in integers.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ESCError(f'network_g ({name}): {key} must be a positive integer, got {value!r}')
         if pdim > dim:
@@ -231,7 +234,8 @@ class ESC(_ESCNetwork):
         if share_lk and self.uses_conv_attn:
             self.plk_filter = nn.Parameter(torch.empty(pdim, pdim, kernel_size, kernel_size))
             nn.init.orthogonal_(self.plk_filter)
-        self.to_img = nn.Conv2d(dim, 3 * upscaling_factor ** 2, 3, padding=1)
+        if self.fixed_scale:
+            self.to_img = nn.Conv2d(dim, 3 * upscaling_factor ** 2, 3, padding=1)
 
     def large_kernel(self) -> Optional[Tensor]:
         return symmetric_average(self.plk_filter) if hasattr(self, 'plk_filter') else None
@@ -278,18 +282,25 @@ class ESCFP(_ESCNetwork):
 
 class ESCReal(_ESCNetwork):
     """ESC-Real: ESC with LayerNorm before every ConvFFN, a conv skip S added to F, and RealESRGAN's
-    nearest-neighbour upsampler (×4) without an image-level residual."""
+    nearest-neighbour upsampler without an image-level residual.
+
+    ×4 (the paper's, and the official checkpoint's layout): nearest ×2 → conv → LeakyReLU → nearest ×2 →
+    conv → LeakyReLU → conv → LeakyReLU → conv C→3. ×2 drops the second upsampling stage (its nearest ×2,
+    conv and LeakyReLU), so the final two convolutions are ``to_img.3`` and ``to_img.5`` instead of
+    ``to_img.6`` and ``to_img.8`` and a ×2 state dict can be told from a ×4 one by its keys.
+    """
 
     fuse_halo = 3  # the skip's 7×7 depthwise conv
-    reconstruct_halo = 2  # a 3×3 conv at ×2 and three at ×4 reach 2 LR rows
+    reconstruct_halo = 2  # ×4: one 3×3 conv at 2× and three at 4×; ×2: three at 2×; both reach 2 LR rows
+    SCALES = (2, 4)
 
     def __init__(self, dim: int = 64, pdim: int = 16, kernel_size: int = 13, n_blocks: int = 10, conv_blocks: int = 5,
                  window_size: int = 32, num_heads: int = 4, upscaling_factor: Optional[int] = 4,
                  exp_ratio: float = 2.0, attn_type: str = 'auto', streaming: str = 'auto', **unknown: Any) -> None:
         super().__init__(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
                          exp_ratio, attn_type, True, unknown, streaming=streaming)
-        if upscaling_factor != 4:
-            raise ESCError(f'network_g (ESCReal): upscaling_factor must be 4, got {upscaling_factor}')
+        if upscaling_factor not in self.SCALES:
+            raise ESCError(f'network_g (ESCReal): upscaling_factor must be 2 or 4, got {upscaling_factor}')
         self.plk_filter = nn.Parameter(torch.empty(pdim, pdim, kernel_size, kernel_size))
         nn.init.orthogonal_(self.plk_filter)
         self.skip = nn.Sequential(
@@ -298,13 +309,12 @@ class ESCReal(_ESCNetwork):
             nn.LeakyReLU(0.2),
             nn.Conv2d(dim * 2, dim, 1),
         )
+        stages = [nn.Upsample(scale_factor=2, mode='nearest'), nn.Conv2d(dim, dim, 3, padding=1), nn.LeakyReLU(0.2)]
+        if upscaling_factor == 4:
+            stages += [nn.Upsample(scale_factor=2, mode='nearest'), nn.Conv2d(dim, dim, 3, padding=1),
+                       nn.LeakyReLU(0.2)]
         self.to_img = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode='nearest'),
-            nn.Conv2d(dim, dim, 3, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Upsample(scale_factor=2, mode='nearest'),
-            nn.Conv2d(dim, dim, 3, padding=1),
-            nn.LeakyReLU(0.2),
+            *stages,
             nn.Conv2d(dim, dim, 3, padding=1),
             nn.LeakyReLU(0.2),
             nn.Conv2d(dim, 3, 3, padding=1),

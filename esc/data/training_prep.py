@@ -12,6 +12,13 @@ from 1) of ``0001.png`` is ``0001_s{k:03d}.png`` in every output folder.
 
 LMDB packing calls basicsr's ``make_lmdb_from_imgs`` (keys: file names without extension, and a
 ``meta_info.txt``) on a hidden temporary ``.lmdb`` folder that is renamed when complete.
+
+Real-world SR (ESC-Real, RealESRGAN's recipe on DF2K+OST) trains on GT images only:
+:func:`write_multiscale` adds downscaled copies of each HR image (Lanczos, ×0.75, ×0.5, ×1/3 and
+the copy whose shorter side is 400 pixels, ``0001T0.png`` … ``0001T3.png``), :func:`extract_subimages`
+cuts them and the originals into 400×400 sub-images every 200 pixels, and :func:`write_meta_info`
+lists the sub-images, relative to the data root, for basicsr's ``RealESRGANDataset``;
+:func:`prepare_real_training_data` does all three.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -32,6 +39,7 @@ from tqdm import tqdm
 from esc.data.benchmark_prep import (IMAGE_EXTENSIONS, STATUSES, PathLike, Warn, ensure_image, list_files,
                                      progress_disabled, read_image, read_image_bytes, warn_to_stderr)
 from esc.errors import ESCError
+from esc.utils.checkpoint import write_atomic
 
 
 class LRFolder(NamedTuple):
@@ -243,3 +251,140 @@ def pack_lmdb(folder: PathLike, lmdb_path: PathLike, compress_level: int = 1, ba
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return 'written'
+
+
+MULTISCALE_FACTORS = (0.75, 0.5, 1 / 3)
+"""RealESRGAN's downscaling factors for DF2K; a last copy has its shorter side at ``SHORTEST_EDGE``."""
+SHORTEST_EDGE = 400
+
+
+def multiscale_sizes(width: int, height: int, factors: Sequence[float] = MULTISCALE_FACTORS,
+                     shortest_edge: Optional[int] = SHORTEST_EDGE) -> List[Tuple[int, int]]:
+    """(width, height) of each downscaled copy: ``int(side · factor)`` per factor, then (if ``shortest_edge``)
+    the copy whose shorter side is ``shortest_edge`` and whose longer side keeps the aspect ratio."""
+    sizes = [(int(width * f), int(height * f)) for f in factors]
+    if shortest_edge:
+        if width < height:
+            sizes.append((shortest_edge, int(shortest_edge * height / width)))
+        else:
+            sizes.append((int(shortest_edge * width / height), shortest_edge))
+    return sizes
+
+
+def lanczos_resize(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """``image`` (uint8 BGR) resized to ``size`` (width, height) with PIL's Lanczos filter."""
+    from PIL import Image
+
+    rgb = Image.fromarray(np.ascontiguousarray(image[..., ::-1]))
+    return np.ascontiguousarray(np.asarray(rgb.resize(size, resample=Image.LANCZOS))[..., ::-1])
+
+
+def write_multiscale(hr_dir: PathLike, out_dir: PathLike, factors: Sequence[float] = MULTISCALE_FACTORS,
+                     shortest_edge: Optional[int] = SHORTEST_EDGE, progress: Optional[bool] = None,
+                     warn: Warn = warn_to_stderr) -> Counter:
+    """Write the downscaled copies of every image of ``hr_dir`` to ``out_dir`` as ``<stem>T<k>.png``
+    (:func:`multiscale_sizes`); idempotent like the other outputs. Returns the count per status."""
+    hr_dir, out_dir = Path(hr_dir), Path(out_dir)
+    if any(not 0 < f <= 1 for f in factors) or (shortest_edge is not None and shortest_edge < 1):
+        raise ESCError(f'multiscale factors must lie in (0, 1] and the shortest edge be positive, got '
+                       f'{list(factors)} / {shortest_edge}')
+    names = [n for n in list_files(hr_dir) if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+    if not names:
+        raise ESCError(f'{hr_dir}: no images')
+    if out_dir.resolve() == hr_dir.resolve():
+        raise ESCError(f'{out_dir}: an output folder must not be an input folder')
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts: Counter = Counter()
+    for name in tqdm(names, desc=f'multiscale {hr_dir.name}', unit='image', disable=progress_disabled(progress)):
+        path = hr_dir / name
+        image = read_image(path)
+        height, width = image.shape[:2]
+        for index, size in enumerate(multiscale_sizes(width, height, factors, shortest_edge)):
+            if min(size) < 1:
+                warn(f'{path}: {width}x{height} is too small for a {size[0]}x{size[1]} copy; skipped')
+                continue
+            counts[ensure_image(out_dir / f'{Path(name).stem}T{index}.png', lanczos_resize(image, size), path,
+                                warn)] += 1
+    return counts
+
+
+def write_meta_info(root: PathLike, folders: Sequence[PathLike], meta_path: PathLike) -> int:
+    """List the images of ``folders`` (paths relative to ``root``, the dataset's ``dataroot_gt``), one per
+    line and sorted, in ``meta_path`` (written atomically); returns how many. basicsr splits the lines on
+    spaces, so a name with whitespace is a one-line error."""
+    root = Path(root).resolve()
+    lines = []
+    for folder in folders:
+        folder = Path(folder)
+        try:
+            relative = folder.resolve().relative_to(root)
+        except ValueError:
+            raise ESCError(f'{folder}: not inside the data root {root}') from None
+        for name in list_files(folder):
+            if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            entry = (relative / name).as_posix()
+            if any(c.isspace() for c in entry):
+                raise ESCError(f'{folder / name}: basicsr splits meta-info lines on spaces; rename the file')
+            lines.append(entry)
+    if not lines:
+        raise ESCError(f'{meta_path}: no images to list in {", ".join(str(f) for f in folders)}')
+    write_atomic(Path(meta_path), ''.join(f'{line}\n' for line in sorted(lines)).encode())
+    return len(lines)
+
+
+@dataclass
+class RealDataReport:
+    """What :func:`prepare_real_training_data` did."""
+
+    multiscale: Dict[Path, Counter] = field(default_factory=dict)
+    subimages: List[ExtractReport] = field(default_factory=list)
+    meta_info: Optional[Path] = None
+    listed: int = 0
+
+    def summary(self) -> str:
+        """One line per output folder and one for the meta-info file."""
+        lines = [f'{folder}: ' + ', '.join(f'{counts[s]} {s}' for s in STATUSES
+                                           if counts[s] or s in ('written', 'unchanged'))
+                 for folder, counts in self.multiscale.items()]
+        lines += [report.summary() for report in self.subimages]
+        lines.append(f'{self.meta_info}: {self.listed} sub-images listed')
+        return '\n'.join(lines)
+
+
+def prepare_real_training_data(folders: Sequence[PathLike], out: PathLike, multiscale: Sequence[PathLike] = (),
+                               crop: int = 400, step: int = 200, thresh: int = 0,
+                               factors: Sequence[float] = MULTISCALE_FACTORS,
+                               shortest_edge: Optional[int] = SHORTEST_EDGE, skip_bad: bool = False,
+                               progress: Optional[bool] = None, warn: Warn = warn_to_stderr) -> RealDataReport:
+    """GT data for RealESRGAN-style training under ``out`` (the option files' ``dataroot_gt``):
+
+    ``<out>/<name>_multiscale/`` downscaled copies of each folder in ``multiscale`` (:func:`write_multiscale`),
+    ``<out>/<name>_sub/`` and ``<out>/<name>_multiscale_sub/`` their sub-images (:func:`extract_subimages`,
+    RealESRGAN's crop 400, step 200), and ``<out>/meta_info.txt`` listing every sub-image.
+    """
+    out = Path(out)
+    folders = [Path(f) for f in folders]
+    names = [f.resolve().name for f in folders]
+    repeated = next((n for n in names if names.count(n) > 1), None)
+    if repeated is not None:
+        raise ESCError(f'two input folders are named {repeated}; their outputs would collide')
+    resolved = {f.resolve() for f in folders}
+    for folder in multiscale:
+        if Path(folder).resolve() not in resolved:
+            raise ESCError(f'--multiscale {folder}: not one of the input folders')
+    sources = list(folders)
+    report = RealDataReport()
+    for folder in multiscale:
+        target = out / f'{Path(folder).resolve().name}_multiscale'
+        report.multiscale[target] = write_multiscale(folder, target, factors, shortest_edge, progress, warn)
+        sources.append(target)
+    sub_folders = []
+    for source in sources:
+        target = out / f'{source.resolve().name}_sub'
+        report.subimages.append(extract_subimages(source, target, crop=crop, step=step, thresh=thresh, mod=1,
+                                                  skip_bad=skip_bad, progress=progress, warn=warn))
+        sub_folders.append(target)
+    report.meta_info = out / 'meta_info.txt'
+    report.listed = write_meta_info(out, sub_folders, report.meta_info)
+    return report

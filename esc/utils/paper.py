@@ -1,4 +1,4 @@
-"""The paper's own numbers (Tables 2–4), to check and to print beside ours.
+"""The paper's own numbers (Tables 2–6), to check and to print beside ours.
 
 Each row: latency (ms, RTX 4090, FP32, 1280×720 output), memory (MB), #FLOPs (G), #Params (K), and
 PSNR/SSIM on Set5, Set14, B100, Urban100, Manga109 (Y channel, border = scale).
@@ -55,3 +55,14 @@ TABLE3: Dict[str, PaperRow] = {
     'ESC': _row(120.9, 831, 592.0, 947),
 }
 """Table 3 (ablations of ESC ×2 on DIV2K; Set5/Urban100 ×2 scores omitted here)."""
+
+TABLE5: Dict[int, float] = {2: 35.13, 3: 31.38, 4: 29.37, 6: 27.08, 12: 23.97, 18: 22.40, 24: 21.38, 30: 20.64}
+"""Table 5: ESC+LTE PSNR (RGB, border = scale + 6) on DIV2K-val by scale; ×2–×4 seen in training, the rest unseen."""
+
+TABLE6: Dict[str, Dict[int, float]] = {
+    'Set5': {2: 38.29, 3: 34.79, 4: 32.72, 6: 29.18, 8: 27.24},
+    'Set14': {2: 34.05, 3: 30.69, 4: 28.94, 6: 26.70, 8: 25.24},
+    'B100': {2: 32.38, 3: 29.32, 4: 27.77, 6: 26.00, 8: 24.96},
+    'Urban100': {2: 33.30, 3: 29.21, 4: 27.04, 6: 24.44, 8: 23.03},
+}
+"""Table 6 (supplementary): ESC+LTE PSNR (Y, border = scale) on the benchmarks by scale."""

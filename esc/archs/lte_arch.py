@@ -1,0 +1,196 @@
+"""ESC+LTE (``ESCLTE``): the ESC backbone with LTE as the upsampler U, for arbitrary-scale SR (paper Sec. 4.3).
+
+The backbone is ESC's (same blocks, C 64, N 5, M 5), built by :class:`esc.archs.esc_arch.ESC` itself:
+F = conv3×3(H(F0)) + F0 at LR resolution. U is the local texture estimator of Lee & Jin (CVPR 2022) and
+S a bilinear upsampling of the LR image (supplementary Sec. 6.2). The head follows the LTE paper:
+
+- coefficient and frequency estimators: two 3×3 convs on F (C → 256 each); a phase estimator: a linear
+  map without bias of the cell size (2 → 128), measured in latent-grid pixels;
+- for each query and each of its four nearest latent codes (LIIF's local ensemble, shifted by
+  ±half a latent pixel plus a small epsilon), the relative coordinate δ (in latent pixels) gives the
+  128 phases ⟨freq_k, δ⟩ + phase(cell); cos(π·) and sin(π·) of them, times the coefficients, feed an
+  MLP decoder (256 → 256 → 256 → 256 → 3, ReLU);
+- the four predictions are blended with the areas of the diagonally opposite rectangles as weights.
+
+Only torch is needed here. Streaming (row-strip inference) is for fixed-scale forward passes and is
+always off; use :meth:`ESCLTE.upscale` with ``chunk`` to bound the memory of large outputs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from esc.archs.esc_arch import ESC
+from esc.archs.layers import pad_to_multiple
+from esc.errors import ESCError
+
+
+def make_coord(size: Tuple[int, int], device: Optional[torch.device] = None) -> Tensor:
+    """Pixel-centre coordinates of an H×W grid in [−1, 1], as (H·W, 2) rows of (y, x) (LIIF's convention)."""
+    axes = [(torch.arange(n, device=device, dtype=torch.float32) * 2 + 1) / n - 1 for n in size]
+    return torch.stack(torch.meshgrid(*axes, indexing='ij'), dim=-1).reshape(-1, 2)
+
+
+def output_size(size: Tuple[int, int], scale: float) -> Tuple[int, int]:
+    """The SR size of an LR image at ``scale``: round(h·s) × round(w·s) (LIIF's HR crop of a ⌊H/s⌋ LR image)."""
+    return round(size[0] * scale), round(size[1] * scale)
+
+
+def check_scale(scale: Any, name: str = 'scale') -> float:
+    """``scale`` as a float, or a one-line ESCError unless it is a finite number above 1."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 1:
+        raise ESCError(f'{name}: must be a finite number above 1, got {scale!r}')
+    return float(scale)
+
+
+class ESCLTE(ESC):
+    """ESC backbone + LTE upsampler + bilinear image skip: ``forward(x, coord, cell)`` → RGB at the queries."""
+
+    fixed_scale = False
+
+    def __init__(self, dim: int = 64, pdim: int = 16, kernel_size: int = 13, n_blocks: int = 5, conv_blocks: int = 5,
+                 window_size: int = 32, num_heads: int = 4, exp_ratio: float = 1.25, attn_type: str = 'auto',
+                 use_ln: bool = False, share_lk: bool = True, dynamic_kernel: bool = True,
+                 first_mixer: str = 'self_attn', inner_mixer: str = 'conv_attn', hidden_dim: int = 256,
+                 mlp_dims: Sequence[int] = (256, 256, 256), streaming: str = 'off', **options: Any) -> None:
+        if 'upscaling_factor' in options:
+            raise ESCError('network_g (ESCLTE): upscaling_factor does not apply; ESCLTE serves every scale '
+                           '(query it by coordinates and cells)')
+        if streaming != 'off':
+            raise ESCError(f"network_g (ESCLTE): streaming must be 'off' (row strips serve fixed-scale passes), "
+                           f'got {streaming!r}')
+        if not isinstance(hidden_dim, int) or hidden_dim < 2 or hidden_dim % 2:
+            raise ESCError(f'network_g (ESCLTE): hidden_dim must be a positive even integer, got {hidden_dim!r}')
+        mlp_dims = list(mlp_dims)
+        if not all(isinstance(d, int) and d > 0 for d in mlp_dims):
+            raise ESCError(f'network_g (ESCLTE): mlp_dims must be positive integers, got {mlp_dims!r}')
+        super().__init__(dim=dim, pdim=pdim, kernel_size=kernel_size, n_blocks=n_blocks, conv_blocks=conv_blocks,
+                         window_size=window_size, num_heads=num_heads, upscaling_factor=None, exp_ratio=exp_ratio,
+                         attn_type=attn_type, use_ln=use_ln, share_lk=share_lk, dynamic_kernel=dynamic_kernel,
+                         first_mixer=first_mixer, inner_mixer=inner_mixer, streaming='off', **options)
+        self.hidden_dim = hidden_dim
+        # LTE (Lee & Jin, CVPR 2022): amplitude (coef), frequency and phase estimators
+        self.coef = nn.Conv2d(dim, hidden_dim, 3, padding=1)
+        self.freq = nn.Conv2d(dim, hidden_dim, 3, padding=1)
+        self.phase = nn.Linear(2, hidden_dim // 2, bias=False)
+        layers, width = [], hidden_dim
+        for out in mlp_dims:  # LTE's decoder: an MLP with ReLU, 256-256-256-256-3 in the paper's setting
+            layers += [nn.Linear(width, out), nn.ReLU()]
+            width = out
+        layers.append(nn.Linear(width, 3))
+        self.imnet = nn.Sequential(*layers)
+
+    # --- encoder --------------------------------------------------------------------------------------------
+    def features(self, x: Tensor, pad_multiple: Optional[int] = None) -> Tensor:
+        """F = conv3×3(H(F0)) + F0 at LR size (Eq. 1 without U and S); ``pad_multiple`` reflect-pads I_LR first
+        (the official evaluation pads to the window size) and crops F back."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ESCError(f'x: expected an N×3×H×W LR image batch, got shape {tuple(x.shape)}')
+        h, w = x.shape[-2:]
+        padded = pad_to_multiple(x, pad_multiple) if pad_multiple else x
+        f0 = self.proj(padded)
+        return self.fuse(self.deep_features(f0), f0, padded)[..., :h, :w]
+
+    def estimate(self, feat: Tensor) -> Tuple[Tensor, Tensor]:
+        """LTE's amplitude and frequency maps of the latent codes, channels last: (B, h·w, 256) each."""
+        return (self.coef(feat).flatten(2).transpose(1, 2).contiguous(),
+                self.freq(feat).flatten(2).transpose(1, 2).contiguous())
+
+    # --- decoder --------------------------------------------------------------------------------------------
+    def query(self, estimates: Tuple[Tensor, Tensor], feat_size: Tuple[int, int], x: Tensor, coord: Tensor,
+              cell: Tensor) -> Tensor:
+        """RGB at ``coord`` (B, Q, 2; (y, x) in [−1, 1]) for pixels of size ``cell`` (B, Q, 2): U + S, (B, Q, 3)."""
+        coef, freq = estimates
+        b, q = coord.shape[:2]
+        h, w = feat_size
+        size = coord.new_tensor([h, w])
+        batch = torch.arange(b, device=coord.device)[:, None]
+        rel_cell = cell * size  # the cell in latent pixels: LTE's phase input
+        phase = self.phase(rel_cell)
+        preds, areas = [], []
+        for vy in (-1, 1):  # LIIF/LTE local ensemble: the four latent codes around each query
+            for vx in (-1, 1):
+                shift = coord.new_tensor([vy / h, vx / w]) + 1e-6
+                shifted = (coord + shift).clamp(-1 + 1e-6, 1 - 1e-6)
+                index = ((shifted + 1) / 2 * size).floor().clamp_min(0).long().minimum((size - 1).long())
+                latent = (index.to(coord.dtype) * 2 + 1) / size - 1  # the latent code's centre
+                rel = (coord - latent) * size  # δ in latent pixels
+                flat = index[..., 0] * w + index[..., 1]
+                q_coef, q_freq = coef[batch, flat], freq[batch, flat]
+                # LTE: pairs of frequencies dotted with δ, plus the phase of the cell; then cos/sin of π·
+                angle = (q_freq.view(b, q, -1, 2) * rel.unsqueeze(-2)).sum(-1) + phase
+                basis = torch.cat((torch.cos(math.pi * angle), torch.sin(math.pi * angle)), dim=-1)
+                preds.append(self.imnet(q_coef * basis))
+                areas.append((rel[..., 0] * rel[..., 1]).abs() + 1e-9)
+        total = torch.stack(areas).sum(0)
+        # each prediction is weighted by the area of the rectangle opposite to its latent code
+        out = sum(p * (a / total).unsqueeze(-1) for p, a in zip(preds, reversed(areas)))
+        skip = F.grid_sample(x, coord.flip(-1).unsqueeze(1), mode='bilinear', padding_mode='border',
+                             align_corners=False)[:, :, 0].transpose(1, 2)  # S: bilinear I_LR at the queries
+        return out + skip
+
+    @staticmethod
+    def check_queries(x: Tensor, coord: Tensor, cell: Tensor) -> None:
+        """One-line ESCErrors for queries of the wrong shape, non-finite values or coordinates outside [−1, 1]."""
+        for name, tensor in (('coord', coord), ('cell', cell)):
+            if tensor.dim() != 3 or tensor.shape[0] != x.shape[0] or tensor.shape[2] != 2:
+                raise ESCError(f'{name}: expected shape ({x.shape[0]}, Q, 2), got {tuple(tensor.shape)}')
+            if not bool(torch.isfinite(tensor).all()):
+                raise ESCError(f'{name}: holds non-finite values')
+        if coord.shape[1] != cell.shape[1]:
+            raise ESCError(f'cell: {cell.shape[1]} cells for {coord.shape[1]} coordinates')
+        if coord.numel():
+            low, high = torch.aminmax(coord)
+            if low < -1 or high > 1:
+                raise ESCError(f'coord: values must lie in [-1, 1] (pixel centres of the output), got '
+                               f'[{low.item():.4g}, {high.item():.4g}]')
+            if bool((cell <= 0).any()):
+                raise ESCError('cell: sizes must be positive')
+
+    def forward(self, x: Tensor, coord: Tensor, cell: Tensor) -> Tensor:
+        """I_SR at the queries: LTE(F)(coord, cell) + bilinear(I_LR)(coord), shape (B, Q, 3)."""
+        self.check_queries(x, coord, cell)
+        feat = self.features(x)
+        return self.query(self.estimate(feat), feat.shape[-2:], x, coord, cell)
+
+    def upscale(self, x: Tensor, size: Optional[Tuple[int, int]] = None, scale: Optional[float] = None,
+                chunk: Optional[int] = None, cell_scale_max: Optional[float] = None,
+                pad_multiple: Optional[int] = None) -> Tensor:
+        """The whole SR image (B, 3, H, W) at ``size`` or ``scale`` (output round(h·s)×round(w·s)), queried
+        ``chunk`` pixels at a time. ``cell_scale_max``: LTE's evaluation enlarges the cell by
+        max(s / s_max, 1) beyond the largest training scale s_max (4 in the paper)."""
+        h, w = x.shape[-2:]
+        if (size is None) == (scale is None):
+            raise ESCError('upscale: give exactly one of size and scale')
+        if size is None:
+            size = output_size((h, w), check_scale(scale))
+        size = tuple(int(v) for v in size)
+        if len(size) != 2 or min(size) < 1 or size[0] < h or size[1] < w:
+            raise ESCError(f'size: {size} is smaller than the LR image ({h}, {w})')
+        if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
+            raise ESCError(f'chunk: must be a positive integer, got {chunk!r}')
+        coord = make_coord(size, x.device).to(x.dtype)
+        cell = coord.new_tensor([2 / size[0], 2 / size[1]])
+        if cell_scale_max is not None:
+            cell = cell * max(size[0] / h / check_scale(cell_scale_max, 'cell_scale_max'), 1.0)
+        feat = self.features(x, pad_multiple)
+        estimates = self.estimate(feat)
+        b, n = x.shape[0], coord.shape[0]
+        step = chunk or n
+        out = torch.cat([
+            self.query(estimates, feat.shape[-2:], x, coord[i:i + step].expand(b, -1, -1),
+                       cell.expand(b, min(step, n - i), 2)) for i in range(0, n, step)
+        ], dim=1)
+        return out.transpose(1, 2).reshape(b, 3, *size)
+
+
+VARIANTS = {
+    'ESC+LTE': dict(type='ESCLTE', dim=64, pdim=16, kernel_size=13, n_blocks=5, conv_blocks=5, window_size=32,
+                    num_heads=4, exp_ratio=1.25, hidden_dim=256, mlp_dims=[256, 256, 256]),
+}
+"""The paper's arbitrary-scale configuration (supplementary Sec. 6.2: ESC's C 64, N 5, M 5 with LTE as U).
+Kept apart from :data:`esc.archs.esc_arch.VARIANTS`, whose entries are built at a fixed scale."""

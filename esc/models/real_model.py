@@ -1,0 +1,142 @@
+"""Real-world SR training (paper Sec. 4.4): basicsr's RealESRNet/RealESRGAN models with ESCModel on top.
+
+``ESCRealESRNetModel`` (the L1 stage) and ``ESCRealESRGANModel`` (L1 + perceptual + GAN, from the
+L1 stage's weights) synthesise LR images on the fly with basicsr's second-order degradations
+(blur, resize, noise, JPEG twice, final sinc filter; USM-sharpened GT; a queue of training pairs
+that mixes degradations across batches). Both are ``ESCModel`` first in the method resolution order
+(atomic checkpoints, any ``torch.optim`` optimizer, non-finite loss checks, CPU DDP, padded/tiled
+evaluation), then basicsr's real-world model, then its base (``SRModel``/``SRGANModel``).
+
+Where basicsr assumes a GPU, these run on ``self.device``: the JPEG simulator, the USM sharpener and
+the training-pair queue are created there (basicsr calls ``.cuda()``). The GAN model checks its
+discriminator losses for non-finite values like the generator's, and its perceptual loss never
+downloads VGG weights (:class:`esc.losses.OfflinePerceptualLoss`).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+from basicsr.models.realesrgan_model import RealESRGANModel
+from basicsr.models.realesrnet_model import RealESRNetModel
+from basicsr.utils import DiffJPEG, USMSharp, get_root_logger
+from basicsr.archs.discriminator_arch import UNetDiscriminatorSN
+from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
+from torch import nn
+
+import esc.losses  # noqa: F401  (registers OfflinePerceptualLoss)
+from esc.errors import ESCError
+from esc.models.esc_model import ESCModel, FiniteLoss
+
+MAX_GT_SIZE = 400
+"""basicsr's RealESRGANDataset pads or crops every GT image to 400×400 before the model crops ``gt_size``."""
+DEGRADATION_OPTIONS = ('resize_prob', 'resize_range', 'gaussian_noise_prob', 'noise_range', 'poisson_scale_range',
+                       'gray_noise_prob', 'jpeg_range', 'second_blur_prob', 'resize_prob2', 'resize_range2',
+                       'gaussian_noise_prob2', 'noise_range2', 'poisson_scale_range2', 'gray_noise_prob2',
+                       'jpeg_range2')
+"""Top-level options basicsr's degradation pipeline reads (RealESRGAN's values are in the shipped option files)."""
+
+
+if 'UNetDiscriminatorSN' not in ARCH_REGISTRY:  # basicsr files it as UNetDiscriminatorSN_basicsr; the plain name
+    ARCH_REGISTRY.register(UNetDiscriminatorSN)  # that option files use then resolves without a printed warning
+
+
+class _ContiguousJPEG(nn.Module):
+    """basicsr's DiffJPEG, its output made contiguous: under current torch it comes back in a channels-last
+    layout, which basicsr's ``filter2D`` (a ``view``) cannot take in the second degradation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jpeg = DiffJPEG(differentiable=False)
+
+    def forward(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        return self.jpeg(x, quality=quality).contiguous()
+
+
+class _DegradationsOnDevice:
+    """Sits between ESCModel and basicsr's RealESRNetModel/RealESRGANModel in the MRO: builds what their
+    constructors put on CUDA on ``self.device`` instead (the JPEG simulator with a contiguous output), and
+    creates the training-pair queue there."""
+
+    def __init__(self, opt: Dict[str, Any]) -> None:
+        real = next(c for c in type(self).__mro__ if c in (RealESRNetModel, RealESRGANModel))
+        super(real, self).__init__(opt)  # the real-world model's base; its own constructor only adds the below
+        self.jpeger = _ContiguousJPEG().to(self.device)
+        self.usm_sharpener = USMSharp().to(self.device)
+        self.queue_size = opt.get('queue_size', 180)
+
+    required_options: tuple = ()
+    """Top-level options the subclass's training step reads besides :data:`DEGRADATION_OPTIONS`."""
+
+    def init_training_settings(self) -> None:
+        if self.opt.get('high_order_degradation', True):
+            missing = next((k for k in DEGRADATION_OPTIONS + self.required_options if k not in self.opt), None)
+            if missing is not None:
+                raise ESCError(f'{missing}: missing (a top-level option of the RealESRGAN degradation model; see '
+                               f'options/train/ESC_Real/)')
+        gt_size = self.opt.get('gt_size')
+        if not isinstance(gt_size, int) or isinstance(gt_size, bool) or gt_size < 1:
+            raise ESCError(f'gt_size: the real-world models need the GT patch size at the top level, got {gt_size!r}')
+        if gt_size % self.opt['scale'] or gt_size > MAX_GT_SIZE:
+            raise ESCError(f"gt_size: {gt_size} must be a multiple of scale ({self.opt['scale']}) and at most "
+                           f'{MAX_GT_SIZE} (the size RealESRGANDataset pads/crops GT images to)')
+        dataset_gt_size = ((self.opt.get('datasets') or {}).get('train') or {}).get('gt_size', gt_size)
+        if dataset_gt_size != gt_size:
+            raise ESCError(f'datasets.train.gt_size ({dataset_gt_size}) differs from gt_size ({gt_size})')
+        super().init_training_settings()
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self) -> None:
+        if not hasattr(self, 'queue_lr'):
+            batch = self.lq.size(0)
+            if self.queue_size % batch:
+                raise ESCError(f'queue_size ({self.queue_size}) must be a multiple of the batch size per GPU '
+                               f'({batch}, datasets.train.batch_size_per_gpu)')
+            self.queue_lr = self.lq.new_zeros(self.queue_size, *self.lq.shape[1:])
+            self.queue_gt = self.gt.new_zeros(self.queue_size, *self.gt.shape[1:])
+            self.queue_ptr = 0
+        super()._dequeue_and_enqueue()
+
+
+@MODEL_REGISTRY.register()
+class ESCRealESRNetModel(ESCModel, _DegradationsOnDevice, RealESRNetModel):
+    """The L1 ("MSE") stage of ESC-Real: RealESRNet training of an ESC network."""
+
+    required_options = ('gt_usm',)
+
+
+class _FiniteGANLoss(nn.Module):
+    """basicsr's GANLoss, its result checked finite under the name the GAN step logs it by
+    (``l_g_gan``, ``l_d_real``, ``l_d_fake``)."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+        self._checks = {name: FiniteLoss(loss, (name,)) for name in ('l_g_gan', 'l_d_real', 'l_d_fake')}
+
+    def forward(self, prediction: torch.Tensor, target_is_real: bool, is_disc: bool = False) -> torch.Tensor:
+        name = ('l_d_real' if target_is_real else 'l_d_fake') if is_disc else 'l_g_gan'
+        return self._checks[name](prediction, target_is_real, is_disc=is_disc)
+
+
+@MODEL_REGISTRY.register()
+class ESCRealESRGANModel(ESCModel, _DegradationsOnDevice, RealESRGANModel):
+    """The GAN stage of ESC-Real: RealESRGAN training (L1 + VGG perceptual + U-Net discriminator)."""
+
+    required_options = ('l1_gt_usm', 'percep_gt_usm', 'gan_gt_usm')
+
+    def init_training_settings(self) -> None:
+        train = self.opt['train']
+        if not self.opt.get('network_d'):
+            raise ESCError('network_d: missing; the GAN stage needs a discriminator '
+                           '(e.g. type: UNetDiscriminatorSN, num_in_ch: 3, num_feat: 64, skip_connection: true)')
+        for key in ('gan_opt', 'optim_d'):
+            if not train.get(key):
+                raise ESCError(f'train.{key}: missing; the GAN stage needs it')
+        perceptual = train.get('perceptual_opt')
+        if perceptual and perceptual.get('type') == 'PerceptualLoss':
+            perceptual['type'] = 'OfflinePerceptualLoss'  # the same loss, with local VGG weights only
+            get_root_logger().info('train.perceptual_opt: PerceptualLoss built as OfflinePerceptualLoss '
+                                   '(VGG weights from a local file, never downloaded)')
+        super().init_training_settings()
+        self.cri_gan = _FiniteGANLoss(self.cri_gan)
