@@ -36,7 +36,7 @@ from esc.archs.attention import WindowAttention  # noqa: E402
 from esc.errors import ESCError  # noqa: E402
 from esc.upscaler import load_model  # noqa: E402
 from esc.utils.checkpoint import write_atomic  # noqa: E402
-from esc.utils.cli import one_line_errors  # noqa: E402
+from esc.utils.cli import run_command  # noqa: E402
 
 if TYPE_CHECKING:
     import onnx
@@ -202,9 +202,7 @@ def run(argv: Sequence[str]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    with one_line_errors():
-        status = run(sys.argv[1:] if argv is None else argv)
-    sys.exit(status)
+    run_command(run, argv)
 
 
 if __name__ == '__main__':

@@ -29,7 +29,7 @@ from esc.archs.streaming import tune_glibc_malloc  # noqa: E402
 from esc.errors import ESCError  # noqa: E402
 from esc.upscaler import DTYPES, Upscaler, load_model  # noqa: E402
 from esc.utils.checkpoint import write_atomic  # noqa: E402
-from esc.utils.cli import one_line_errors  # noqa: E402
+from esc.utils.cli import run_command  # noqa: E402
 
 WRITABLE = {'.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp'}
 
@@ -130,9 +130,7 @@ def run(argv: Sequence[str]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    with one_line_errors():
-        status = run(sys.argv[1:] if argv is None else argv)
-    sys.exit(status)
+    run_command(run, argv)
 
 
 if __name__ == '__main__':

@@ -52,7 +52,7 @@ class SeededIndex(int):
 
 
 def sample_seed(base_seed: int, epoch: int, rank: int, position: int) -> int:
-    """The seed of the sample at ``position`` of ``epoch`` on ``rank``: the same in every run with this ``manual_seed``."""
+    """The seed of the sample at ``position`` of ``epoch`` on ``rank``: the same in every run with this seed."""
     return int(np.random.SeedSequence([base_seed, epoch, rank, position]).generate_state(1)[0])
 
 

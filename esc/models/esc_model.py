@@ -123,7 +123,9 @@ class ESCModel(SRModel):
             super().optimize_parameters(current_iter)
         except NonFiniteLoss as exc:
             self.optimizer_g.zero_grad(set_to_none=True)
-            message = f'iteration {current_iter}: {exc}; the weights were not updated'
+            # GAN steps update G before D computes its losses (l_d_real, l_d_fake)
+            untouched = 'the discriminator was' if exc.name.startswith('l_d_') else 'the weights were'
+            message = f'iteration {current_iter}: {exc}; {untouched} not updated'
             if self.nonfinite_loss == 'stop':
                 raise ESCError(f'{message} (train.nonfinite_loss: skip would skip such steps)') from None
             get_root_logger().warning(f'{message}: step skipped')

@@ -8,7 +8,7 @@ import functools
 import os
 import os.path as osp
 import sys
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch.distributed as dist
 import yaml
@@ -100,6 +100,14 @@ def one_line_errors() -> Iterator[None]:
         prefix = f'{ESCError.__module__}.{ESCError.__name__}: '
         print(f'error: {message[len(prefix):] if message.startswith(prefix) else message}', file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def run_command(run: Callable[[List[str]], int], argv: Optional[Sequence[str]] = None) -> None:
+    """A command's ``main``: ``run(argv)`` (default: the command line) with :func:`one_line_errors`; its
+    return value is the exit status."""
+    with one_line_errors():
+        status = run(list(sys.argv[1:] if argv is None else argv))
+    sys.exit(status)
 
 
 def run_pipeline(pipeline: Callable[[str], None], root_path: str, is_train: bool) -> None:
