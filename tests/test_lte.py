@@ -272,3 +272,14 @@ def test_the_bicubic_row_at_a_non_integer_scale(tmp_path):
                         for item in (dataset[0], dataset[1])])
     assert reported == pytest.approx(expected, abs=1e-3)
     assert 20 < reported < 60
+
+
+def test_training_resumes_exactly(tmp_path):
+    """The batch's scale and its queries draw from the restored generators, the HR patches from their own seeds."""
+    from tests.test_reliability import assert_resumes_exactly
+
+    write_images(tmp_path / 'train', 4, 40)
+    opt = lte_train_options(tmp_path)
+    opt['val'] = None
+    del opt['datasets']['val']
+    assert_resumes_exactly(tmp_path, opt)

@@ -123,6 +123,17 @@ def test_both_stages_train_on_cpu(gan_checkpoint):
     assert 'to_img.8.weight' in state['params_ema']
 
 
+@pytest.mark.parametrize('stage', ['mse', 'gan'])
+def test_both_stages_resume_exactly(root, gan_checkpoint, stage):
+    """Degradations draw from the restored generators and the pair queue travels in the training state."""
+    from tests.test_reliability import assert_resumes_exactly
+
+    pretrain = str((root / 'experiments/mse_cpu/models/net_g_latest.pth').relative_to(root))
+    opt = mse_options(f'{stage}_resume') if stage == 'mse' else gan_options(f'{stage}_resume', pretrain)
+    opt['train']['scheduler']['milestones'] = [3]
+    assert_resumes_exactly(root, opt)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_both_stages_train_on_cuda(root):
     both_stages(root, 1, 'cuda')

@@ -11,7 +11,8 @@
   a save never leaves a truncated file behind;
 - a non-finite loss never reaches the weights: training stops with a line naming the iteration and
   the loss term, or skips the step (``train.nonfinite_loss: stop | skip``), on every rank together;
-- training states carry every rank's random-generator states, restored on resume, so that with
+- training states carry every rank's random-generator states (and what a subclass adds, see
+  :meth:`ESCModel.rank_training_state`), restored on resume, so that with
   :mod:`esc.data.resumable` a resumed run continues exactly as an uninterrupted one; only the newest
   ``logger.keep_last`` states (and the weights they need) are kept, pruned after the new one is complete.
 """
@@ -202,16 +203,26 @@ class ESCModel(SRModel):
         atomic_torch_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
 
     def save(self, epoch: int, current_iter: int) -> None:
-        """Weights, then the training state (with every rank's generator states), then pruning (``logger.keep_last``)."""
-        self._rng_states: List[Dict[str, Any]] = [rng_states()]
+        """Weights, then the training state (with every rank's :meth:`rank_training_state`), then pruning
+        (``logger.keep_last``)."""
+        self._rank_states: List[Dict[str, Any]] = [self.rank_training_state()]
         if dist.is_available() and dist.is_initialized():
             gathered: List[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, self._rng_states[0])
-            self._rng_states = gathered
+            dist.all_gather_object(gathered, self._rank_states[0])
+            self._rank_states = gathered
         super().save(epoch, current_iter)
         keep_last = (self.opt.get('logger') or {}).get('keep_last')
         if keep_last and current_iter != -1 and self.opt['rank'] == 0:
             prune_checkpoints(self.opt['path']['models'], self.opt['path']['training_states'], keep_last)
+
+    def rank_training_state(self) -> Dict[str, Any]:
+        """What this process must get back on resume besides weights, optimizers and schedulers: its generator
+        states (subclasses add what else they carry from step to step)."""
+        return {'rng': rng_states()}
+
+    def load_rank_training_state(self, state: Dict[str, Any]) -> None:
+        """Restore what :meth:`rank_training_state` returned."""
+        set_rng_states(state['rng'])
 
     @master_only
     def save_training_state(self, epoch: int, current_iter: int) -> None:
@@ -222,24 +233,24 @@ class ESCModel(SRModel):
             'iter': current_iter,
             'optimizers': [o.state_dict() for o in self.optimizers],
             'schedulers': [s.state_dict() for s in self.schedulers],
-            'rng': getattr(self, '_rng_states', [rng_states()]),
+            'ranks': getattr(self, '_rank_states', [self.rank_training_state()]),
         }
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state: Dict[str, Any]) -> None:
-        """Optimizers and schedulers (basicsr), and this rank's generator states as they were when the state was saved."""
+        """Optimizers and schedulers (basicsr), then this rank's :meth:`rank_training_state` as it was saved."""
         super().resume_training(resume_state)
-        states = resume_state.get('rng')
+        states = resume_state.get('ranks')
         rank, world_size = self.opt.get('rank', 0), self.opt.get('world_size', 1)
         if not states:
-            get_root_logger().warning('The training state holds no generator states (written by an older version): '
+            get_root_logger().warning('The training state holds no per-process state (written by an older version): '
                                       'the resumed run will not repeat an uninterrupted one exactly.')
         elif len(states) != world_size:
             get_root_logger().warning(f'The training state was written by {len(states)} processes, not {world_size}: '
                                       'the resumed run will not repeat an uninterrupted one exactly.')
-            set_rng_states(states[0])
+            self.load_rank_training_state(states[0])
         else:
-            set_rng_states(states[rank])
+            self.load_rank_training_state(states[rank])
 
 
 MODEL_KEYS['ESCModel'] = {'train': {'nonfinite_loss': STR},

@@ -3,9 +3,9 @@
 ``ESCRealESRNetModel`` (the L1 stage) and ``ESCRealESRGANModel`` (L1 + perceptual + GAN, from the
 L1 stage's weights) synthesise LR images on the fly with basicsr's second-order degradations
 (blur, resize, noise, JPEG twice, final sinc filter; USM-sharpened GT; a queue of training pairs
-that mixes degradations across batches). Both are ``ESCModel`` first in the method resolution order
-(atomic checkpoints, any ``torch.optim`` optimizer, non-finite loss checks, CPU DDP, padded/tiled
-evaluation), then basicsr's real-world model, then its base (``SRModel``/``SRGANModel``).
+that mixes degradations across batches). Both put ``ESCModel`` before basicsr's real-world model in
+the method resolution order (atomic checkpoints, any ``torch.optim`` optimizer, non-finite loss checks,
+CPU DDP, padded/tiled evaluation, exact resume — the queue travels in the training state).
 
 Where basicsr assumes a GPU, these run on ``self.device``: the JPEG simulator, the USM sharpener and
 the training-pair queue are created there (basicsr calls ``.cuda()``). The GAN model checks its
@@ -98,8 +98,26 @@ class _DegradationsOnDevice:
         super()._dequeue_and_enqueue()
 
 
+class _QueueInTrainingState:
+    """First in the MRO: ESCModel's per-process training state plus the training-pair queue, so that a resumed
+    run mixes the same degraded pairs as an uninterrupted one."""
+
+    def rank_training_state(self) -> Dict[str, Any]:
+        state = super().rank_training_state()
+        if hasattr(self, 'queue_lr'):
+            state['queue'] = {'lr': self.queue_lr.cpu(), 'gt': self.queue_gt.cpu(), 'ptr': self.queue_ptr}
+        return state
+
+    def load_rank_training_state(self, state: Dict[str, Any]) -> None:
+        super().load_rank_training_state(state)
+        if 'queue' in state:
+            queue = state['queue']
+            self.queue_lr, self.queue_gt = queue['lr'].to(self.device), queue['gt'].to(self.device)
+            self.queue_ptr = queue['ptr']
+
+
 @MODEL_REGISTRY.register()
-class ESCRealESRNetModel(ESCModel, _DegradationsOnDevice, RealESRNetModel):
+class ESCRealESRNetModel(_QueueInTrainingState, ESCModel, _DegradationsOnDevice, RealESRNetModel):
     """The L1 ("MSE") stage of ESC-Real: RealESRNet training of an ESC network."""
 
     required_options = ('gt_usm',)
@@ -120,7 +138,7 @@ class _FiniteGANLoss(nn.Module):
 
 
 @MODEL_REGISTRY.register()
-class ESCRealESRGANModel(ESCModel, _DegradationsOnDevice, RealESRGANModel):
+class ESCRealESRGANModel(_QueueInTrainingState, ESCModel, _DegradationsOnDevice, RealESRGANModel):
     """The GAN stage of ESC-Real: RealESRGAN training (L1 + VGG perceptual + U-Net discriminator)."""
 
     required_options = ('l1_gt_usm', 'percep_gt_usm', 'gan_gt_usm')
