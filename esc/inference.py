@@ -62,13 +62,13 @@ def write_image(path: Path, image: np.ndarray) -> None:
     write_atomic(path, encoded.tobytes())
 
 
-def output_path(source: Path, out_dir: Path, scale: int, ext: Optional[str], image: np.ndarray) -> Path:
+def output_path(source: Path, out_dir: Path, scale: float, ext: Optional[str], image: np.ndarray) -> Path:
     """``<out_dir>/<stem>_x<scale><ext>``, in the input's format unless ``ext``; a 16-bit result goes to PNG
     where the format asked for cannot hold 16 bits."""
     suffix = ext if ext is not None else source.suffix.lower()
     if image.dtype == np.uint16 and suffix not in ('.png', '.tif', '.tiff'):
         suffix = '.png'
-    return out_dir / f'{source.stem}_x{scale}{suffix}'
+    return out_dir / f'{source.stem}_x{scale:g}{suffix}'
 
 
 def list_inputs(path: Path) -> List[Path]:
@@ -80,13 +80,23 @@ def list_inputs(path: Path) -> List[Path]:
     raise ESCError(f'-i: no such file or folder {path}')
 
 
+def _scale(text: str) -> float:
+    """--scale: a whole number stays an int (fixed-scale checkpoints are checked against it)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'not a number: {text!r}') from None
+    return int(value) if value.is_integer() else value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('-i', '--input', required=True, type=Path, help='an image, or a folder of images')
     p.add_argument('-o', '--output', required=True, type=Path, help='folder for the results (created)')
     p.add_argument('--model', required=True, help='checkpoint (.pth): official release file or this project\'s')
-    p.add_argument('--scale', type=int, default=None, help="the checkpoint's scale (detected; checked if given)")
-    p.add_argument('--arch', default=None, help='ESC, ESCFP or ESCReal (detected)')
+    p.add_argument('--scale', type=_scale, default=None,
+                   help="the checkpoint's scale (detected; checked if given); ESC+LTE: any number above 1, e.g. 2.5")
+    p.add_argument('--arch', default=None, help='ESC, ESCFP, ESCReal or ESCLTE (detected)')
     p.add_argument('--param-key', default='params_ema', help="state dict inside the checkpoint (falls back to 'params')")
     p.add_argument('--tile', type=int, default=1024, help='LR tile size in pixels: images with a longer side are '
                    'processed in overlapping tiles, which bounds memory (default 1024; 0: never tile)')

@@ -2,7 +2,8 @@
 
 The network and its options are read off the checkpoint's state dict (official release files with
 ``params``/``params_ema``, this project's own, or a bare state dict): which variant (ESC, ESCFP,
-ESCReal), its widths and depths, window size and heads, the Table 3 ablation switches and the scale.
+ESCReal, ESCLTE), its widths and depths, window size and heads, the Table 3 ablation switches and the
+scale — except for ESC+LTE, which serves any scale (non-integer ones too) and is told the one to use.
 Images are NumPy arrays as people have them: H×W grayscale, H×W×3 RGB or H×W×4 RGBA; uint8, uint16
 or float in [0, 1]. Only torch is needed (no basicsr, no torchvision).
 """
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esc.archs.esc_arch import NETWORKS, VARIANTS
+from esc.archs.lte_arch import VARIANTS as LTE_VARIANTS, check_scale
 from esc.errors import ESCError
 from esc.utils.checkpoint import read_state_dict
 from esc.utils.tiling import tiled_forward
@@ -59,7 +61,7 @@ def _count(state_dict: Mapping[str, Any], pattern: str) -> int:
     return len({m.group(1) for k in state_dict for m in [re.match(pattern, k)] if m})
 
 
-def detect_network(state_dict: Mapping[str, Tensor], scale: Optional[int] = None) -> Dict[str, Any]:
+def detect_network(state_dict: Mapping[str, Tensor], scale: Optional[float] = None) -> Dict[str, Any]:
     """The network options (``type`` plus constructor arguments) a state dict was trained with.
 
     ``scale`` is needed only where the checkpoint does not tell it; a one-line :class:`ESCError` lists
@@ -68,7 +70,8 @@ def detect_network(state_dict: Mapping[str, Tensor], scale: Optional[int] = None
     sd = state_dict
     if 'proj.weight' not in sd or not any(k.startswith('blocks.0.') for k in sd):
         raise ESCError('checkpoint is not an ESC network (no proj.weight / blocks.0.*)')
-    arch = 'ESCFP' if 'lk_channel' in sd else 'ESCReal' if 'skip.0.weight' in sd else 'ESC'
+    arch = ('ESCFP' if 'lk_channel' in sd else 'ESCReal' if 'skip.0.weight' in sd
+            else 'ESCLTE' if 'coef.weight' in sd and 'imnet.0.weight' in sd else 'ESC')
     dim = sd['proj.weight'].shape[0]
     opt: Dict[str, Any] = dict(type=arch, dim=dim, n_blocks=_count(sd, r'blocks\.(\d+)\.'),
                                conv_blocks=_count(sd, r'blocks\.0\.convffns\.(\d+)\.'))
@@ -82,11 +85,18 @@ def detect_network(state_dict: Mapping[str, Tensor], scale: Optional[int] = None
     kernel = next((sd[k] for k in ('plk_filter', 'lk_spatial', 'blocks.0.pconvs.0.plk.lk') if k in sd), None)
     if kernel is not None:
         opt['pdim'], opt['kernel_size'] = kernel.shape[0], kernel.shape[-1]
-    if arch == 'ESC':
+    if arch in ('ESC', 'ESCLTE'):
         opt.update(use_ln='blocks.0.lns.0.weight' in sd, share_lk='plk_filter' in sd,
                    dynamic_kernel=any('.plk.dwc_proj.' in k for k in sd),
                    first_mixer='self_attn' if 'blocks.0.attn.to_qkv.weight' in sd else 'conv_attn',
                    inner_mixer='self_attn' if 'blocks.0.pconvs.0.to_qkv.weight' in sd else 'conv_attn')
+    if arch == 'ESCLTE':  # one network for every scale: LTE's head widths, no upscaling_factor
+        linears = _count(sd, r'imnet\.(\d+)\.weight')
+        opt.update(hidden_dim=sd['coef.weight'].shape[0],
+                   mlp_dims=[sd[f'imnet.{2 * i}.weight'].shape[0] for i in range(linears - 1)])
+        if scale is not None:
+            check_scale(scale)
+        return opt
     if arch == 'ESCReal':  # the ×4 upsampler ends in to_img.8, the ×2 one (one stage fewer) in to_img.5
         opt['upscaling_factor'] = 4 if 'to_img.8.weight' in sd else 2 if 'to_img.5.weight' in sd else None
         if opt['upscaling_factor'] is None:
@@ -107,33 +117,50 @@ def detect_network(state_dict: Mapping[str, Tensor], scale: Optional[int] = None
 
 def variant_name(options: Mapping[str, Any]) -> str:
     """The paper's name of a detected configuration ('ESC-light', ...), or '<type> (custom)'."""
-    for name, config in VARIANTS.items():
+    for name, config in {**VARIANTS, **LTE_VARIANTS}.items():
         if all(options.get(k, v) == v for k, v in config.items()) and options['type'] == config['type']:
             return name
     return f"{options['type']} (custom)"
 
 
+LTE_CHUNK = 30000
+"""ESC+LTE: output pixels queried per pass (LTE's evaluation setting), which bounds the decoder's memory."""
+
+
 class Upscaler:
     """A loaded network with how to run it: device, precision and optional tiling (see :func:`load_model`);
-    ``progress`` shows a bar over the tiles of a tiled image."""
+    ``progress`` shows a bar over the tiles of a tiled image. ``scale``: ESC+LTE's output scale (any number
+    above 1); fixed-scale networks have their own."""
 
     def __init__(self, net: nn.Module, options: Mapping[str, Any], device: torch.device, precision: str = 'fp32',
-                 tile: Optional[int] = None, tile_overlap: int = 32, progress: bool = False) -> None:
+                 tile: Optional[int] = None, tile_overlap: int = 32, progress: bool = False,
+                 scale: Optional[float] = None) -> None:
         self.net, self.options, self.device = net, dict(options), device
-        self.scale: int = options['upscaling_factor']
+        self.arbitrary = not getattr(net, 'fixed_scale', True)
+        if self.arbitrary and scale is None:
+            raise ESCError(f'scale: {variant_name(options)} serves any scale above 1; say which (--scale 2.5)')
+        self.scale: float = check_scale(scale) if self.arbitrary else options['upscaling_factor']
         self.name = variant_name(options)
         self.precision, self.tile, self.tile_overlap = precision, tile, tile_overlap
         self.progress = progress
 
     def __repr__(self) -> str:
         tiling = f', tile {self.tile}/{self.tile_overlap}' if self.tile else ''
-        return f'Upscaler({self.name} x{self.scale}, {self.device}, {self.precision}{tiling})'
+        return f'Upscaler({self.name} x{self.scale:g}, {self.device}, {self.precision}{tiling})'
 
     def upscale_tensor(self, x: Tensor) -> Tensor:
-        """(N, 3, H, W) RGB in [0, 1] → (N, 3, r·H, r·W), float32, clamped to [0, 1]."""
+        """(N, 3, H, W) RGB in [0, 1] → (N, 3, r·H, r·W) (ESC+LTE: round(r·H) × round(r·W)), float32, clamped to
+        [0, 1]."""
         x = x.to(self.device, torch.float32)
+        tiled = self.tile and max(x.shape[-2:]) > self.tile
+        if tiled and self.arbitrary:
+            raise ESCError(f'tile: ESC+LTE is not tiled (its decoder already runs {LTE_CHUNK} pixels at a time); '
+                           f'this {x.shape[-1]}x{x.shape[-2]} image exceeds --tile {self.tile}: raise it or use 0')
         with torch.inference_mode(), autocast(self.device.type, self.precision):
-            if self.tile and max(x.shape[-2:]) > self.tile:
+            if self.arbitrary:  # LTE's evaluation: pad to whole windows, clip the cell beyond the training scales
+                out = self.net.upscale(x, scale=self.scale, chunk=LTE_CHUNK, cell_scale_max=4,
+                                       pad_multiple=self.net.window_size)
+            elif tiled:
                 out = tiled_forward(self.net, x, self.scale, self.tile, self.tile_overlap, self.progress,
                                     align=getattr(self.net, 'window_size', 1))
             else:
@@ -167,7 +194,7 @@ class Upscaler:
         if channels < 3:
             out = out.mean(dim=1, keepdim=True)
         if channels == 4:
-            alpha = F.interpolate(chw[:, 3:], scale_factor=self.scale, mode='bicubic', align_corners=False)
+            alpha = F.interpolate(chw[:, 3:], size=out.shape[-2:], mode='bicubic', align_corners=False)
             out = torch.cat([out, alpha.clamp_(0, 1)], dim=1)
         if peak != 1.0:
             with torch.inference_mode():  # in place (no second full-size float copy) on an inference tensor
@@ -178,13 +205,14 @@ class Upscaler:
         return result.astype(array.dtype, copy=False)
 
 
-def load_model(path: str, scale: Optional[int] = None, arch: Optional[str] = None, device: str = 'auto',
+def load_model(path: str, scale: Optional[float] = None, arch: Optional[str] = None, device: str = 'auto',
                precision: str = 'fp32', tile: Optional[int] = None, tile_overlap: int = 32,
                param_key: str = 'params_ema', **options: Any) -> Upscaler:
     """Read a checkpoint, build the network it was trained as and return an :class:`Upscaler`.
 
-    ``arch`` (ESC, ESCFP, ESCReal) and ``options`` (any network option, e.g. ``attn_type``) override what
-    is detected; ``scale`` must be the checkpoint's. ``tile`` (LR pixels) bounds memory on large images.
+    ``arch`` (ESC, ESCFP, ESCReal, ESCLTE) and ``options`` (any network option, e.g. ``attn_type``) override
+    what is detected; ``scale`` must be the checkpoint's, or for ESC+LTE any number above 1 (required).
+    ``tile`` (LR pixels) bounds memory on large images.
     """
     target = torch.device(resolve_device(device))
     check_dtype(precision, target.type, option='precision')
@@ -207,4 +235,4 @@ def load_model(path: str, scale: Optional[int] = None, arch: Optional[str] = Non
         net.load_state_dict(state_dict, strict=True)
     except ESCError as exc:
         raise ESCError(f'model: {path}: {exc}') from None
-    return Upscaler(net.eval().to(target), detected, target, precision, tile, tile_overlap)
+    return Upscaler(net.eval().to(target), detected, target, precision, tile, tile_overlap, scale=scale)

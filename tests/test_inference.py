@@ -173,3 +173,36 @@ def test_cli_never_replaces_an_input_and_bad_single_inputs_are_one_line(checkpoi
         proc = _run_cli(*args, '-o', tmp_path / 'o', '--model', path)
         assert proc.returncode == 2 and proc.stderr.strip().startswith(message), proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_esc_lte_checkpoints_upscale_to_any_scale(tmp_path):
+    """ESC+LTE is detected from its LTE head and upscales by the scale it is told, non-integer ones included."""
+    from esc.archs.lte_arch import ESCLTE
+
+    net = ESCLTE(dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=1, window_size=8, num_heads=2, hidden_dim=32,
+                 mlp_dims=[32, 24]).eval()
+    path = tmp_path / 'lte.pth'
+    torch.save({'params': net.state_dict()}, path)
+    options = detect_network(net.state_dict())
+    assert options['type'] == 'ESCLTE' and options['hidden_dim'] == 32 and options['mlp_dims'] == [32, 24]
+    with pytest.raises(ESCError, match='serves any scale above 1; say which'):
+        esc.load_model(str(path))
+    model = esc.load_model(str(path), scale=2.5)
+    rgba = np.random.default_rng(0).integers(0, 256, (10, 13, 4), dtype=np.uint8)
+    out = model.upscale(rgba)
+    assert out.shape == (25, 32, 4) and out.dtype == np.uint8  # round(10 * 2.5), round(13 * 2.5)
+    x = torch.from_numpy(rgba[..., :3]).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        expected = net.upscale(x, scale=2.5, cell_scale_max=4, pad_multiple=8).clamp(0, 1)
+    assert np.abs(out[..., :3].astype(int) - (expected[0].permute(1, 2, 0).numpy() * 255).round()).max() <= 1
+    with pytest.raises(ESCError, match='scale: must be a finite number above 1'):
+        esc.load_model(str(path), scale=0.5)
+    model.tile = 8
+    with pytest.raises(ESCError, match='ESC\\+LTE is not tiled'):
+        model.upscale(rgba)
+
+    image = tmp_path / 'in.png'
+    cv2.imwrite(str(image), rgba[..., :3])
+    result = _run_cli('-i', str(image), '-o', str(tmp_path / 'out'), '--model', str(path), '--scale', '3.5')
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert cv2.imread(str(tmp_path / 'out' / 'in_x3.5.png')).shape == (35, 46, 3)
