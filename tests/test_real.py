@@ -203,3 +203,19 @@ def test_vgg_weights_from_a_local_file(tmp_path):
     torch.save(partial, path)
     with pytest.raises(ESCError, match="does not fit torchvision's VGG: 'features.5.weight' is missing"):
         OfflinePerceptualLoss({'conv1_2': 1.0}, vgg_weights=str(path))
+
+
+def test_the_l1_stage_trains_with_two_cpu_processes(root):
+    """DDP (gloo): the degradations and the pair queue run on each rank; the training state holds both queues."""
+    from tests.test_entrypoints import free_port
+
+    opt = mse_options('mse_ddp')
+    opt['dist_params'] = {'backend': 'gloo'}
+    result = run(['-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
+                  str(REPO / 'esc/train.py'), '-opt', str(write(root / 'mse_ddp.yml', opt)), '--launcher', 'pytorch'],
+                 root, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    state = torch.load(root / 'experiments/mse_ddp/training_states/2.state', weights_only=True)
+    assert len(state['ranks']) == 2
+    assert all(rank['queue']['ptr'] == 4 for rank in state['ranks'])  # queue_size 4, batch 2 per rank, 2 steps
+    assert not torch.equal(state['ranks'][0]['queue']['gt'], state['ranks'][1]['queue']['gt'])  # own samples each
