@@ -1,7 +1,7 @@
 """Upscale your own images with a trained ESC checkpoint: one file or every image in a folder.
 
     python esc/inference.py -i photo.jpg -o results/ --model ESC_DIV2K_X4.pth
-    python esc/inference.py -i photos/ -o results/ --model ESC_DIV2K_X4.pth --tile 256 --tile-overlap 32
+    python esc/inference.py -i photos/ -o results/ --model ESC_DIV2K_X4.pth --tile 256 --tile-overlap 64
 
 The variant, its options and the scale are read off the checkpoint (esc.upscaler.detect_network);
 ``--arch`` and ``--scale`` only confirm or override. Grayscale stays grayscale, RGBA keeps its alpha
@@ -100,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--param-key', default='params_ema', help="state dict inside the checkpoint (falls back to 'params')")
     p.add_argument('--tile', type=int, default=1024, help='LR tile size in pixels: images with a longer side are '
                    'processed in overlapping tiles, which bounds memory (default 1024; 0: never tile)')
-    p.add_argument('--tile-overlap', type=int, default=32, help='LR pixels shared by neighbouring tiles')
+    p.add_argument('--tile-overlap', type=int, default=64, help='LR pixels shared by neighbouring tiles (default 64)')
     p.add_argument('--device', default='auto', help='auto (CUDA where available), cpu or cuda')
     p.add_argument('--precision', default='fp32', help=f"{', '.join(DTYPES)} (fp16 on CUDA only)")
     p.add_argument('--ext', default=None, help='output format, e.g. png (default: the input\'s)')

@@ -184,7 +184,7 @@ class ESCModel(SRModel):
         with torch.no_grad():
             tile = val_opt.get('tile')
             if tile:
-                self.output = tiled_forward(upscale, self.lq, scale, int(tile), int(val_opt.get('tile_overlap', 32)),
+                self.output = tiled_forward(upscale, self.lq, scale, int(tile), int(val_opt.get('tile_overlap', 64)),
                                             align=getattr(net, 'window_size', 1))
             else:
                 self.output = upscale(self.lq)
