@@ -31,7 +31,7 @@ from torch.utils import data
 
 from esc import compat  # noqa: F401  (before basicsr)
 from esc.errors import ESCError
-from esc.utils.checkpoint import read_training_state
+from esc.utils.checkpoint import training_state_position
 from basicsr.data import build_dataloader  # noqa: E402  (isort: after compat)
 from basicsr.utils import get_root_logger  # noqa: E402
 
@@ -198,9 +198,8 @@ def create_train_val_dataloader(basicsr_create: Any, opt: Dict[str, Any], logger
     if dataset_opt.get('scan'):
         samples = _scanned(samples, dataset_opt, logger)
     sampler = ResumableSampler(train_sampler, opt['manual_seed'], train_loader.batch_size)
-    if opt['path'].get('resume_state'):
-        state = read_training_state(opt['path']['resume_state'])
-        sampler.resume_at(state['epoch'], state['iter'])
+    if opt['path'].get('resume_state'):  # read by load_resume_state already: not loaded a second time
+        sampler.resume_at(*training_state_position(opt['path']['resume_state']))
     if len(samples) != len(train_loader.dataset):
         train_sampler.dataset = samples  # EnlargedSampler sizes its epoch from its dataset
         ratio = dataset_opt.get('dataset_enlarge_ratio', 1)

@@ -7,7 +7,7 @@ import logging
 import os
 import os.path as osp
 import re
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 import torch
 
@@ -88,6 +88,18 @@ def newest_training_state(folder: str) -> Optional[str]:
     return osp.join(folder, f'{max(iters)}.state') if iters else None
 
 
+_POSITIONS: Dict[str, Tuple[int, int]] = {}
+"""(epoch, iteration) of the training states this process has read, by absolute path."""
+
+
+def training_state_position(path: str) -> Tuple[int, int]:
+    """(epoch, iteration) of a training state, reading the file only if this process has not yet."""
+    key = osp.abspath(path)
+    if key not in _POSITIONS:
+        read_training_state(path)
+    return _POSITIONS[key]
+
+
 def read_training_state(path: str, map_location: Any = 'cpu') -> Dict[str, Any]:
     """A ``<iter>.state`` file's contents; an unreadable file is a one-line error naming it."""
     if not osp.isfile(path):
@@ -99,6 +111,7 @@ def read_training_state(path: str, map_location: Any = 'cpu') -> Dict[str, Any]:
         raise ESCError(f'path.resume_state: cannot read training state {path}: {reason}') from None
     if not isinstance(state, dict) or 'iter' not in state:
         raise ESCError(f'path.resume_state: {path} is not a training state')
+    _POSITIONS[osp.abspath(path)] = (state['epoch'], state['iter'])
     return state
 
 
