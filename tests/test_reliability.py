@@ -1,4 +1,5 @@
-"""Issue 8: bad options fail in one line naming the key path; shipped option files all validate."""
+"""Reliability: option files validated key by key (every shipped one too), killed runs that resume exactly,
+pruning of old states, bad training files (stop, skip or scan) and a failing rank under torchrun."""
 from __future__ import annotations
 
 import copy
