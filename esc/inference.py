@@ -29,6 +29,7 @@ from esc.archs.streaming import tune_glibc_malloc  # noqa: E402
 from esc.errors import ESCError  # noqa: E402
 from esc.upscaler import DTYPES, Upscaler, load_model  # noqa: E402
 from esc.utils.checkpoint import write_atomic  # noqa: E402
+from esc.utils.tiling import DEFAULT_OVERLAP  # noqa: E402
 from esc.utils.cli import run_command  # noqa: E402
 
 WRITABLE = {'.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp'}
@@ -100,7 +101,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--param-key', default='params_ema', help="state dict inside the checkpoint (falls back to 'params')")
     p.add_argument('--tile', type=int, default=1024, help='LR tile size in pixels: images with a longer side are '
                    'processed in overlapping tiles, which bounds memory (default 1024; 0: never tile)')
-    p.add_argument('--tile-overlap', type=int, default=64, help='LR pixels shared by neighbouring tiles (default 64)')
+    p.add_argument('--tile-overlap', type=int, default=DEFAULT_OVERLAP,
+                   help=f'LR pixels shared by neighbouring tiles (default {DEFAULT_OVERLAP})')
     p.add_argument('--device', default='auto', help='auto (CUDA where available), cpu or cuda')
     p.add_argument('--precision', default='fp32', help=f"{', '.join(DTYPES)} (fp16 on CUDA only)")
     p.add_argument('--ext', default=None, help='output format, e.g. png (default: the input\'s)')

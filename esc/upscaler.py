@@ -23,7 +23,7 @@ from esc.archs.esc_arch import NETWORKS, VARIANTS
 from esc.archs.lte_arch import VARIANTS as LTE_VARIANTS, check_scale
 from esc.errors import ESCError
 from esc.utils.checkpoint import read_state_dict
-from esc.utils.tiling import tiled_forward
+from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
 DEVICES = ('auto', 'cpu', 'cuda')
 DTYPES: Dict[str, torch.dtype] = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
@@ -133,7 +133,7 @@ class Upscaler:
     above 1); fixed-scale networks have their own."""
 
     def __init__(self, net: nn.Module, options: Mapping[str, Any], device: torch.device, precision: str = 'fp32',
-                 tile: Optional[int] = None, tile_overlap: int = 64, progress: bool = False,
+                 tile: Optional[int] = None, tile_overlap: int = DEFAULT_OVERLAP, progress: bool = False,
                  scale: Optional[float] = None) -> None:
         self.net, self.options, self.device = net, dict(options), device
         self.arbitrary = not getattr(net, 'fixed_scale', True)
@@ -206,7 +206,7 @@ class Upscaler:
 
 
 def load_model(path: str, scale: Optional[float] = None, arch: Optional[str] = None, device: str = 'auto',
-               precision: str = 'fp32', tile: Optional[int] = None, tile_overlap: int = 64,
+               precision: str = 'fp32', tile: Optional[int] = None, tile_overlap: int = DEFAULT_OVERLAP,
                param_key: str = 'params_ema', **options: Any) -> Upscaler:
     """Read a checkpoint, build the network it was trained as and return an :class:`Upscaler`.
 

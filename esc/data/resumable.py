@@ -32,10 +32,10 @@ from torch.utils import data
 from esc import compat  # noqa: F401  (before basicsr)
 from esc.errors import ESCError
 from esc.utils.checkpoint import training_state_position
+from esc.utils.options import BAD_SAMPLE_MODES
 from basicsr.data import build_dataloader  # noqa: E402  (isort: after compat)
 from basicsr.utils import get_root_logger  # noqa: E402
 
-BAD_SAMPLE_MODES = ('error', 'skip')
 MAX_CONSECUTIVE_BAD = 10
 
 

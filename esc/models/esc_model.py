@@ -37,7 +37,7 @@ from esc.archs.layers import pad_to_multiple
 from esc.errors import ESCError
 from esc.utils.checkpoint import atomic_torch_save, prune_checkpoints, read_state_dict
 from esc.utils.options import INT, MODEL_KEYS, STR, optional
-from esc.utils.tiling import tiled_forward
+from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
 
 NONFINITE_MODES = ('stop', 'skip')
@@ -184,7 +184,7 @@ class ESCModel(SRModel):
         with torch.no_grad():
             tile = val_opt.get('tile')
             if tile:
-                self.output = tiled_forward(upscale, self.lq, scale, int(tile), int(val_opt.get('tile_overlap', 64)),
+                self.output = tiled_forward(upscale, self.lq, scale, int(tile), int(val_opt.get('tile_overlap', DEFAULT_OVERLAP)),
                                             align=getattr(net, 'window_size', 1))
             else:
                 self.output = upscale(self.lq)

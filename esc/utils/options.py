@@ -27,6 +27,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 from esc.errors import ESCError
 
 NoneType = type(None)
+BAD_SAMPLE_MODES = ('error', 'skip')
+"""``datasets.*.bad_samples``: stop on a sample that does not load, or skip it (:mod:`esc.data.resumable`)."""
 UNION_ORIGINS = (Union, getattr(pytypes, 'UnionType', Union))  # Optional[int] and int | None (3.10+)
 Types = Tuple[type, ...]
 Spec = Union[Types, Dict[str, Any], Callable[[Any, str], None]]
@@ -354,8 +356,9 @@ def _check_consistency(opt: Mapping[str, Any], is_train: bool) -> None:
     if keep_last is not None and keep_last < 1:
         raise ESCError(f'logger.keep_last: must be at least 1 (or ~ to keep every state), got {keep_last}')
     for phase, dataset in opt['datasets'].items():
-        if dataset.get('bad_samples', 'error') not in ('error', 'skip'):
-            raise ESCError(f"datasets.{phase}.bad_samples: must be error or skip, got {dataset['bad_samples']!r}")
+        if dataset.get('bad_samples', 'error') not in BAD_SAMPLE_MODES:
+            raise ESCError(f"datasets.{phase}.bad_samples: must be one of {', '.join(BAD_SAMPLE_MODES)}, "
+                           f"got {dataset['bad_samples']!r}")
     window, multiple = network.get('window_size'), (opt.get('val') or {}).get('pad_to_multiple')
     if isinstance(window, int) and isinstance(multiple, int) and multiple % window:
         raise ESCError(f'val.pad_to_multiple: {multiple} is not a multiple of network_g.window_size {window}; '
