@@ -131,7 +131,9 @@ def test_both_stages_resume_exactly(root, gan_checkpoint, stage):
     pretrain = str((root / 'experiments/mse_cpu/models/net_g_latest.pth').relative_to(root))
     opt = mse_options(f'{stage}_resume') if stage == 'mse' else gan_options(f'{stage}_resume', pretrain)
     opt['train']['scheduler']['milestones'] = [3]
-    assert_resumes_exactly(root, opt)
+    # the degradation pipeline's CPU kernels are not bit-reproducible from run to run: one clean-clone CI run
+    # differed by 1.3e-7 in a weight at iteration 4 (equal at 2); the bound is 1e-6
+    assert_resumes_exactly(root, opt, atol=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
