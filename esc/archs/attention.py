@@ -1,24 +1,23 @@
 """Window self-attention with a relative position bias, and its interchangeable backends.
 
-``attn_type`` picks how the softmax(q·kᵀ/√d + bias)·v of every 32×32 window is computed; all give
-the same numbers (tested to 1e-4):
+``attn_type`` picks how the softmax(q·kᵀ/√d + B)·v of every 32×32 window is computed; all give the
+same numbers (tested to 1e-4). Each backend is a class in :data:`BACKENDS` whose docstring states how it
+computes that equation:
 
-- ``flex``:  FlexAttention, compiled, the bias applied as a score modification (the paper's fast
-  CUDA path, never materialises the score matrix). It has no CPU backward.
-- ``sdpa``:  fused attention with the bias as an additive mask. On CUDA it is
-  ``scaled_dot_product_attention``; on CPU the fused flash kernel's forward, and for training
-  :class:`FusedBiasAttention`'s window-by-window backward, which also returns the bias gradient
-  (PyTorch's own CPU SDPA cannot, and falls back to a math path 5× slower).
-- ``naive``: explicit matmul + softmax + matmul. fvcore counts its FLOPs, so complexity is measured
-  on it; it is the reference every other backend is tested against.
-- ``auto``:  flex on CUDA, sdpa on CPU.
+- ``flex``:  FlexAttention, compiled once for every input size (:class:`FlexBackend`).
+- ``sdpa``:  fused attention with B as an additive mask (:class:`SDPABackend`).
+- ``naive``: explicit matmul + softmax + matmul, the reference (:class:`NaiveBackend`).
+- ``auto``:  the fastest backend that works where the network runs (:func:`choose_backend` says which and why):
+  flex on CUDA where its kernel compiles (Triton present, head dim ≥ 16), otherwise sdpa.
 
-The official spellings ``Flex``, ``SDPA`` and ``Naive`` are accepted.
+The official spellings ``Flex``, ``SDPA`` and ``Naive`` are accepted. Other modules add backends with
+:func:`register_backend` (e.g. :mod:`esc.archs.flashbias`).
 """
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional
+import importlib.util
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,14 +27,55 @@ from torch.autograd.function import once_differentiable
 from esc.archs.layers import pad_to_multiple
 from esc.errors import ESCError
 
-ATTN_TYPES = ('auto', 'flex', 'sdpa', 'naive')
+FLEX_MIN_HEAD_DIM_CUDA = 16
+"""Inductor's CUDA FlexAttention kernel refuses smaller head dimensions ('NYI: embedding dimension ... at least 16')."""
+
+
+class AttentionBackend:
+    """One way to compute softmax(q·kᵀ/√d + B)·v for the windows of a :class:`WindowAttention` layer.
+
+    ``q``: (windows, heads, Nq, d), the first Nq ≤ N rows of each window (row-strip inference asks no
+    queries of padding rows); ``k``, ``v``: (windows, heads, N, d); ``bias``: the layer's (heads, N, N)
+    B when the caller computed it beforehand (row-strip inference, once for every strip), else None.
+    """
+
+    name = ''
+    needs_dense_bias = True
+    """Whether the backend reads the dense (heads, N, N) B; callers compute it once beforehand only then."""
+
+    def unavailable(self, device: torch.device, head_dim: int, training: bool) -> Optional[str]:
+        """Why this backend cannot run here (None: it can)."""
+        return None
+
+    def __call__(self, layer: 'WindowAttention', q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    @staticmethod
+    def dense_bias(layer: 'WindowAttention', q: Tensor, bias: Optional[Tensor]) -> Tensor:
+        """B for the queried rows (``bias`` if given, else the layer's)."""
+        return (layer.bias() if bias is None else bias)[:, :q.shape[-2]]
+
+
+BACKENDS: Dict[str, AttentionBackend] = {}
+"""Attention backends by ``attn_type`` name."""
+
+
+def register_backend(cls: type) -> type:
+    """Class decorator: make an :class:`AttentionBackend` selectable as ``attn_type: <cls.name>``."""
+    BACKENDS[cls.name] = cls()
+    return cls
+
+
+def attn_types() -> Tuple[str, ...]:
+    """Every ``attn_type`` value: 'auto' and the registered backends."""
+    return ('auto', *BACKENDS)
 
 
 def normalize_attn_type(attn_type: str) -> str:
-    """Map an ``attn_type`` option (any case, e.g. the official 'Flex') to one of :data:`ATTN_TYPES`."""
+    """Map an ``attn_type`` option (any case, e.g. the official 'Flex') to one of :func:`attn_types`."""
     name = str(attn_type).lower()
-    if name not in ATTN_TYPES:
-        raise ESCError(f"attn_type: {attn_type!r} is not supported; choose one of {', '.join(ATTN_TYPES)} "
+    if name not in attn_types():
+        raise ESCError(f"attn_type: {attn_type!r} is not supported; choose one of {', '.join(attn_types())} "
                        "(or the official 'Flex', 'SDPA', 'Naive')")
     return name
 
@@ -48,13 +88,42 @@ def flex_attention_available() -> bool:
     return True
 
 
-def resolve_attn_type(attn_type: str, device: torch.device) -> str:
-    """The concrete backend ``auto`` stands for on ``device`` (the same for inference and training)."""
+@functools.lru_cache(maxsize=None)
+def choose_backend(attn_type: str, device_type: str, head_dim: int, training: bool) -> Tuple[str, str]:
+    """The backend ``attn_type`` runs on (name, and why, in words) for a ``device_type`` device, heads of
+    ``head_dim`` channels, training or not. An explicit backend that cannot run there is an ESCError."""
+    device = torch.device(device_type)
     if attn_type != 'auto':
-        return attn_type
-    if device.type == 'cuda' and flex_attention_available():
-        return 'flex'
-    return 'sdpa'
+        reason = BACKENDS[attn_type].unavailable(device, head_dim, training)
+        if reason:
+            raise ESCError(f'attn_type {attn_type!r} cannot run here: {reason}; use attn_type auto or sdpa')
+        return attn_type, 'as configured'
+    if device.type == 'cuda':
+        reason = BACKENDS['flex'].unavailable(device, head_dim, training)
+        if reason is None:
+            return 'flex', f'auto on CUDA: FlexAttention compiles here (Triton, head dim {head_dim})'
+        return 'sdpa', f'auto on CUDA: not flex, {reason}'
+    return 'sdpa', (f'auto on {device.type}: fused SDPA (flash forward{", bias-aware backward" if training else ""}; '
+                    'FlexAttention is no faster on the CPU and cannot train there)')
+
+
+def resolve_attn_type(attn_type: str, device: torch.device, head_dim: int = 16, training: bool = False) -> str:
+    """The concrete backend ``attn_type`` stands for on ``device`` (see :func:`choose_backend`)."""
+    return choose_backend(normalize_attn_type(attn_type), torch.device(device).type, head_dim, training)[0]
+
+
+def describe_attention(net: nn.Module, device: torch.device, training: bool) -> List[str]:
+    """One line per distinct attention configuration of ``net``: which backend it runs on ``device``, and why.
+
+    Raises the one-line ESCError of :func:`choose_backend` where an explicit backend cannot run (call it
+    before training or evaluation starts)."""
+    seen: Dict[Tuple[str, int], str] = {}
+    for layer in net.modules():
+        if isinstance(layer, WindowAttention) and (layer.attn_type, layer.head_dim) not in seen:
+            backend, why = choose_backend(layer.attn_type, torch.device(device).type, layer.head_dim, training)
+            seen[(layer.attn_type, layer.head_dim)] = (f'attention: {backend} for attn_type {layer.attn_type} '
+                                                       f'(head dim {layer.head_dim}): {why}')
+    return list(seen.values())
 
 
 def relative_position_index(window_size: int) -> Tensor:
@@ -139,7 +208,8 @@ class FusedBiasAttention(torch.autograd.Function):
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
     """Fused softmax(q·kᵀ/√d + bias)·v with a (heads, N, N) bias: differentiable in all four on every device."""
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias))
-    if q.device.type == 'cpu' and needs_grad and _cpu_flash_kernels_available():
+    if (q.device.type == 'cpu' and needs_grad and _cpu_flash_kernels_available()
+            and not torch.compiler.is_compiling()):  # compiled, inductor differentiates the math form itself
         return FusedBiasAttention.apply(q, k, v, bias)
     # a 4-D mask keeps the fused kernels eligible (a 3-D one drops CPU SDPA to its slow math path)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype).unsqueeze(0))
@@ -148,11 +218,18 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
 @functools.lru_cache(maxsize=None)
 def _compiled_flex_attention() -> Callable:
     from torch.nn.attention.flex_attention import flex_attention
-    return torch.compile(flex_attention, dynamic=False)
+    # dynamic=None: the number of windows is marked dynamic below, so one compiled kernel serves every image size
+    return torch.compile(flex_attention, dynamic=None)
 
 
 def flex_attention(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> Tensor:
-    """FlexAttention whose score_mod adds ``table[head, index(key − query)]`` inside each window."""
+    """FlexAttention whose score_mod adds ``table[head, index(key − query)]`` inside each window.
+
+    The window count (dim 0) is dynamic: images of any size share one compiled kernel (one more for a
+    single-window input, which dynamo specialises), so dynamo's recompile limit is never reached and the
+    uncompiled flex path, which materialises every score matrix, never runs. Inside a compiled network
+    the outer ``torch.compile`` traces it directly.
+    """
     if not q.is_cuda and torch.is_grad_enabled() and (q.requires_grad or table.requires_grad):
         raise ESCError("attn_type 'flex' cannot train on CPU (FlexAttention has no CPU backward); "
                        "use attn_type 'auto' or 'sdpa'")
@@ -163,7 +240,64 @@ def flex_attention(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: 
         dx = kv_idx % window_size - q_idx % window_size + window_size - 1
         return score + table[head, dy * span + dx]
 
+    if torch.compiler.is_compiling():
+        from torch.nn.attention.flex_attention import flex_attention as traced_flex
+        return traced_flex(q, k, v, score_mod=add_relative_bias)
+    for t in (q, k, v):
+        torch._dynamo.maybe_mark_dynamic(t, 0)
     return _compiled_flex_attention()(q, k, v, score_mod=add_relative_bias)
+
+
+@register_backend
+class NaiveBackend(AttentionBackend):
+    """``naive``: S = q·kᵀ/√d + B materialised per window, then softmax(S)·v (the reference; fvcore counts it)."""
+
+    name = 'naive'
+
+    def __call__(self, layer, q, k, v, bias):
+        return naive_attention(q, k, v, self.dense_bias(layer, q, bias))
+
+
+@register_backend
+class SDPABackend(AttentionBackend):
+    """``sdpa``: softmax(q·kᵀ/√d + B)·v in one fused kernel, B an additive (1, heads, N, N) mask.
+
+    CUDA: ``scaled_dot_product_attention`` (memory-efficient or cuDNN kernels take the mask). CPU: the fused
+    flash forward, and for training :class:`FusedBiasAttention`'s backward, which also returns ∂B.
+    """
+
+    name = 'sdpa'
+
+    def __call__(self, layer, q, k, v, bias):
+        return sdpa_attention(q, k, v, self.dense_bias(layer, q, bias))
+
+
+@register_backend
+class FlexBackend(AttentionBackend):
+    """``flex``: FlexAttention computing softmax(q·kᵀ/√d + T[h, key − query])·v with the bias table T read
+    inside the kernel (``score_mod``): B is never materialised; compiled once for all input sizes."""
+
+    name = 'flex'
+    needs_dense_bias = False
+
+    def unavailable(self, device, head_dim, training):
+        if not flex_attention_available():
+            return f'torch {torch.__version__} has no FlexAttention'
+        if device.type == 'cuda':
+            if importlib.util.find_spec('triton') is None:
+                return 'Triton is not installed (FlexAttention compiles to Triton kernels on CUDA)'
+            if head_dim < FLEX_MIN_HEAD_DIM_CUDA:
+                return (f'head dim {head_dim} < {FLEX_MIN_HEAD_DIM_CUDA} (inductor\'s CUDA FlexAttention kernel '
+                        f'needs at least {FLEX_MIN_HEAD_DIM_CUDA})')
+            major, _ = torch.cuda.get_device_capability(device) if torch.cuda.is_available() else (8, 0)
+            if major < 7:
+                return 'Triton needs a GPU of compute capability 7.0 or newer'
+        elif device.type == 'cpu' and training:
+            return 'FlexAttention has no CPU backward'
+        return None
+
+    def __call__(self, layer, q, k, v, bias):
+        return flex_attention(q, k, v, layer.relative_position_bias.to(q.dtype), layer.window_size)
 
 
 class WindowAttention(nn.Module):
@@ -174,6 +308,7 @@ class WindowAttention(nn.Module):
         if dim % num_heads:
             raise ESCError(f'num_heads: dim ({dim}) is not divisible by num_heads ({num_heads})')
         self.dim, self.window_size, self.num_heads = dim, window_size, num_heads
+        self.head_dim = dim // num_heads
         self.attn_type = normalize_attn_type(attn_type)
         self.relative_position_bias = nn.Parameter(torch.randn(num_heads, (2 * window_size - 1) ** 2) * 1e-3)
         self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
@@ -183,14 +318,15 @@ class WindowAttention(nn.Module):
         """The (heads, N, N) bias every window adds to its scores."""
         return relative_position_bias(self.relative_position_bias, self.window_size)
 
+    def backend(self, device: torch.device, training: Optional[bool] = None) -> AttentionBackend:
+        """The backend this layer's ``attn_type`` runs on ``device`` (training: whether gradients are recorded)."""
+        training = torch.is_grad_enabled() if training is None else training
+        return BACKENDS[choose_backend(self.attn_type, device.type, self.head_dim, training)[0]]
+
     def attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-        """softmax(q·kᵀ/√d + bias)·v on (windows, heads, N, d) tensors with the configured backend; the
+        """softmax(q·kᵀ/√d + B)·v on (windows, heads, N, d) tensors with the configured backend; the
         queries may be the first rows of each window only."""
-        backend = resolve_attn_type(self.attn_type, q.device)
-        if backend == 'flex':
-            return flex_attention(q, k, v, self.relative_position_bias.to(q.dtype), self.window_size)
-        bias = (self.bias() if bias is None else bias)[:, :q.shape[-2]]
-        return sdpa_attention(q, k, v, bias) if backend == 'sdpa' else naive_attention(q, k, v, bias)
+        return self.backend(q.device)(self, q, k, v, bias)
 
     def forward(self, x: Tensor, bias: Optional[Tensor] = None, rows: Optional[int] = None) -> Tensor:
         """``bias``: :meth:`bias` computed beforehand (row-strip inference reuses it for every strip);
@@ -202,8 +338,10 @@ class WindowAttention(nn.Module):
         # channel = group·C + head·(C/heads) + c  →  (3, B·windows, heads, ws², C/heads)
         qkv = qkv.view(b, 3, heads, c // heads, nh, ws, nw, ws).permute(1, 0, 4, 6, 2, 5, 7, 3)
         q, k, v = qkv.reshape(3, b * nh * nw, heads, ws * ws, c // heads).unbind(0)
-        queried = rows if rows is not None and nh == 1 and rows < ws else ws  # padding rows ask nothing
-        out = self.attend(q[:, :, :queried * ws], k, v, bias).view(b, nh, nw, heads, queried, ws, c // heads)
+        backend = self.backend(q.device)
+        # padding rows ask nothing; flex keeps whole windows (a fixed query length: no recompile per image height)
+        queried = rows if rows is not None and nh == 1 and rows < ws and backend.needs_dense_bias else ws
+        out = backend(self, q[:, :, :queried * ws], k, v, bias).view(b, nh, nw, heads, queried, ws, c // heads)
         if x.is_contiguous(memory_format=torch.channels_last):  # stay channels-last: one copy, not two
             out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, nh * queried, nw * ws, c).permute(0, 3, 1, 2)
         else:

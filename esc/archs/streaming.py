@@ -70,7 +70,7 @@ def _attention_by_rows(attn: WindowAttention, t: Tensor, out: Tensor) -> None:
     """``out += attn(t)`` one row of windows at a time (no halo: windows are independent), the bias computed once."""
     ws, height = attn.window_size, t.shape[-2]
     padded = _reflect_indices(height, 0, (-height) % ws, t.device)  # rows of pad_to_multiple(t, ws)
-    bias = None if attn.attn_type == 'flex' else attn.bias()
+    bias = attn.bias() if attn.backend(t.device, training=False).needs_dense_bias else None
     for top, bottom in _strips(height, ws):
         strip_end = min(top + -(-(bottom - top) // ws) * ws, len(padded))
         if strip_end <= height:
