@@ -104,7 +104,7 @@ def test_flex_forward_agrees_on_cpu_and_refuses_cpu_training():
         module(torch.randn(1, 32, 8, 8))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (FlexAttention backward)')
+@pytest.mark.cuda
 def test_all_backends_agree_on_cuda_forward_and_backward():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)

@@ -20,8 +20,7 @@ from esc.upscaler import check_dtype
 from esc.utils.results import load_speed
 from tests.conftest import REPO
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(),
-                          reason='needs a CUDA device (torch.cuda.is_available() is False here)')
+CUDA = pytest.mark.cuda
 TINY = dict(warmup=1, runs=2)
 
 

@@ -208,7 +208,7 @@ def test_esc_lte_checkpoints_upscale_to_any_scale(tmp_path):
     assert cv2.imread(str(tmp_path / 'out' / 'in_x3.5.png')).shape == (35, 46, 3)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.cuda
 @pytest.mark.parametrize('precision', ['fp32', 'fp16', 'bf16'])
 def test_cuda_precisions_agree_with_the_cpu(checkpoint, precision):
     """--device cuda at each precision: the CPU fp32 result within what the precision can hold."""

@@ -136,7 +136,7 @@ def test_both_stages_resume_exactly(root, gan_checkpoint, stage):
     assert_resumes_exactly(root, opt, atol=1e-6)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.cuda
 def test_both_stages_train_on_cuda(root):
     both_stages(root, 1, 'cuda')
 

@@ -23,7 +23,7 @@ def test_official_output_reproduced(reference, name, backend, streaming):
     assert (out - ref['output']).abs().max().item() <= 1e-4
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (FlexAttention/SDPA CUDA kernels)')
+@pytest.mark.cuda
 @pytest.mark.parametrize('backend', BACKENDS)
 @pytest.mark.parametrize('name', REFERENCE_FILES)
 def test_official_output_reproduced_on_cuda(reference, name, backend):
