@@ -22,10 +22,7 @@ import sys
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
-REPO = str(Path(__file__).resolve().parents[1])
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)  # this checkout's esc, not another one installed in the environment
-
+import _checkout  # noqa: F401  (this checkout's esc on sys.path; before any esc import)
 from esc.utils.checkpoint import write_atomic  # noqa: E402
 from esc.utils.cli import one_line_errors  # noqa: E402
 from esc.upscaler import DTYPES  # noqa: E402

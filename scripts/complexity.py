@@ -9,6 +9,7 @@ about 4 minutes and 11 GB of memory for all nine rows on a 2-core CPU, the same 
 """
 import argparse
 
+import _checkout  # noqa: F401  (this checkout's esc on sys.path; before any esc import)
 from esc.archs import build_variant
 from esc.utils.complexity import PAPER_TABLE2, count_flops, count_parameters
 

@@ -11,6 +11,7 @@
 import argparse
 from pathlib import Path
 
+import _checkout  # noqa: F401  (this checkout's esc on sys.path; before any esc import)
 from esc.archs import build_variant
 from esc.errors import ESCError
 from esc.utils.cli import one_line_errors

@@ -1,8 +1,11 @@
 """Shared fixtures: the official reference tensors in ../shared (skipped where absent) and paths."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -11,6 +14,7 @@ import esc.compat  # noqa: F401  (adapts basicsr and registers the networks befo
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get('ESC_SHARED', REPO.parent / 'shared'))
+SCRIPTS = REPO / 'scripts'
 REFERENCE_FILES = ('esc_x2.pt', 'esc_fp_x4.pt', 'esc_real_x4.pt')
 
 
@@ -20,6 +24,16 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f'{path} is absent: the official reference data lives beside the project checkout only')
     return path
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/<name>.py imported in this process, finding its sibling helpers as ``python scripts/<name>.py`` does."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    spec = importlib.util.spec_from_file_location(f'scripts_{name}', SCRIPTS / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,7 +1,6 @@
 """esc.utils.benchmark and scripts/benchmark.py: behaviour only (records, tables, errors), never speed."""
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import subprocess
@@ -18,17 +17,14 @@ from esc.utils.benchmark import (NETWORK_HEADER, TABLE1_HEADER, TRAIN_HEADER, Be
                                  network_spec, parse_size, train_spec)
 from esc.upscaler import check_dtype
 from esc.utils.results import load_speed
-from tests.conftest import REPO
+from tests.conftest import REPO, load_script
 
 CUDA = pytest.mark.cuda
 TINY = dict(warmup=1, runs=2)
 
 
 def load_cli() -> ModuleType:
-    spec = importlib.util.spec_from_file_location('benchmark_cli', REPO / 'scripts' / 'benchmark.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('benchmark')
 
 
 def check_record(record: BenchmarkRecord, runs: int) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from basicsr.utils.matlab_functions import imresize
 from esc.data.benchmark_prep import prepare_benchmark
 from esc.data.training_prep import LRFolder, crop_positions, extract_subimages, pack_lmdb
 from esc.errors import ESCError
-from tests.conftest import REPO, shared_path
+from tests.conftest import REPO, load_script, shared_path
 
 # Bicubic rows of the SR literature (PSNR dB / SSIM on Y, border = scale).
 PAPER = {
@@ -36,7 +35,7 @@ PSNR_TOL, SSIM_TOL = 0.05, 0.002
 
 def script_main(name: str):
     """``main`` of scripts/<name>.py, to call in-process (faster than a subprocess)."""
-    return runpy.run_path(str(REPO / 'scripts' / f'{name}.py'))['main']
+    return load_script(name).main
 
 
 def run_script(name: str, *args: str) -> subprocess.Popen:

@@ -146,3 +146,20 @@ def test_slurm_launcher_with_stub_scontrol(tmp_path):
     log = next((tmp_path / 'experiments' / 'slurm').glob('train_slurm_*.log')).read_text()
     assert 'World size (gpu number): 2' in log
     assert (tmp_path / 'experiments/slurm/models/net_g_latest.pth').is_file()
+
+
+def test_every_command_finds_its_checkout_where_esc_is_not_installed(tmp_path):
+    """As on a machine where only the dependencies are installed and the checkout is not (pip install -e
+    skipped): ``-S`` drops site's .pth files, among them the editable install's finder, and PYTHONPATH
+    lists only site-packages. Every command must still import this checkout's esc."""
+    import site
+    env = {'PYTHONPATH': os.pathsep.join(site.getsitepackages()), 'PATH': os.environ.get('PATH', '')}
+    probe = subprocess.run([sys.executable, '-S', '-c', 'import esc'], cwd=tmp_path, env=env, capture_output=True,
+                           text=True)
+    assert probe.returncode != 0 and "No module named 'esc'" in probe.stderr  # the situation is reproduced
+    commands = sorted((REPO / 'scripts').glob('[!_]*.py')) + [REPO / 'esc' / f'{name}.py' for name in
+                                                             ('train', 'test', 'inference', 'export')]
+    for command in commands:
+        result = subprocess.run([sys.executable, '-S', str(command), '--help'], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and 'usage' in result.stdout.lower(), f'{command.name}: {result.stderr[-500:]}'
