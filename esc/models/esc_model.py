@@ -33,6 +33,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from esc.archs.attention import describe_attention
 from esc.archs.layers import pad_to_multiple
 from esc.errors import ESCError
 from esc.utils.checkpoint import atomic_torch_save, prune_checkpoints, read_state_dict
@@ -105,6 +106,7 @@ class ESCModel(SRModel):
     def __init__(self, opt: Dict[str, Any]) -> None:
         if opt.get('val') is not None:
             opt['val'].setdefault('suffix', None)  # basicsr reads it unguarded when saving images
+        self._attention_lines: set = set()  # what check_attention has logged (it runs inside SRModel.__init__)
         super().__init__(opt)
 
     def init_training_settings(self) -> None:
@@ -133,6 +135,7 @@ class ESCModel(SRModel):
 
     def model_to_device(self, net: nn.Module) -> nn.Module:
         net = net.to(self.device)
+        self.check_attention(net)
         if self.opt['dist']:
             find_unused = self.opt.get('find_unused_parameters', False)
             device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
@@ -140,6 +143,14 @@ class ESCModel(SRModel):
         if self.opt['num_gpu'] > 1:
             return DataParallel(net)
         return net
+
+    def check_attention(self, net: nn.Module) -> None:
+        """Log which attention backend each attention configuration of ``net`` runs here and why; an explicit
+        ``attn_type`` that cannot run on this device stops here, before any training or evaluation."""
+        for line in describe_attention(net, self.device, training=bool(self.opt.get('is_train'))):
+            if line not in self._attention_lines:
+                self._attention_lines.add(line)
+                get_root_logger().info(line)
 
     def get_optimizer(self, optim_type: str, params, lr: float, **kwargs) -> torch.optim.Optimizer:
         """Any optimizer of ``torch.optim`` by name (basicsr 1.4.2 knows only Adam; ESC trains with AdamW)."""
