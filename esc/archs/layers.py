@@ -1,4 +1,4 @@
-"""The building blocks every ESC variant is composed of (paper Sec. 3.3, ARCHITECTURE.md).
+"""The building blocks every ESC variant is composed of (paper Sec. 3.3; docs/architecture.md).
 
 Each idea lives here once: channels-first LayerNorm, ConvFFN, reflect padding that works for any
 size, the 8-symmetry average of the shared large kernel, the dynamic-kernel generator, the two
