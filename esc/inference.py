@@ -23,6 +23,7 @@ if sys.path and osp.abspath(sys.path[0]) == osp.dirname(osp.abspath(__file__)):
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image, UnidentifiedImageError  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from esc.archs.streaming import tune_glibc_malloc  # noqa: E402
@@ -42,6 +43,7 @@ def read_image(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ESCError(f'{path}: not an image OpenCV can read')
+    check_complete(path)
     if image.dtype not in (np.uint8, np.uint16):
         raise ESCError(f'{path}: {image.dtype} pixels are not supported (8- or 16-bit images)')
     if image.ndim == 3 and image.shape[2] == 3:
@@ -49,6 +51,18 @@ def read_image(path: Path) -> np.ndarray:
     elif image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
     return image
+
+
+def check_complete(path: Path) -> None:
+    """Decode ``path`` once more with Pillow, which reports truncated or corrupt data: OpenCV returns a truncated
+    JPEG as a whole image, grey below the cut. Formats Pillow does not know are left to OpenCV's verdict."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except UnidentifiedImageError:
+        return
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ESCError(f'{path}: damaged or truncated image ({exc})') from None
 
 
 def write_image(path: Path, image: np.ndarray) -> None:
