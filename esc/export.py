@@ -4,7 +4,8 @@
 
 The network is read off the checkpoint as ``esc/inference.py`` reads it, folded for inference
 (:func:`fold_for_export`: the 8-symmetric large kernel and every window's relative position bias become
-constants) and traced once by ``torch.onnx.export(dynamo=True)`` with symbolic H and W. Before
+constants; with ``--attn-type flashbias`` the biases stay low-rank factors instead, factorised here with
+``--bias-rank``/``--bias-energy`` unless the checkpoint already holds them) and traced once by ``torch.onnx.export(dynamo=True)`` with symbolic H and W. Before
 anything is written, onnxruntime and the PyTorch network upscale an image of another size, whose
 sides are no multiple of the attention window; a difference above ``--tolerance`` is an error and
 nothing is written. The batch is fixed at 1: the dynamic kernels are a grouped convolution with
@@ -23,7 +24,7 @@ import os.path as osp
 import re
 import sys
 import time
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
 if sys.path and osp.abspath(sys.path[0]) == osp.dirname(osp.abspath(__file__)):
     # run as a script: import the `esc` package, not the folder esc/ itself, first
@@ -33,6 +34,7 @@ import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from esc.archs.attention import WindowAttention  # noqa: E402
+from esc.archs.flashbias import describe_conversion, factorised_copy  # noqa: E402
 from esc.errors import ESCError  # noqa: E402
 from esc.upscaler import load_model  # noqa: E402
 from esc.utils.checkpoint import write_atomic  # noqa: E402
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     import onnx
 
 FORMATS = ('onnx',)
-EXPORT_ATTN_TYPES = ('sdpa', 'naive')
+EXPORT_ATTN_TYPES = ('sdpa', 'naive', 'flashbias')
 MIN_OPSET = 18
 
 
@@ -58,9 +60,10 @@ def fold_for_export(net: nn.Module, attn_type: str = 'sdpa') -> nn.Module:
 
     The copy's ``large_kernel()`` returns the symmetric-averaged LK and each attention's ``bias()``
     its dense (heads, N, N) bias, as buffers (``folded_large_kernel``, ``folded_bias``) instead of
-    recomputing them from ``plk_filter`` and the bias tables, which are dropped.
-    Attention runs on ``attn_type`` ('sdpa' or 'naive'; flex reads the table), row-strip streaming is
-    off and no parameter requires a gradient. ``net`` itself is not changed.
+    recomputing them from ``plk_filter`` and the bias tables (or factors), which are dropped.
+    Attention runs on ``attn_type`` ('sdpa' or 'naive'; flex reads the table; 'flashbias' keeps the
+    factors of a factorised network and folds no dense bias), row-strip streaming is off and no
+    parameter requires a gradient. ``net`` itself is not changed.
     """
     if attn_type not in EXPORT_ATTN_TYPES:
         raise ESCError(f"attn_type: {attn_type!r} cannot be exported; choose one of {', '.join(EXPORT_ATTN_TYPES)}")
@@ -75,8 +78,15 @@ def fold_for_export(net: nn.Module, attn_type: str = 'sdpa') -> nn.Module:
     for module in folded.modules():
         if isinstance(module, WindowAttention):
             module.attn_type = attn_type
+            if attn_type == 'flashbias':
+                if module.bias_form != 'factors':
+                    raise ESCError("attn_type: 'flashbias' exports factorised position biases; this network holds "
+                                   'bias tables (factorise it first: --bias-rank/--bias-energy, '
+                                   'esc.archs.flashbias.factorise_network)')
+                continue
             _fold(module, 'bias', module.bias())
-            del module.relative_position_bias
+            for name in module.bias_parameters:
+                delattr(module, name)
     return folded
 
 
@@ -183,18 +193,45 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--param-key', default='params_ema', help="state dict inside the checkpoint (falls back to 'params')")
     p.add_argument('--attn-type', default='sdpa', help=f"attention in the exported graph: {', '.join(EXPORT_ATTN_TYPES)}")
     p.add_argument('--tolerance', type=float, default=1e-4, help='largest max abs difference accepted (default 1e-4)')
+    p.add_argument('--bias-rank', type=int, default=None,
+                   help='with --attn-type flashbias: factorise every position bias at this rank first')
+    p.add_argument('--bias-energy', type=float, default=None,
+                   help='with --attn-type flashbias: factorise at the smallest rank keeping this share of the '
+                        'bias energy (e.g. 0.999)')
     return p
+
+
+def factorise_for_export(net: nn.Module, rank: Optional[int], energy: Optional[float]) -> Tuple[nn.Module, List[str]]:
+    """``net`` with FlashBias factors for ``--attn-type flashbias``: factorised at ``rank``/``energy`` if given
+    (a copy; ``net`` is the exact reference then), else as it is, which must hold factors already. Returns
+    the network and one line per factorised layer, with its output difference on a test image."""
+    if rank is None and energy is None:
+        if not any(m.bias_form == 'factors' for m in net.modules() if isinstance(m, WindowAttention)):
+            raise ESCError('--attn-type flashbias: the checkpoint holds bias tables; give --bias-rank or --bias-energy')
+        return net, []
+    if rank is not None and energy is not None:
+        raise ESCError('--bias-rank, --bias-energy: give one of them, not both')
+    window = getattr(net, 'window_size', 8)
+    factorised, reports, comparison = factorised_copy(net, example_input(window, extra=window // 2 + 1), rank, energy)
+    return factorised, describe_conversion(reports, comparison)
 
 
 def run(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     check_options(args.format, args.opset, args.attn_type)
+    if args.attn_type != 'flashbias' and (args.bias_rank is not None or args.bias_energy is not None):
+        raise ESCError('--bias-rank/--bias-energy: they apply to --attn-type flashbias only')
     if not osp.isdir(osp.dirname(osp.abspath(args.output))):
         raise ESCError(f'-o: no such folder {osp.dirname(osp.abspath(args.output))}')
     model = load_model(args.model, scale=args.scale, arch=args.arch, device='cpu', param_key=args.param_key)
     print(f'{model} from {args.model}', flush=True)
     start = time.perf_counter()
-    data, difference = export(model.net, args.opset, args.attn_type, args.tolerance)
+    net = model.net
+    if args.attn_type == 'flashbias':
+        net, lines = factorise_for_export(net, args.bias_rank, args.bias_energy)
+        for line in lines:
+            print(line, flush=True)
+    data, difference = export(net, args.opset, args.attn_type, args.tolerance)
     write_atomic(args.output, data)
     print(f'ONNX written to {args.output} ({len(data) / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s); '
           f'max abs difference to PyTorch {difference:.2g}', flush=True)

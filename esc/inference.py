@@ -135,6 +135,8 @@ def run(argv: Sequence[str]) -> int:
                                  param_key=args.param_key)
     model.progress = True
     print(f'{model} from {args.model}', flush=True)
+    for line in model.attention:
+        print(line, flush=True)
     args.output.mkdir(parents=True, exist_ok=True)
     inputs = {p.resolve() for p in sources}
     done, skipped, start = 0, 0, time.perf_counter()

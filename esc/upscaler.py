@@ -12,14 +12,16 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from esc.archs.attention import describe_attention
 from esc.archs.esc_arch import NETWORKS, VARIANTS
+from esc.archs.flashbias import bias_ranks
 from esc.archs.lte_arch import VARIANTS as LTE_VARIANTS, check_scale
 from esc.errors import ESCError
 from esc.utils.checkpoint import read_state_dict
@@ -62,7 +64,8 @@ def _count(state_dict: Mapping[str, Any], pattern: str) -> int:
 
 
 def detect_network(state_dict: Mapping[str, Tensor], scale: Optional[float] = None) -> Dict[str, Any]:
-    """The network options (``type`` plus constructor arguments) a state dict was trained with.
+    """The network options (``type`` plus constructor arguments) a state dict was trained with; a FlashBias
+    state dict (factorised position biases, :mod:`esc.archs.flashbias`) gives ``bias_rank`` and ``attn_type``.
 
     ``scale`` is needed only where the checkpoint does not tell it; a one-line :class:`ESCError` lists
     the candidates then, and says what is missing when the state dict is not an ESC network at all.
@@ -79,9 +82,13 @@ def detect_network(state_dict: Mapping[str, Tensor], scale: Optional[float] = No
         raise ESCError('checkpoint is not an ESC network (its blocks have no convffns)')
     opt['exp_ratio'] = sd['blocks.0.convffns.0.proj.weight'].shape[0] / dim
     tables = [v for k, v in sd.items() if k.endswith('relative_position_bias')]
+    factors = [v for k, v in sd.items() if k.endswith('bias_factor_q')]  # FlashBias: (heads, ws², R) per layer
     if tables:
         opt['num_heads'] = tables[0].shape[0]
         opt['window_size'] = (math.isqrt(tables[0].shape[1]) + 1) // 2
+    elif factors:
+        opt.update(num_heads=factors[0].shape[0], window_size=math.isqrt(factors[0].shape[1]),
+                   bias_rank=bias_ranks(sd), attn_type='flashbias')
     kernel = next((sd[k] for k in ('plk_filter', 'lk_spatial', 'blocks.0.pconvs.0.plk.lk') if k in sd), None)
     if kernel is not None:
         opt['pdim'], opt['kernel_size'] = kernel.shape[0], kernel.shape[-1]
@@ -143,6 +150,8 @@ class Upscaler:
         self.name = variant_name(options)
         self.precision, self.tile, self.tile_overlap = precision, tile, tile_overlap
         self.progress = progress
+        self.attention: List[str] = describe_attention(net, device, training=False)
+        """Which attention backend runs here, and why (one line per configuration)."""
 
     def __repr__(self) -> str:
         tiling = f', tile {self.tile}/{self.tile_overlap}' if self.tile else ''

@@ -7,6 +7,8 @@ computes that equation:
 - ``flex``:  FlexAttention, compiled once for every input size (:class:`FlexBackend`).
 - ``sdpa``:  fused attention with B as an additive mask (:class:`SDPABackend`).
 - ``naive``: explicit matmul + softmax + matmul, the reference (:class:`NaiveBackend`).
+- ``flashbias``: B held as low-rank factors appended to q and k, mask-free fused attention
+  (:mod:`esc.archs.flashbias`; layers built with the networks' ``bias_rank`` option).
 - ``auto``:  the fastest backend that works where the network runs (:func:`choose_backend` says which and why):
   flex on CUDA where its kernel compiles (Triton present, head dim ≥ 16), otherwise sdpa.
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,9 @@ from torch.autograd.function import once_differentiable
 
 from esc.archs.layers import pad_to_multiple
 from esc.errors import ESCError
+
+BIAS_INIT_STD = 1e-3
+"""Standard deviation of the relative-position bias at initialisation (the official N(0, 1)·0.001)."""
 
 FLEX_MIN_HEAD_DIM_CUDA = 16
 """Inductor's CUDA FlexAttention kernel refuses smaller head dimensions ('NYI: embedding dimension ... at least 16')."""
@@ -42,6 +47,9 @@ class AttentionBackend:
     name = ''
     needs_dense_bias = True
     """Whether the backend reads the dense (heads, N, N) B; callers compute it once beforehand only then."""
+    bias_forms: Optional[Tuple[str, ...]] = None
+    """The forms of a layer's position bias (:attr:`WindowAttention.bias_form`) the backend reads itself;
+    None: any, since it reads the dense ``layer.bias()``."""
 
     def unavailable(self, device: torch.device, head_dim: int, training: bool) -> Optional[str]:
         """Why this backend cannot run here (None: it can)."""
@@ -80,6 +88,14 @@ def normalize_attn_type(attn_type: str) -> str:
     return name
 
 
+def bias_form_conflict(attn_type: str, bias_form: str) -> Optional[str]:
+    """Why backend ``attn_type`` cannot read a position bias held as ``bias_form`` (None: it can; 'auto' can)."""
+    forms = BACKENDS[attn_type].bias_forms if attn_type != 'auto' else None
+    if forms is None or bias_form in forms:
+        return None
+    return f"it reads the position bias as {' or '.join(forms)}, the layer holds it as {bias_form}"
+
+
 def flex_attention_available() -> bool:
     try:
         from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
@@ -89,17 +105,20 @@ def flex_attention_available() -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def choose_backend(attn_type: str, device_type: str, head_dim: int, training: bool) -> Tuple[str, str]:
+def choose_backend(attn_type: str, device_type: str, head_dim: int, training: bool,
+                   bias_form: str = 'table') -> Tuple[str, str]:
     """The backend ``attn_type`` runs on (name, and why, in words) for a ``device_type`` device, heads of
-    ``head_dim`` channels, training or not. An explicit backend that cannot run there is an ESCError."""
+    ``head_dim`` channels, training or not, layers whose position bias is held as ``bias_form``
+    (:attr:`WindowAttention.bias_form`). An explicit backend that cannot run there is an ESCError."""
     device = torch.device(device_type)
     if attn_type != 'auto':
-        reason = BACKENDS[attn_type].unavailable(device, head_dim, training)
+        reason = (bias_form_conflict(attn_type, bias_form)
+                  or BACKENDS[attn_type].unavailable(device, head_dim, training))
         if reason:
             raise ESCError(f'attn_type {attn_type!r} cannot run here: {reason}; use attn_type auto or sdpa')
         return attn_type, 'as configured'
     if device.type == 'cuda':
-        reason = BACKENDS['flex'].unavailable(device, head_dim, training)
+        reason = bias_form_conflict('flex', bias_form) or BACKENDS['flex'].unavailable(device, head_dim, training)
         if reason is None:
             return 'flex', f'auto on CUDA: FlexAttention compiles here (Triton, head dim {head_dim})'
         return 'sdpa', f'auto on CUDA: not flex, {reason}'
@@ -107,9 +126,17 @@ def choose_backend(attn_type: str, device_type: str, head_dim: int, training: bo
                     'FlexAttention is no faster on the CPU and cannot train there)')
 
 
-def resolve_attn_type(attn_type: str, device: torch.device, head_dim: int = 16, training: bool = False) -> str:
+@torch.compiler.assume_constant_result
+def _backend_name(attn_type: str, device_type: str, head_dim: int, training: bool, bias_form: str) -> str:
+    """:func:`choose_backend`'s name, a constant to ``torch.compile``: it is computed when a graph is traced
+    (its checks, Triton's presence among them, are not traced into the graph)."""
+    return choose_backend(attn_type, device_type, head_dim, training, bias_form)[0]
+
+
+def resolve_attn_type(attn_type: str, device: torch.device, head_dim: int = 16, training: bool = False,
+                      bias_form: str = 'table') -> str:
     """The concrete backend ``attn_type`` stands for on ``device`` (see :func:`choose_backend`)."""
-    return choose_backend(normalize_attn_type(attn_type), torch.device(device).type, head_dim, training)[0]
+    return choose_backend(normalize_attn_type(attn_type), torch.device(device).type, head_dim, training, bias_form)[0]
 
 
 def describe_attention(net: nn.Module, device: torch.device, training: bool) -> List[str]:
@@ -117,12 +144,14 @@ def describe_attention(net: nn.Module, device: torch.device, training: bool) -> 
 
     Raises the one-line ESCError of :func:`choose_backend` where an explicit backend cannot run (call it
     before training or evaluation starts)."""
-    seen: Dict[Tuple[str, int], str] = {}
+    seen: Dict[Tuple[str, int, str], str] = {}
     for layer in net.modules():
-        if isinstance(layer, WindowAttention) and (layer.attn_type, layer.head_dim) not in seen:
-            backend, why = choose_backend(layer.attn_type, torch.device(device).type, layer.head_dim, training)
-            seen[(layer.attn_type, layer.head_dim)] = (f'attention: {backend} for attn_type {layer.attn_type} '
-                                                       f'(head dim {layer.head_dim}): {why}')
+        key = (layer.attn_type, layer.head_dim, layer.bias_form) if isinstance(layer, WindowAttention) else None
+        if key is not None and key not in seen:
+            backend, why = choose_backend(layer.attn_type, torch.device(device).type, layer.head_dim, training,
+                                          layer.bias_form)
+            seen[key] = (f'attention: {backend} for attn_type {layer.attn_type} (head dim {layer.head_dim}'
+                         f"{', bias as ' + layer.bias_form if layer.bias_form != 'table' else ''}): {why}")
     return list(seen.values())
 
 
@@ -279,6 +308,7 @@ class FlexBackend(AttentionBackend):
 
     name = 'flex'
     needs_dense_bias = False
+    bias_forms = ('table',)
 
     def unavailable(self, device, head_dim, training):
         if not flex_attention_available():
@@ -303,6 +333,11 @@ class FlexBackend(AttentionBackend):
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside non-overlapping ws×ws windows, with relative position bias."""
 
+    bias_form = 'table'
+    """How the position bias is held: 'table', the (heads, (2ws−1)²) table (subclasses hold other forms)."""
+    bias_parameters: Tuple[str, ...] = ('relative_position_bias',)
+    """The parameters :meth:`bias` is computed from."""
+
     def __init__(self, dim: int, window_size: int, num_heads: int, attn_type: str = 'auto') -> None:
         super().__init__()
         if dim % num_heads:
@@ -310,7 +345,7 @@ class WindowAttention(nn.Module):
         self.dim, self.window_size, self.num_heads = dim, window_size, num_heads
         self.head_dim = dim // num_heads
         self.attn_type = normalize_attn_type(attn_type)
-        self.relative_position_bias = nn.Parameter(torch.randn(num_heads, (2 * window_size - 1) ** 2) * 1e-3)
+        self.relative_position_bias = nn.Parameter(torch.randn(num_heads, (2 * window_size - 1) ** 2) * BIAS_INIT_STD)
         self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
         self.to_out = nn.Conv2d(dim, dim, 1)
 
@@ -321,7 +356,7 @@ class WindowAttention(nn.Module):
     def backend(self, device: torch.device, training: Optional[bool] = None) -> AttentionBackend:
         """The backend this layer's ``attn_type`` runs on ``device`` (training: whether gradients are recorded)."""
         training = torch.is_grad_enabled() if training is None else training
-        return BACKENDS[choose_backend(self.attn_type, device.type, self.head_dim, training)[0]]
+        return BACKENDS[_backend_name(self.attn_type, device.type, self.head_dim, training, self.bias_form)]
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor] = None) -> Tensor:
         """softmax(q·kᵀ/√d + B)·v on (windows, heads, N, d) tensors with the configured backend; the

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esc.archs.attention import WindowAttention, normalize_attn_type
+from esc.archs.attention import bias_form_conflict, normalize_attn_type
+from esc.archs.flashbias import BiasRank, FactorisedWindowAttention, layer_ranks, window_attention
 from esc.archs.streaming import streamed_forward
 from esc.archs.layers import (ConvAttn, ConvFFN, DecomposedLargeKernelConv, LargeKernel, LayerNorm2d, ReflectConv2d,
                               SharedLargeKernelConv, symmetric_average)
@@ -87,6 +88,9 @@ class _ESCNetwork(nn.Module):
 
     ``streaming``: 'auto' computes in row strips on CPU when no gradient is needed (same output, a
     fraction of the memory, faster), 'on' always when no gradient is needed, 'off' never.
+    ``bias_rank``: None (the default) holds each attention layer's position bias as the relative-position
+    table; a rank R (or one per self-attention layer, in order) holds it as trainable low-rank factors
+    (FlashBias, :mod:`esc.archs.flashbias`), which ``attn_type: flashbias`` needs.
     """
 
     large_kernel_conv: type = SharedLargeKernelConv
@@ -98,7 +102,8 @@ class _ESCNetwork(nn.Module):
     def __init__(self, dim: int, pdim: int, kernel_size: int, n_blocks: int, conv_blocks: int, window_size: int,
                  num_heads: int, upscaling_factor: Optional[int], exp_ratio: float, attn_type: str,
                  norm_before_ffns: bool, unknown: Mapping[str, Any], large_kernel_options: Optional[Mapping[str, Any]] = None,
-                 first_mixer: str = 'self_attn', inner_mixer: str = 'conv_attn', streaming: str = 'auto') -> None:
+                 first_mixer: str = 'self_attn', inner_mixer: str = 'conv_attn', streaming: str = 'auto',
+                 bias_rank: BiasRank = None) -> None:
         super().__init__()
         self._check_options(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
                             exp_ratio, unknown)
@@ -112,9 +117,17 @@ class _ESCNetwork(nn.Module):
         self.window_size, self.upscaling_factor = window_size, upscaling_factor
         self.attn_type = normalize_attn_type(attn_type)
         self.uses_conv_attn = 'conv_attn' in (first_mixer, inner_mixer)
+        where = f'network_g ({type(self).__name__})'
+        conflict = bias_form_conflict(self.attn_type, FactorisedWindowAttention.bias_form if bias_rank is not None
+                                      else 'table')
+        if conflict:
+            hint = 'set bias_rank to factorise it' if bias_rank is None else 'leave bias_rank unset'
+            raise ESCError(f'{where}: attn_type {attn_type!r}: {conflict} ({hint})')
+        attention_layers = n_blocks * ((first_mixer == 'self_attn') + conv_blocks * (inner_mixer == 'self_attn'))
+        ranks = iter(layer_ranks(bias_rank, attention_layers, window_size, where))
 
         def make_self_attn() -> nn.Module:
-            return WindowAttention(dim, window_size, num_heads, self.attn_type)
+            return window_attention(dim, window_size, num_heads, self.attn_type, next(ranks))
 
         def make_conv_attn() -> nn.Module:
             return ConvAttn(dim, pdim, self.large_kernel_conv(pdim, **(large_kernel_options or {})))
@@ -171,8 +184,9 @@ class _ESCNetwork(nn.Module):
         return self.reconstruct(self.fuse(self.deep_features(f0), f0, x), x)
 
     def streams(self, x: Tensor) -> bool:
-        """Whether ``forward(x)`` runs in row strips (see ``streaming``)."""
-        if self.streaming == 'off' or torch.is_grad_enabled():
+        """Whether ``forward(x)`` runs in row strips (see ``streaming``); never when compiled, where the strip loop
+        would make every image height a graph of its own."""
+        if self.streaming == 'off' or torch.is_grad_enabled() or torch.compiler.is_compiling():
             return False
         return self.streaming == 'on' or x.device.type == 'cpu'
 
@@ -188,6 +202,9 @@ class _ESCNetwork(nn.Module):
         """Load weights; a checkpoint of another scale has its sub-pixel conv resampled, a checkpoint of
         another architecture is refused with one line naming the first key that does not fit."""
         state_dict = dict(state_dict)
+        for name, module in self.named_modules():  # e.g. factorised attention layers take a bias table
+            if hasattr(module, 'adapt_state_dict'):
+                module.adapt_state_dict(state_dict, f'{name}.' if name else '')
         own = self.state_dict()
         weight = state_dict.get('to_img.weight')
         if (weight is not None and 'to_img.weight' in own and weight.shape != own['to_img.weight'].shape
@@ -226,11 +243,11 @@ class ESC(_ESCNetwork):
                  window_size: int = 32, num_heads: int = 4, upscaling_factor: Optional[int] = None,
                  exp_ratio: float = 1.25, attn_type: str = 'auto', use_ln: bool = False, share_lk: bool = True,
                  dynamic_kernel: bool = True, first_mixer: str = 'self_attn', inner_mixer: str = 'conv_attn',
-                 streaming: str = 'auto', **unknown: Any) -> None:
+                 streaming: str = 'auto', bias_rank: BiasRank = None, **unknown: Any) -> None:
         large_kernel_options = dict(own_kernel_size=None if share_lk else kernel_size, dynamic=bool(dynamic_kernel))
         super().__init__(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
                          exp_ratio, attn_type, bool(use_ln), unknown, large_kernel_options, first_mixer, inner_mixer,
-                         streaming)
+                         streaming, bias_rank)
         if share_lk and self.uses_conv_attn:
             self.plk_filter = nn.Parameter(torch.empty(pdim, pdim, kernel_size, kernel_size))
             nn.init.orthogonal_(self.plk_filter)
@@ -258,9 +275,10 @@ class ESCFP(_ESCNetwork):
 
     def __init__(self, dim: int = 48, pdim: int = 16, kernel_size: int = 13, n_blocks: int = 5, conv_blocks: int = 5,
                  window_size: int = 32, num_heads: int = 3, upscaling_factor: Optional[int] = None,
-                 exp_ratio: float = 1.25, attn_type: str = 'auto', streaming: str = 'auto', **unknown: Any) -> None:
+                 exp_ratio: float = 1.25, attn_type: str = 'auto', streaming: str = 'auto', bias_rank: BiasRank = None,
+                 **unknown: Any) -> None:
         super().__init__(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
-                         exp_ratio, attn_type, True, unknown, streaming=streaming)
+                         exp_ratio, attn_type, True, unknown, streaming=streaming, bias_rank=bias_rank)
         self.lk_channel = nn.Parameter(torch.randn(pdim, pdim, 1, 1))
         self.lk_spatial = nn.Parameter(torch.empty(pdim, 1, kernel_size, kernel_size))
         nn.init.orthogonal_(self.lk_spatial)
@@ -296,9 +314,10 @@ class ESCReal(_ESCNetwork):
 
     def __init__(self, dim: int = 64, pdim: int = 16, kernel_size: int = 13, n_blocks: int = 10, conv_blocks: int = 5,
                  window_size: int = 32, num_heads: int = 4, upscaling_factor: Optional[int] = 4,
-                 exp_ratio: float = 2.0, attn_type: str = 'auto', streaming: str = 'auto', **unknown: Any) -> None:
+                 exp_ratio: float = 2.0, attn_type: str = 'auto', streaming: str = 'auto', bias_rank: BiasRank = None,
+                 **unknown: Any) -> None:
         super().__init__(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
-                         exp_ratio, attn_type, True, unknown, streaming=streaming)
+                         exp_ratio, attn_type, True, unknown, streaming=streaming, bias_rank=bias_rank)
         if upscaling_factor not in self.SCALES:
             raise ESCError(f'network_g (ESCReal): upscaling_factor must be 2 or 4, got {upscaling_factor}')
         self.plk_filter = nn.Parameter(torch.empty(pdim, pdim, kernel_size, kernel_size))
