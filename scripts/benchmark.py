@@ -8,6 +8,10 @@
     python scripts/benchmark.py --variants ESC --scales 4 --compare-naive     # ratio to explicit attention
     python scripts/benchmark.py scaling --variant ESC --scale 4               # cost per megapixel, 4 sizes
     python scripts/benchmark.py train --compare-naive       # ESC-light x2 training step, batch 8 of 64x64
+    python scripts/benchmark.py --variants ESC --scales 4 --compile reduce-overhead --channels-last --tf32
+    python scripts/benchmark.py speedup      # GPU: the fast path against the plain one, fp32 and bf16 (issue 13)
+    python scripts/benchmark.py sizes        # one network over 14 test-set image sizes in one process
+    python scripts/benchmark.py flashbias --checkpoint net_g_latest.pth   # exact vs FlashBias ranks (issue 14)
 
 Defaults: warm-up 3 / 10 timed runs on CPU, 10 / 100 on CUDA (Table 1 on CPU: 1 / 3). Latency is the
 median of the timed runs (min/max and IQR beside it). Memory in MB (bytes / 2**20): on CUDA
@@ -19,19 +23,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import _checkout  # noqa: F401  (this checkout's esc on sys.path; before any esc import)
+from esc.errors import ESCError  # noqa: E402
 from esc.utils.checkpoint import write_atomic  # noqa: E402
 from esc.utils.cli import one_line_errors  # noqa: E402
-from esc.upscaler import DTYPES  # noqa: E402
-from esc.utils.benchmark import (NAIVE_RATIO_HEADER, NETWORK_HEADER, SCALING_HEADER,  # noqa: E402
-                                 TABLE1_DIM, TABLE1_HEADER, TABLE1_HEADS, TABLE1_WINDOW_SIZES, TRAIN_HEADER, RunSettings,
-                                 attention_spec, backend_label, benchmark_network, fused_attention_type,
-                                 iter_table1, make_settings, memory_note, network_row, network_spec, parse_size,
-                                 measure, scaling_row, speed_entry, stream_table, table1_cells, train_row, train_spec,
+from esc.acceleration import COMPILE_MODES, FAST, FastPath  # noqa: E402
+from esc.upscaler import DTYPES, load_model, resolve_device  # noqa: E402
+from esc.utils.benchmark import (NAIVE_RATIO_HEADER, NETWORK_HEADER, SCALING_HEADER, SIZES_HEADER,  # noqa: E402
+                                 SPEEDUP_HEADER, SPEEDUP_NETWORKS, SPEEDUP_TRAINING, TABLE1_DIM, TABLE1_HEADER,
+                                 TABLE1_HEADS, TABLE1_WINDOW_SIZES, TEST_SET_LR_SIZES, TRAIN_HEADER, RunSettings,
+                                 attention_spec, backend_label, benchmark_network, check_variant, evaluate_sizes,
+                                 fused_attention_type, iter_table1, make_settings, memory_note, network_row,
+                                 network_spec, parse_size, measure, scaling_row, size_cells, speed_entry,
+                                 speedup_cells, speedup_row, stream_table, table1_cells, train_row, train_spec,
                                  with_naive_ratio)
+
+from esc.utils.benchmark import (FLASHBIAS_ACCURACY_HEADER, FLASHBIAS_RANKS, flashbias_accuracy,  # noqa: E402
+                                 flashbias_cells, flashbias_header, iter_flashbias)
 
 TABLE1_CPU_SCHEDULE = (1, 3)
 
@@ -52,11 +64,15 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--case-timeout', type=float, default=None, help='seconds allowed per subprocess case')
     parser.add_argument('--malloc', default='tuned', help='tuned (glibc keeps freed large blocks, see '
                         'esc.archs.streaming.tune_glibc_malloc) or default (glibc as it comes)')
+    parser.add_argument('--compile', default=None, metavar='MODE',
+                        help=f"torch.compile the whole network: {', '.join(COMPILE_MODES)} or none (default: eager)")
+    parser.add_argument('--channels-last', action='store_true', help='channels-last (NHWC) weights and inputs')
+    parser.add_argument('--tf32', action='store_true', help='float32 matmuls on TF32 tensor cores (CUDA)')
 
 
 def network_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog='subcommands: table1, scaling, train (see their -h)',
+                                     epilog='subcommands: table1, scaling, train, speedup, sizes, flashbias (see their -h)',
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--variants', nargs='+', default=['ESC', 'ESC-light', 'ESC-FP'],
                         help='ESC, ESC-light, ESC-FP, ESC-Real')
@@ -113,13 +129,17 @@ def scaling_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace, cpu_schedule: Optional[Tuple[int, int]] = None) -> RunSettings:
-    settings = make_settings(args.device, args.dtype, args.warmup, args.runs, args.threads, args.malloc)
-    if settings.device == 'cpu' and cpu_schedule is not None:
-        warmup = cpu_schedule[0] if args.warmup is None else args.warmup
-        runs = cpu_schedule[1] if args.runs is None else args.runs
-        settings = make_settings(args.device, args.dtype, warmup, runs, args.threads, args.malloc)
-    return settings
+def _settings(args: argparse.Namespace, cpu_schedule: Optional[Tuple[int, int]] = None,
+              dtype: Optional[str] = None, fast: Optional[FastPath] = None) -> RunSettings:
+    """The run settings the options ask for (``dtype`` and ``fast`` override theirs)."""
+    dtype = args.dtype if dtype is None else dtype
+    if fast is None:
+        fast = FastPath(None if args.compile in (None, 'none') else args.compile, args.channels_last, args.tf32)
+    warmup, runs = args.warmup, args.runs
+    if resolve_device(args.device) == 'cpu' and cpu_schedule is not None:
+        warmup = cpu_schedule[0] if warmup is None else warmup
+        runs = cpu_schedule[1] if runs is None else runs
+    return make_settings(args.device, dtype, warmup, runs, args.threads, args.malloc, fast)
 
 
 def _threads_note(device: str, threads: Sequence[int]) -> str:
@@ -235,15 +255,175 @@ def run_train(argv: Sequence[str]) -> None:
     _emit('Memory: ' + records[0].memory_method + '.' + _threads_note(settings.device, [r.threads for r in records]))
 
 
+def _case(text: str) -> Tuple[str, int]:
+    """'ESC-light:4' → ('ESC-light', 4), checked."""
+    variant, _, scale = text.rpartition(':')
+    if not variant or not scale.isdigit():
+        raise ESCError(f'case {text!r} is not VARIANT:SCALE (e.g. ESC-light:4)')
+    check_variant(variant, int(scale))
+    return variant, int(scale)
+
+
+def speedup_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='benchmark.py speedup',
+        description='the fast path (compile, channels-last, TF32; fp32 and bf16) against the plain fp32 path, same '
+                    'weights and input, in one process: HD inference and training steps, with the targets of issue 13 '
+                    '(inference >= 2x fp32 / >= 4x bf16 within 1/255, training >= 1.5x / >= 3x, memory <= plain)')
+    parser.add_argument('--networks', nargs='*', default=[f'{v}:{s}' for v, s in SPEEDUP_NETWORKS],
+                        help='inference cases VARIANT:SCALE at HD output')
+    parser.add_argument('--training', nargs='*', default=[f'{v}:{s}' for v, s in SPEEDUP_TRAINING],
+                        help='training-step cases VARIANT:SCALE')
+    parser.add_argument('--batch', type=int, default=16, help='training batch')
+    parser.add_argument('--lr-size', default=None, help='LR input HxW of every case (default: HD output; 64x64 '
+                        'patches for training)')
+    parser.add_argument('--attn-type', default='auto', help='attention of every case (auto: flex where it compiles)')
+    parser.add_argument('--precisions', nargs='+', default=['fp32', 'bf16'], help='precisions of the fast path')
+    _common_options(parser)
+    return parser
+
+
+def run_speedup(argv: Sequence[str]) -> None:
+    args = speedup_parser().parse_args(argv)
+    fast = FAST if args.compile is None and not args.channels_last and not args.tf32 else None
+    plain = _settings(args, cpu_schedule=(1, 3), dtype='fp32', fast=FastPath())
+    fast_settings = [_settings(args, cpu_schedule=(1, 3), dtype=dtype, fast=fast) for dtype in args.precisions]
+    lr_size = parse_size(args.lr_size) if args.lr_size else None
+    cases = [('network', *_case(c)) for c in args.networks] + [('train', *_case(c)) for c in args.training]
+    _emit(f'plain: fp32, eager, NCHW; fast: {fast_settings[0].fast}; {plain.device}, attention {args.attn_type}, '
+          f'warm-up {plain.warmup}, {plain.runs} timed runs (median), one process.')
+    _emit('')
+
+    def rows() -> Iterator[List[str]]:
+        for kind, variant, scale in cases:
+            yield speedup_cells(speedup_row(kind, variant, scale, plain, fast_settings, args.attn_type, args.batch,
+                                            lr_size))
+
+    stream_table(SPEEDUP_HEADER, rows(), args.markdown, _emit)
+    _emit('')
+    _emit(memory_note(plain.device) if plain.device == 'cuda' else
+          'Memory: peak RSS of the whole process (VmHWM), which only grows; on the CPU compare latencies only.')
+
+
+def sizes_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='benchmark.py sizes',
+                                     description='one network over many LR sizes in one process, as esc/test.py runs '
+                                                 'a test set: first-pass and steady latency, peak memory, compiles')
+    parser.add_argument('--variant', default='ESC')
+    parser.add_argument('--scale', type=int, default=2)
+    parser.add_argument('--attn-type', default='auto')
+    parser.add_argument('--sizes', nargs='+', default=[f'{h}x{w}' for h, w in TEST_SET_LR_SIZES],
+                        help='LR sizes HxW (default: 14 of a x2 test set)')
+    _common_options(parser)
+    return parser
+
+
+def run_sizes(argv: Sequence[str]) -> None:
+    args = sizes_parser().parse_args(argv)
+    settings = _settings(args, cpu_schedule=(0, 1))
+    check_variant(args.variant, args.scale)
+    sizes = [parse_size(size) for size in args.sizes]
+    _emit(f'{args.variant} x{args.scale}, attention {args.attn_type}, {settings.device}, {settings.dtype}, '
+          f'{settings.fast} (dynamic shapes), {settings.runs} passes per image after the first.')
+    _emit('')
+    start = time.perf_counter()
+    stream_table(SIZES_HEADER, (size_cells(r) for r in evaluate_sizes(args.variant, args.scale, sizes, settings,
+                                                                      args.attn_type, settings.runs)),
+                 args.markdown, _emit)
+    _emit('')
+    _emit(f'Whole pass: {time.perf_counter() - start:.1f} s. ' + ('Memory: torch.cuda.max_memory_allocated per image.'
+          if settings.device == 'cuda' else 'Memory: peak RSS of the process so far (VmHWM).'))
+
+
+FLASHBIAS_PARTS = ('attention', 'network', 'train', 'accuracy')
+FLASHBIAS_PHOTOS = ('coffee', 'astronaut', 'chelsea', 'rocket')
+
+
+def flashbias_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='benchmark.py flashbias',
+        description='FlashBias (esc/archs/flashbias.py): exact attention against low-rank factorised biases')
+    parser.add_argument('--parts', nargs='+', default=list(FLASHBIAS_PARTS),
+                        help=f"what to measure: {', '.join(FLASHBIAS_PARTS)} (default: all)")
+    parser.add_argument('--ranks', nargs='+', type=int, default=list(FLASHBIAS_RANKS), help='ranks of the factors')
+    parser.add_argument('--sizes', nargs='+', default=['64', '288'], help='attention: input H or HxW (C = 64)')
+    parser.add_argument('--window-sizes', nargs='+', type=int, default=[32], help='attention: window sizes')
+    parser.add_argument('--variants', nargs='+', default=['ESC', 'ESC-light'], help='network: variants')
+    parser.add_argument('--scales', nargs='+', type=int, default=[4], help='network: scales (HD output)')
+    parser.add_argument('--lr-size', default=None, help='network: LR input HxW (default: an HD output)')
+    parser.add_argument('--batch', type=int, default=8, help='train: batch of 64x64 LR patches (ESC-light x2)')
+    parser.add_argument('--checkpoint', default=None,
+                        help='accuracy: weights to convert (e.g. the demo\'s experiments/demo_ESC_light_X2/models/'
+                             'net_g_latest.pth); the part is skipped without it')
+    parser.add_argument('--photos', nargs='+', default=list(FLASHBIAS_PHOTOS),
+                        help='accuracy: scikit-image photographs used as LR inputs')
+    parser.add_argument('--crop', type=int, default=256, help='accuracy: centre-crop each photograph to this size')
+    _common_options(parser)
+    return parser
+
+
+def run_flashbias(argv: Sequence[str]) -> None:
+    args = flashbias_parser().parse_args(argv)
+    unknown = sorted(set(args.parts) - set(FLASHBIAS_PARTS))
+    if unknown:
+        raise ESCError(f"--parts: {', '.join(unknown)} unknown; choose from {', '.join(FLASHBIAS_PARTS)}")
+    settings = _settings(args, TABLE1_CPU_SCHEDULE)
+    isolate = False if args.in_process else None
+    sizes = [parse_size(s) for s in args.sizes]
+    lr_size = parse_size(args.lr_size) if args.lr_size is not None else None
+    _emit(f'{settings.device}, {settings.dtype}, warm-up {settings.warmup}, {settings.runs} timed runs (median), '
+          f'ranks {args.ranks}; exact: bias tables, attn_type auto.')
+    threads: List[int] = []
+
+    def rows(cases, attn_types=('flashbias',)) -> Iterator[List[str]]:
+        for row in iter_flashbias(cases, args.ranks, attn_types, isolate=isolate, timeout=args.case_timeout):
+            threads.extend(r.threads for r in (row.exact, *row.factorised.values()))
+            yield flashbias_cells(row)
+
+    if 'attention' in args.parts:
+        _emit('\nWindow attention alone (Table 1 layout, C = 64, 4 heads, 1x1 projections included):\n')
+        cases = [(f'{h}x{w}x{TABLE1_DIM}, window {ws}', attention_spec((h, w), ws, settings, 'auto'))
+                 for h, w in sizes for ws in args.window_sizes]
+        stream_table(flashbias_header(args.ranks), rows(cases), args.markdown, _emit)
+    if 'network' in args.parts:
+        _emit('\nWhole networks (no gradient; row strips on the CPU):\n')
+        cases = [(f'{v} x{r}', network_spec(v, r, settings, 'auto', lr_size)) for v in args.variants for r in args.scales]
+        stream_table(flashbias_header(args.ranks), rows(cases), args.markdown, _emit)
+    if 'train' in args.parts:
+        _emit(f'\nOne training step (ESC-light x2, batch {args.batch} of 64x64, L1 + AdamW), factorised layers on '
+              'the stock flash backward (flashbias) and on the fused bias backward (sdpa, dense Φq·Φkᵀ):\n')
+        train_settings = _settings(args, (1, 3))
+        cases = [('ESC-light x2 step', train_spec('ESC-light', 2, train_settings, 'auto', args.batch))]
+        stream_table(flashbias_header(args.ranks, ('flashbias', 'sdpa')), rows(cases, ('flashbias', 'sdpa')),
+                     args.markdown, _emit)
+    if 'accuracy' in args.parts:
+        if args.checkpoint is None:
+            _emit('\naccuracy: skipped (give --checkpoint)')
+        else:
+            import torch
+
+            from esc.convert_flashbias import photograph
+
+            model = load_model(args.checkpoint, device=settings.device)
+            images = [photograph(None, args.crop, name).to(settings.device) for name in args.photos]
+            _emit(f'\nOutput against the exact network: {model} from {args.checkpoint}, converted by SVD at each '
+                  f"rank; LR inputs: {', '.join(args.photos)} (centre {args.crop}x{args.crop}):\n")
+            with torch.no_grad():
+                stream_table(FLASHBIAS_ACCURACY_HEADER, flashbias_accuracy(model.net, images, args.ranks),
+                             args.markdown, _emit)
+    _emit('')
+    _emit(memory_note(settings.device) + _threads_note(settings.device, threads))
+
+
+SUBCOMMANDS = {'train': run_train, 'table1': run_table1, 'scaling': run_scaling, 'speedup': run_speedup,
+               'sizes': run_sizes, 'flashbias': run_flashbias}
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     with one_line_errors():
-        if argv and argv[0] == 'train':
-            run_train(argv[1:])
-        elif argv and argv[0] == 'table1':
-            run_table1(argv[1:])
-        elif argv and argv[0] == 'scaling':
-            run_scaling(argv[1:])
+        if argv and argv[0] in SUBCOMMANDS:
+            SUBCOMMANDS[argv[0]](argv[1:])
         else:
             run_network(argv)
 

@@ -8,7 +8,6 @@ import sys
 from types import ModuleType
 
 import pytest
-import torch
 
 from esc.errors import ESCError
 from esc.utils.benchmark import (NETWORK_HEADER, TABLE1_HEADER, TRAIN_HEADER, BenchmarkRecord, Table1Row, _build,

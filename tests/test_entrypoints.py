@@ -157,8 +157,9 @@ def test_every_command_finds_its_checkout_where_esc_is_not_installed(tmp_path):
     probe = subprocess.run([sys.executable, '-S', '-c', 'import esc'], cwd=tmp_path, env=env, capture_output=True,
                            text=True)
     assert probe.returncode != 0 and "No module named 'esc'" in probe.stderr  # the situation is reproduced
-    commands = sorted((REPO / 'scripts').glob('[!_]*.py')) + [REPO / 'esc' / f'{name}.py' for name in
-                                                             ('train', 'test', 'inference', 'export')]
+    commands = [path for path in sorted((REPO / 'scripts').glob('[!_]*.py')) + sorted((REPO / 'esc').glob('*.py'))
+                if "if __name__ == '__main__':" in path.read_text()]
+    assert {'train.py', 'test.py', 'inference.py', 'export.py', 'benchmark.py'} <= {c.name for c in commands}
     for command in commands:
         result = subprocess.run([sys.executable, '-S', str(command), '--help'], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=120)

@@ -49,6 +49,8 @@ from torch import Tensor, nn
 
 from esc.archs.attention import WindowAttention, normalize_attn_type, resolve_attn_type
 from esc.archs.esc_arch import STREAMING, VARIANTS, build_variant
+from esc.archs.flashbias import FactorisedWindowAttention, factorise_network, compare_on_image, window_attention
+from esc.acceleration import FastPath
 from esc.archs.streaming import tune_glibc_malloc
 from esc.errors import ESCError
 from esc.upscaler import autocast, check_dtype, resolve_device
@@ -83,6 +85,14 @@ class RunSettings:
     threads: Optional[int] = None
     malloc: str = 'tuned'
     """'tuned': :func:`esc.archs.streaming.tune_glibc_malloc` in the measuring process (CPU); 'default': not."""
+    compile: Optional[str] = None
+    channels_last: bool = False
+    tf32: bool = False
+    """The fast path (:class:`esc.acceleration.FastPath`): torch.compile mode, channels-last, TF32 matmuls."""
+
+    @property
+    def fast(self) -> FastPath:
+        return FastPath(self.compile, self.channels_last, self.tf32)
 
 
 @dataclass
@@ -171,7 +181,8 @@ MALLOC_MODES = ('tuned', 'default')
 
 
 def make_settings(device: str = 'auto', dtype: str = 'fp32', warmup: Optional[int] = None,
-                  runs: Optional[int] = None, threads: Optional[int] = None, malloc: str = 'tuned') -> RunSettings:
+                  runs: Optional[int] = None, threads: Optional[int] = None, malloc: str = 'tuned',
+                  fast: FastPath = FastPath()) -> RunSettings:
     """Validated :class:`RunSettings`; missing pass counts take the device's :data:`DEFAULT_SCHEDULE`."""
     resolved = resolve_device(device)
     check_dtype(dtype, resolved)
@@ -186,7 +197,8 @@ def make_settings(device: str = 'auto', dtype: str = 'fp32', warmup: Optional[in
         raise ESCError(f'threads must be at least 1, got {threads}')
     if malloc not in MALLOC_MODES:
         raise ESCError(f"malloc must be one of {', '.join(MALLOC_MODES)}, got {malloc!r}")
-    return RunSettings(device=resolved, dtype=dtype, warmup=warmup, runs=runs, threads=threads, malloc=malloc)
+    return RunSettings(device=resolved, dtype=dtype, warmup=warmup, runs=runs, threads=threads, malloc=malloc,
+                       compile=fast.compile, channels_last=fast.channels_last, tf32=fast.tf32)
 
 
 def check_variant(variant: str, scale: int) -> None:
@@ -254,11 +266,12 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_forward(module: nn.Module, x: Tensor, settings: RunSettings) -> Dict[str, Any]:
+def time_forward(module: nn.Module, x: Tensor, settings: RunSettings, keep_output: bool = False) -> Dict[str, Any]:
     """Warm up, then time ``settings.runs`` forward passes of ``module`` on ``x`` in this process.
 
     Returns ``latencies_ms``, ``output_shape``, ``memory_mb``, ``peak_mb``, ``baseline_mb`` and
-    ``memory_method`` (CUDA: peak allocated memory; CPU: peak RSS growth, see the module docstring).
+    ``memory_method`` (CUDA: peak allocated memory; CPU: peak RSS growth, see the module docstring), and with
+    ``keep_output`` the last pass's output as ``output`` (float32, on the CPU, clamped to [0, 1]).
     ``module`` and ``x`` must already be on ``settings.device``.
     """
     device = settings.device
@@ -299,6 +312,7 @@ def time_forward(module: nn.Module, x: Tensor, settings: RunSettings) -> Dict[st
             _synchronize(device)
             latencies.append((time.perf_counter() - start) * 1e3)
             output_shape = tuple(out.shape)
+            kept = out.float().clamp(0, 1).cpu() if keep_output else None  # after the timing
             del out
         if device == 'cuda':
             peak = torch.cuda.max_memory_allocated()
@@ -308,8 +322,11 @@ def time_forward(module: nn.Module, x: Tensor, settings: RunSettings) -> Dict[st
             peak = _peak_rss_bytes()
             reported = max(peak - baseline, 0)
             process_peak = max(process_peak, peak)
-    return dict(latencies_ms=latencies, output_shape=output_shape, memory_mb=reported / MIB, peak_mb=peak / MIB,
-                baseline_mb=baseline / MIB, memory_method=method, extra=dict(process_peak_mb=process_peak / MIB))
+    result = dict(latencies_ms=latencies, output_shape=output_shape, memory_mb=reported / MIB, peak_mb=peak / MIB,
+                  baseline_mb=baseline / MIB, memory_method=method, extra=dict(process_peak_mb=process_peak / MIB))
+    if keep_output:
+        result['output'] = kept
+    return result
 
 
 def network_spec(variant: str, scale: int, settings: RunSettings, attn_type: str = 'auto',
@@ -342,14 +359,17 @@ def _build(spec: Dict[str, Any]) -> Tuple[nn.Module, Tensor]:
     settings = RunSettings(**spec['settings'])
     height, width = spec['size']
     generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)  # the same weights in every case: outputs of two settings can be compared
     if spec['kind'] == 'network':
         module = build_variant(spec['name'], spec['scale'], attn_type=spec['attn_type'],
-                               streaming=spec.get('streaming', 'auto'))
+                               streaming=spec.get('streaming', 'auto'), bias_rank=spec.get('bias_rank'))
         x = torch.rand(1, 3, height, width, generator=generator)
     else:
-        module = WindowAttention(spec['dim'], spec['window_size'], spec['num_heads'], attn_type=spec['attn_type'])
+        module = window_attention(spec['dim'], spec['window_size'], spec['num_heads'], attn_type=spec['attn_type'],
+                                  bias_rank=spec.get('bias_rank'))
         x = torch.rand(1, spec['dim'], height, width, generator=generator)
-    return module.to(settings.device).eval(), x.to(settings.device)
+    module = settings.fast.apply(module.to(settings.device).eval(), dynamic=False)
+    return module, settings.fast.input(x.to(settings.device))
 
 
 @contextlib.contextmanager
@@ -371,43 +391,61 @@ def run_spec(spec: Dict[str, Any]) -> BenchmarkRecord:
         tune_glibc_malloc()
     if spec['kind'] == 'train':
         return run_train_spec(spec, settings)
+    return run_forward_spec(spec)[0]
+
+
+def run_forward_spec(spec: Dict[str, Any], keep_output: bool = False) -> Tuple[BenchmarkRecord, Optional[Tensor]]:
+    """Build and measure one network or attention case in this process; the output too with ``keep_output``
+    (see :func:`time_forward`)."""
+    settings = RunSettings(**spec['settings'])
     module, x = _build(spec)
-    backend = resolve_attn_type(normalize_attn_type(spec['attn_type']), torch.device(settings.device))
+    backend = resolve_attn_type(normalize_attn_type(spec['attn_type']), torch.device(settings.device),
+                                bias_form=spec_bias_form(spec))
     with _cpu_threads(settings.threads) as threads:
-        result = time_forward(module, x, settings)
-    return BenchmarkRecord(kind=spec['kind'], name=spec['name'], scale=spec['scale'], device=settings.device,
-                           attn_type=spec['attn_type'], backend=backend, dtype=settings.dtype,
-                           input_shape=tuple(x.shape), warmup=settings.warmup, runs=settings.runs,
-                           threads=threads, window_size=spec.get('window_size'), **result)
+        result = time_forward(module, x, settings, keep_output)
+    output = result.pop('output', None)
+    record = BenchmarkRecord(kind=spec['kind'], name=spec['name'], scale=spec['scale'], device=settings.device,
+                             attn_type=spec['attn_type'], backend=backend, dtype=settings.dtype,
+                             input_shape=tuple(x.shape), warmup=settings.warmup, runs=settings.runs,
+                             threads=threads, window_size=spec.get('window_size'), **result)
+    record.extra['fast_path'] = str(settings.fast)
+    return record, output
 
 
 def train_spec(variant: str, scale: int, settings: RunSettings, attn_type: str = 'auto', batch: int = 8,
                lr_size: Tuple[int, int] = (64, 64)) -> Dict[str, Any]:
-    """A training-step case: L1 loss, backward and an AdamW step on a random (``batch``, 3, ``lr_size``) batch."""
+    """A training-step case: L1 loss, backward and an AdamW step on a random (``batch``, 3, ``lr_size``) batch,
+    under ``settings.dtype`` autocast (fp16 with a gradient scaler) and ``settings.fast``."""
     check_variant(variant, scale)
     if batch < 1 or min(lr_size) < 1:
         raise ESCError(f'a training step needs batch >= 1 and a non-empty patch, got {batch} x {lr_size}')
-    if settings.dtype != 'fp32':
-        raise ESCError('the training-step benchmark runs in fp32 only')
     return dict(kind='train', name=variant, scale=scale, attn_type=normalize_attn_type(attn_type),
                 size=list(lr_size), batch=batch, settings=asdict(settings))
 
 
 def run_train_spec(spec: Dict[str, Any], settings: RunSettings) -> BenchmarkRecord:
     """Time ``settings.runs`` training steps after ``settings.warmup`` ones; memory is the process's peak RSS
-    (CPU) or peak allocated memory (CUDA) over the timed steps."""
+    (CPU) or peak allocated memory (CUDA) over the timed steps. On the fast path the CUDA optimizer is
+    AdamW's fused kernel (the plain path keeps torch's default, as the official code does)."""
     device = settings.device
     generator = torch.Generator().manual_seed(0)
-    net = build_variant(spec['name'], spec['scale'], attn_type=spec['attn_type']).to(device).train()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    torch.manual_seed(0)
+    net = settings.fast.apply(build_variant(spec['name'], spec['scale'], attn_type=spec['attn_type'],
+                                            bias_rank=spec.get('bias_rank')).to(device), dynamic=False).train()
+    fused = device == 'cuda' and not settings.fast.plain
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=fused or None)
+    scaler = torch.amp.GradScaler(device, enabled=settings.dtype == 'fp16')
     r, (height, width) = spec['scale'], spec['size']
-    lr = torch.rand(spec['batch'], 3, height, width, generator=generator).to(device)
-    hr = torch.rand(spec['batch'], 3, height * r, width * r, generator=generator).to(device)
+    lr = settings.fast.input(torch.rand(spec['batch'], 3, height, width, generator=generator).to(device))
+    hr = settings.fast.input(torch.rand(spec['batch'], 3, height * r, width * r, generator=generator).to(device))
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        F.l1_loss(net(lr), hr).backward()
-        optimizer.step()
+        with autocast(device, settings.dtype):
+            loss = F.l1_loss(net(lr), hr)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     with _cpu_threads(settings.threads) as threads:
         for _ in range(settings.warmup):
@@ -423,14 +461,14 @@ def run_train_spec(spec: Dict[str, Any], settings: RunSettings) -> BenchmarkReco
             latencies.append((time.perf_counter() - start) * 1e3)
     process_peak = _peak_rss_bytes()  # VmHWM only grows: the whole run's peak
     peak = torch.cuda.max_memory_allocated() if device == 'cuda' else process_peak
-    backend = resolve_attn_type(spec['attn_type'], torch.device(device))
+    backend = resolve_attn_type(spec['attn_type'], torch.device(device), bias_form=spec_bias_form(spec))
     method = 'torch.cuda.max_memory_allocated' if device == 'cuda' else 'peak RSS of the process (VmHWM)'
     return BenchmarkRecord(kind='train', name=spec['name'], scale=r, device=device, attn_type=spec['attn_type'],
                            backend=backend, dtype=settings.dtype, input_shape=tuple(lr.shape),
                            output_shape=tuple(hr.shape), warmup=settings.warmup, runs=settings.runs, threads=threads,
                            latencies_ms=latencies, memory_mb=peak / MIB, peak_mb=peak / MIB, baseline_mb=0.0,
                            memory_method=method,
-                           extra=dict(process_peak_mb=process_peak / MIB))
+                           extra=dict(process_peak_mb=process_peak / MIB, fast_path=str(settings.fast)))
 
 
 def describe(spec: Dict[str, Any]) -> str:
@@ -692,3 +730,237 @@ def stream_table(header: Sequence[str], rows: Iterable[List[str]], markdown: boo
     else:
         for line in _render(header, list(rows), False):
             emit(line)
+
+
+# --- the fast path against the plain one (issue 13's GPU goals) ---------------------------------------------------
+
+SPEEDUP_NETWORKS: Tuple[Tuple[str, int], ...] = (('ESC', 2), ('ESC', 4), ('ESC-light', 2), ('ESC-light', 4),
+                                                 ('ESC-FP', 4))
+SPEEDUP_TRAINING: Tuple[Tuple[str, int], ...] = (('ESC', 2), ('ESC-light', 2))
+SPEEDUP_TARGETS: Dict[Tuple[str, str], float] = {('network', 'fp32'): 2.0, ('network', 'bf16'): 4.0,
+                                                 ('train', 'fp32'): 1.5, ('train', 'bf16'): 3.0}
+"""Speed-up over the plain fp32 path each case must reach, by (kind, precision of the fast path)."""
+MAX_BF16_ERROR = 1 / 255
+"""Mean absolute difference a bf16 output may have from the plain fp32 one (images in [0, 1])."""
+
+
+@dataclass
+class SpeedupRow:
+    """One case measured plainly (fp32, eager, as built) and on the fast path at one or more precisions."""
+
+    kind: str
+    name: str
+    scale: int
+    plain: BenchmarkRecord
+    fast: Dict[str, BenchmarkRecord]
+    error: Dict[str, float] = field(default_factory=dict)
+    """Per fast precision: mean |fast − plain| of the clamped outputs (network cases)."""
+
+    def ratio(self, dtype: str) -> float:
+        return self.plain.median_ms / self.fast[dtype].median_ms
+
+    def failures(self, dtype: str) -> List[str]:
+        """What the fast path at ``dtype`` misses of its targets (empty: all met)."""
+        fast, missed = self.fast[dtype], []
+        target = SPEEDUP_TARGETS.get((self.kind, dtype))
+        if target is not None and self.ratio(dtype) < target:
+            missed.append(f'speed {self.ratio(dtype):.2f}x < {target:g}x')
+        if fast.memory_mb > self.plain.memory_mb:
+            missed.append(f'memory {fast.memory_mb:.0f} > {self.plain.memory_mb:.0f} MB')
+        if dtype != 'fp32' and self.error.get(dtype, 0.0) > MAX_BF16_ERROR:
+            missed.append(f'error {self.error[dtype] * 255:.2f}/255 > 1/255')
+        return missed
+
+
+def speedup_row(kind: str, variant: str, scale: int, plain: RunSettings, fast: Sequence[RunSettings],
+                attn_type: str = 'auto', batch: int = 16, lr_size: Optional[Tuple[int, int]] = None) -> SpeedupRow:
+    """Measure one case in this process: ``plain`` once, then each of ``fast`` (same weights, same input).
+
+    ``kind`` 'network' (``lr_size`` default: the HD output's) or 'train' (``batch`` of ``lr_size``, default 64×64).
+    Compiled code and CUDA graphs are dropped between cases (``torch._dynamo.reset``)."""
+    def measure_one(settings: RunSettings) -> Tuple[BenchmarkRecord, Optional[Tensor]]:
+        torch._dynamo.reset()
+        gc.collect()
+        if settings.device == 'cuda':
+            torch.cuda.empty_cache()
+        if kind == 'train':
+            spec = train_spec(variant, scale, settings, attn_type, batch, lr_size or (64, 64))
+            return run_train_spec(spec, settings), None
+        return run_forward_spec(network_spec(variant, scale, settings, attn_type, lr_size, streaming='off'),
+                                keep_output=True)
+
+    plain_record, plain_output = measure_one(plain)
+    row = SpeedupRow(kind=kind, name=variant, scale=scale, plain=plain_record, fast={})
+    for settings in fast:
+        record, output = measure_one(settings)
+        row.fast[settings.dtype] = record
+        if output is not None and plain_output is not None:
+            row.error[settings.dtype] = (output - plain_output).abs().mean().item()
+    torch._dynamo.reset()
+    return row
+
+
+SPEEDUP_HEADER = ('Case', 'Plain fp32 (ms / MB)', 'Fast fp32 (ms / MB)', 'Speed-up', 'Fast bf16 (ms / MB)',
+                  'Speed-up', 'bf16 error (/255)', 'Targets')
+
+
+def speedup_cells(row: SpeedupRow) -> List[str]:
+    """The cells of one case: plain and fast figures, ratios, the bf16 output error and which targets are missed."""
+    def figures(record: Optional[BenchmarkRecord]) -> str:
+        return '-' if record is None else f'{_fmt(record.median_ms)} / {_fmt(record.memory_mb, 0)}'
+
+    def ratio(dtype: str) -> str:
+        return _fmt(row.ratio(dtype), 2, 'x') if dtype in row.fast else '-'
+
+    if row.kind == 'train':
+        batch, _, height, width = row.plain.input_shape
+        case = f'train step, {row.name} x{row.scale}, batch {batch} of {height}x{width}'
+    else:
+        case = f'{row.name} x{row.scale}, {row.plain.output_shape[-1]}x{row.plain.output_shape[-2]} output'
+    missed = [f'{dtype}: {m}' for dtype in row.fast for m in row.failures(dtype)]
+    error = row.error.get('bf16')
+    return [case, figures(row.plain), figures(row.fast.get('fp32')), ratio('fp32'), figures(row.fast.get('bf16')),
+            ratio('bf16'), '-' if error is None else f'{error * 255:.3f}', '; '.join(missed) or 'met']
+
+
+TEST_SET_LR_SIZES: Tuple[Tuple[int, int], ...] = (
+    (240, 250), (288, 360), (256, 256), (144, 176), (180, 125), (138, 138), (181, 250), (256, 384), (328, 264),
+    (195, 293), (160, 240), (240, 160), (170, 256), (321, 481))
+"""Fourteen distinct LR sizes as a ×2 test set has them: the ten of Set14 (its four 512×512 images share one),
+B100's landscape and portrait (240×160), and two more."""
+
+
+@dataclass
+class SizeRecord:
+    """One image of a test-set pass: its first pass (compilation included), its steady latency and peak memory."""
+
+    size: Tuple[int, int]
+    first_ms: float
+    median_ms: float
+    memory_mb: float
+    compiled_graphs: int
+    """dynamo's count of compiled graphs after this image (all of them since the pass began)."""
+
+
+def evaluate_sizes(variant: str, scale: int, sizes: Sequence[Tuple[int, int]], settings: RunSettings,
+                   attn_type: str = 'auto', runs: int = 3) -> Iterator[SizeRecord]:
+    """Run one network over images of many sizes in one process, as esc/test.py runs a test set: each LR image
+    reflect-padded to whole windows, the output cropped back; ``settings.fast`` compiled with dynamic shapes.
+
+    Memory: CUDA peak allocated memory over the image's passes; CPU peak RSS of the process (VmHWM)."""
+    from torch._dynamo.utils import counters
+
+    from esc.archs.layers import pad_to_multiple
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    net = build_variant(variant, scale, attn_type=attn_type, streaming='off').to(settings.device).eval()
+    net = settings.fast.apply(net, dynamic=True)
+    generator = torch.Generator().manual_seed(0)
+    with _cpu_threads(settings.threads), torch.no_grad(), autocast(settings.device, settings.dtype):
+        for height, width in sizes:
+            lq = settings.fast.input(torch.rand(1, 3, height, width, generator=generator).to(settings.device))
+            if settings.device == 'cuda':
+                torch.cuda.reset_peak_memory_stats()
+            latencies = []
+            for _ in range(1 + runs):
+                _synchronize(settings.device)
+                start = time.perf_counter()
+                net(pad_to_multiple(lq, net.window_size))[..., :height * scale, :width * scale]
+                _synchronize(settings.device)
+                latencies.append((time.perf_counter() - start) * 1e3)
+            peak = torch.cuda.max_memory_allocated() if settings.device == 'cuda' else _peak_rss_bytes()
+            yield SizeRecord(size=(height, width), first_ms=latencies[0], median_ms=statistics.median(latencies[1:]),
+                             memory_mb=peak / MIB, compiled_graphs=int(counters['stats']['unique_graphs']))
+
+
+SIZES_HEADER = ('LR input (HxW)', 'First pass (ms)', 'Median of the next passes (ms)', 'Peak memory (MB)',
+                'Graphs compiled so far')
+
+
+def size_cells(record: SizeRecord) -> List[str]:
+    return [f'{record.size[0]}x{record.size[1]}', _fmt(record.first_ms), _fmt(record.median_ms),
+            _fmt(record.memory_mb, 0), str(record.compiled_graphs)]
+
+
+# --- FlashBias: exact attention against low-rank factorised position biases (issue 14) -----------------------------
+
+FLASHBIAS_RANKS: Tuple[int, ...] = (8, 16, 32)
+"""Ranks measured by default: practical ones for flash kernels (d + R ≤ 48 for d = 16)."""
+
+
+def spec_bias_form(spec: Dict[str, Any]) -> str:
+    """How the attention layers of a case hold their position bias ('factors' with a ``bias_rank``, else 'table')."""
+    return FactorisedWindowAttention.bias_form if spec.get('bias_rank') else WindowAttention.bias_form
+
+
+def with_bias_rank(spec: Dict[str, Any], bias_rank: int, attn_type: str = 'flashbias') -> Dict[str, Any]:
+    """A copy of a network, attention or training case whose attention layers hold rank-``bias_rank`` factors
+    (:mod:`esc.archs.flashbias`) and run on ``attn_type``."""
+    return {**spec, 'attn_type': normalize_attn_type(attn_type), 'bias_rank': bias_rank}
+
+
+@dataclass
+class FlashBiasRow:
+    """One case measured exactly (bias tables, ``attn_type`` auto) and factorised, by column label."""
+
+    case: str
+    exact: BenchmarkRecord
+    factorised: Dict[str, BenchmarkRecord]
+
+
+def flashbias_columns(ranks: Sequence[int], attn_types: Sequence[str] = ('flashbias',)) -> List[Tuple[str, int, str]]:
+    """(label, rank, attn_type) of the factorised columns."""
+    return [(f'{attn_type} R={rank}', rank, attn_type) for attn_type in attn_types for rank in ranks]
+
+
+def iter_flashbias(cases: Iterable[Tuple[str, Dict[str, Any]]], ranks: Sequence[int],
+                   attn_types: Sequence[str] = ('flashbias',), isolate: Optional[bool] = None,
+                   timeout: Optional[float] = None) -> Iterator[FlashBiasRow]:
+    """Measure each (name, exact case) and its factorised versions at ``ranks`` on ``attn_types``."""
+    columns = flashbias_columns(ranks, attn_types)
+    for case, spec in cases:
+        exact = measure(spec, isolate=isolate, timeout=timeout)
+        factorised = {label: measure(with_bias_rank(spec, rank, attn_type), isolate=isolate, timeout=timeout)
+                      for label, rank, attn_type in columns}
+        yield FlashBiasRow(case, exact, factorised)
+
+
+def flashbias_header(ranks: Sequence[int], attn_types: Sequence[str] = ('flashbias',), unit: str = 'ms') -> Tuple[str, ...]:
+    return ('Case', f'Exact: median (min) {unit} / MB', *(f'{label}: median (min) {unit} / MB, speed-up'
+                                                         for label, _, _ in flashbias_columns(ranks, attn_types)))
+
+
+def flashbias_cells(row: FlashBiasRow) -> List[str]:
+    """Exact median latency (fastest run) / memory, then each factorised column's with its speed-up over the exact
+    case: median over median (fastest over fastest, which a CPU shared with other jobs disturbs least)."""
+    def figures(record: BenchmarkRecord) -> str:
+        return f'{_fmt(record.median_ms)} ({_fmt(record.min_ms)}) / {_fmt(record.memory_mb, 0)}'
+
+    def speedup(record: BenchmarkRecord) -> str:
+        return f'{_fmt(exact.median_ms / record.median_ms, 2, "x")} ({_fmt(exact.min_ms / record.min_ms, 2, "x")})'
+
+    exact = row.exact
+    label = exact.backend if exact.attn_type == exact.backend else f'{exact.attn_type}: {exact.backend}'
+    return [row.case, f'{figures(exact)} ({label})', *(f'{figures(r)}, {speedup(r)}' for r in row.factorised.values())]
+
+
+def flashbias_accuracy(net: nn.Module, images: Sequence[Tensor], ranks: Sequence[int]) -> Iterator[List[str]]:
+    """For each rank: ``net`` converted by :func:`esc.archs.flashbias.factorise_network` (on a copy), the least
+    energy kept by a layer, and the PSNR (mean and worst) and largest absolute difference of its output against
+    ``net``'s on ``images`` ((1, 3, H, W) in [0, 1])."""
+    import copy
+
+    svds: Dict[str, Any] = {}
+    for rank in ranks:
+        factorised = copy.deepcopy(net)
+        reports = factorise_network(factorised, rank=rank, svds=svds)
+        results = [compare_on_image(net, factorised, image) for image in images]
+        psnrs = [r['psnr'] for r in results]
+        yield [str(rank), f"{min(r.energy for r in reports):.4f}", _fmt(statistics.mean(psnrs), 2),
+               _fmt(min(psnrs), 2), f"{max(r['max_difference'] for r in results):.3g}"]
+
+
+FLASHBIAS_ACCURACY_HEADER = ('Rank', 'Least energy kept (a layer)', 'PSNR vs exact, mean (dB)', 'worst (dB)',
+                             'Max abs difference')
+
