@@ -116,10 +116,12 @@ def test_hr_that_is_not_scale_times_the_lr_is_refused():
         model.feed_data({**batch, 'gt': torch.rand(1, 3, 20, 23)})
 
 
-def training_model(mode=None):
+def training_model(mode=None, **train_options):
+    """A tiny ESCModel ready to train (EMA 0.5, Adam); ``train_options`` add to its ``train`` section."""
     train = {'ema_decay': 0.5, 'optim_g': {'type': 'Adam', 'lr': 1e-2},
              'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5},
-             'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}, 'total_iter': 10}
+             'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}, 'total_iter': 10,
+             **train_options}
     if mode is not None:
         train['nonfinite_loss'] = mode
     opt = {**model_options(), 'is_train': True, 'train': train}

@@ -14,13 +14,16 @@
 - training states carry every rank's random-generator states (and what a subclass adds, see
   :meth:`ESCModel.rank_training_state`), restored on resume, so that with
   :mod:`esc.data.resumable` a resumed run continues exactly as an uninterrupted one; only the newest
-  ``logger.keep_last`` states (and the weights they need) are kept, pruned after the new one is complete.
+  ``logger.keep_last`` states (and the weights they need) are kept, pruned after the new one is complete;
+- mixed precision, ``torch.compile`` and channels-last for training and evaluation (``use_amp``, ``amp_bf16``,
+  ``use_compile``, ``use_channels_last`` in ``train`` and ``val``; :mod:`esc.models.amp`).
 """
 from __future__ import annotations
 
+import contextlib
 import os.path as osp
 import random
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, ContextManager, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -36,6 +39,8 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from esc.archs.attention import describe_attention
 from esc.archs.layers import pad_to_multiple
 from esc.errors import ESCError
+from esc.models.amp import (AMP_KEYS, ScaledStep, TrainingPrecision, accelerate_training, is_compiled,
+                            mark_dynamic_size, read_acceleration, uncompiled)
 from esc.utils.checkpoint import atomic_torch_save, prune_checkpoints, read_state_dict
 from esc.utils.options import INT, MODEL_KEYS, STR, optional
 from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
@@ -81,12 +86,13 @@ class FiniteLoss(nn.Module):
     """A loss module whose result terms (``names``, in the order it returns them) are checked finite;
     under DDP the ranks agree first, so that all of them stop or skip together."""
 
-    def __init__(self, loss: nn.Module, names: Sequence[str]) -> None:
+    def __init__(self, loss: nn.Module, names: Sequence[str], precision: Optional[TrainingPrecision] = None) -> None:
         super().__init__()
-        self.loss, self.names = loss, tuple(names)
+        self.loss, self.names, self.precision = loss, tuple(names), precision
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        result = self.loss(*args, **kwargs)
+        with self.precision.autocast() if self.precision else contextlib.nullcontext():
+            result = self.loss(*args, **kwargs)
         terms = result if isinstance(result, tuple) else (result,)
         for name, value in zip(self.names, terms):
             if value is None:
@@ -96,18 +102,59 @@ class FiniteLoss(nn.Module):
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             if not finite:
                 raise NonFiniteLoss(name, value.detach().float().mean().item())
-        return result
+        if self.precision is None:
+            return result
+        return tuple(map(self.precision.loss_term, result)) if isinstance(result, tuple) else self.precision.loss_term(result)
 
 
 @MODEL_REGISTRY.register()
 class ESCModel(SRModel):
     """Single-image SR with an ESC network (any basicsr SR network works too)."""
 
+    supports_compile = True
+    """Whether ``use_compile`` applies: the model calls its networks (not another method of them) to evaluate."""
+    supports_fp16_training = True
+    """Whether the training step can take the fp16 gradient scaler (one optimizer stepped per iteration)."""
+
     def __init__(self, opt: Dict[str, Any]) -> None:
         if opt.get('val') is not None:
             opt['val'].setdefault('suffix', None)  # basicsr reads it unguarded when saving images
         self._attention_lines: set = set()  # what check_attention has logged (it runs inside SRModel.__init__)
+        # basicsr's BaseModel picks the device the same way; the options are read before any network is built
+        self.acceleration = read_acceleration(opt, torch.device('cuda' if opt['num_gpu'] != 0 else 'cpu'))
+        self._check_acceleration()
         super().__init__(opt)
+        evaluated, evaluation = self.evaluation_network(), self.acceleration['val']
+        if evaluation.compiled and not is_compiled(evaluated):
+            evaluation.fast.apply(evaluated, dynamic=None)  # test() marks height and width dynamic
+        phases = (('training', 'train'),) * bool(self.is_train) + (('evaluation', 'val'),)
+        get_root_logger().info('Precision and compilation: ' + '; '.join(
+            f'{name} {self.acceleration[phase]}' for name, phase in phases))
+
+    def _check_acceleration(self) -> None:
+        """Refuse, in one line, what this model cannot accelerate."""
+        for phase, acceleration in self.acceleration.items():
+            if acceleration.compiled and not self.supports_compile:
+                raise ESCError(f'{phase}.use_compile: {type(self).__name__} does not support torch.compile '
+                               f'(it evaluates through a method other than the forward pass)')
+        if self.acceleration['train'].precision == 'fp16' and not self.supports_fp16_training:
+            raise ESCError(f'train.amp_bf16: {type(self).__name__} cannot train in fp16 (its step updates two '
+                           f'networks, one gradient scaler would serve both); set amp_bf16: true for bf16')
+
+    def evaluation_network(self) -> nn.Module:
+        """The network evaluation runs: the EMA network where there is one, else the bare trained network (under
+        DDP only rank 0 validates, and a DDP forward would wait for the others)."""
+        return self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
+
+    def evaluation_mode(self, net: nn.Module) -> ContextManager:
+        """What evaluation of ``net`` runs under: no gradients, ``val``'s autocast, and eagerly where ``net`` was
+        compiled for training only."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(self.acceleration['val'].autocast())
+        if is_compiled(net) and not self.acceleration['val'].compiled:
+            stack.enter_context(uncompiled(net))
+        return stack
 
     def init_training_settings(self) -> None:
         mode = self.opt['train'].get('nonfinite_loss', 'stop')
@@ -115,15 +162,30 @@ class ESCModel(SRModel):
             raise ESCError(f"train.nonfinite_loss: {mode!r} is not one of {', '.join(NONFINITE_MODES)}")
         self.nonfinite_loss = mode
         super().init_training_settings()
+        training = self.acceleration['train']
+        self.training_precision = TrainingPrecision(training)
         for attr, names in (('cri_pix', ('l_pix',)), ('cri_perceptual', ('l_percep', 'l_style'))):
             loss: Optional[nn.Module] = getattr(self, attr, None)
             if loss is not None:
-                setattr(self, attr, FiniteLoss(loss, names))
+                setattr(self, attr, FiniteLoss(loss, names, self.training_precision))
+        if hasattr(self, 'net_g_ema'):
+            self.net_g_ema.to(memory_format=self.memory_format())
+        net = self.get_bare_model(self.net_g)
+        if training.precision != 'fp32' or training.fast.channels_last:
+            accelerate_training(net, training)
+        if training.compiled:
+            training.fast.apply(net, dynamic=None if self.evaluation_network() is net else False)
 
     def optimize_parameters(self, current_iter: int) -> None:
-        """basicsr's step, refused before backward when a loss term is not finite (see the module doc)."""
+        """basicsr's step, refused before backward when a loss term is not finite (see the module doc); under
+        fp16 with a gradient scaler (:class:`esc.models.amp.ScaledStep`)."""
+        optimizer, scaler, net = self.optimizer_g, self.training_precision.scaler, self.get_bare_model(self.net_g)
         try:
-            super().optimize_parameters(current_iter)
+            if scaler is not None:
+                self.optimizer_g = ScaledStep(optimizer, scaler)
+            compiled_for_evaluation_only = is_compiled(net) and not self.acceleration['train'].compiled
+            with uncompiled(net) if compiled_for_evaluation_only else contextlib.nullcontext():
+                super().optimize_parameters(current_iter)
         except NonFiniteLoss as exc:
             self.optimizer_g.zero_grad(set_to_none=True)
             # GAN steps update G before D computes its losses (l_d_real, l_d_fake)
@@ -132,9 +194,16 @@ class ESCModel(SRModel):
             if self.nonfinite_loss == 'stop':
                 raise ESCError(f'{message} (train.nonfinite_loss: skip would skip such steps)') from None
             get_root_logger().warning(f'{message}: step skipped')
+        finally:
+            self.optimizer_g = optimizer
+
+    def memory_format(self) -> torch.memory_format:
+        """The networks' weight layout: channels-last where training or evaluation asks for it."""
+        channels_last = any(a.fast.channels_last for a in self.acceleration.values())
+        return torch.channels_last if channels_last else torch.preserve_format
 
     def model_to_device(self, net: nn.Module) -> nn.Module:
-        net = net.to(self.device)
+        net = net.to(self.device, memory_format=self.memory_format())  # before DDP builds its gradient buckets
         self.check_attention(net)
         if self.opt['dist']:
             find_unused = self.opt.get('find_unused_parameters', False)
@@ -180,19 +249,20 @@ class ESCModel(SRModel):
     def test(self) -> None:
         """Super-resolve ``self.lq``, whole or in overlapping tiles (``val.tile`` and ``val.tile_overlap``,
         in LR pixels; e.g. ``--force_yml val:tile=256`` for Urban100/Manga109 on a small GPU or the CPU)."""
-        # the bare network: under DDP only rank 0 validates, and a DDP forward would wait for the others
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
+        net = self.evaluation_network()
         was_training = net.training
         net.eval()
         val_opt = self.opt.get('val') or {}
         multiple, scale = val_opt.get('pad_to_multiple'), self.opt.get('scale', 1)
+        evaluation = self.acceleration['val']
 
         def upscale(lq: torch.Tensor) -> torch.Tensor:
             h, w = lq.shape[-2:]
-            output = net(pad_to_multiple(lq, multiple) if multiple else lq)
-            return output[..., :h * scale, :w * scale]
+            x = evaluation.fast.input(pad_to_multiple(lq, multiple) if multiple else lq)
+            output = net(mark_dynamic_size(x) if evaluation.compiled else x)
+            return output[..., :h * scale, :w * scale].float()
 
-        with torch.no_grad():
+        with self.evaluation_mode(net):
             tile = val_opt.get('tile')
             if tile:
                 self.output = tiled_forward(upscale, self.lq, scale, int(tile), int(val_opt.get('tile_overlap', DEFAULT_OVERLAP)),
@@ -246,11 +316,19 @@ class ESCModel(SRModel):
             'schedulers': [s.state_dict() for s in self.schedulers],
             'ranks': getattr(self, '_rank_states', [self.rank_training_state()]),
         }
+        if self.training_precision.scaler is not None:
+            state['grad_scaler'] = self.training_precision.scaler.state_dict()
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state: Dict[str, Any]) -> None:
         """Optimizers and schedulers (basicsr), then this rank's :meth:`rank_training_state` as it was saved."""
         super().resume_training(resume_state)
+        scaler = self.training_precision.scaler
+        if scaler is not None and 'grad_scaler' in resume_state:
+            scaler.load_state_dict(resume_state['grad_scaler'])
+        elif scaler is not None:
+            get_root_logger().warning('The training state holds no gradient scaler state (not written by an fp16 run): '
+                                      'the scale starts afresh.')
         states = resume_state.get('ranks')
         rank, world_size = self.opt.get('rank', 0), self.opt.get('world_size', 1)
         if not states:
@@ -264,5 +342,6 @@ class ESCModel(SRModel):
             self.load_rank_training_state(states[rank])
 
 
-MODEL_KEYS['ESCModel'] = {'train': {'nonfinite_loss': STR},
-                          'val': {'pad_to_multiple': optional(INT), 'tile': optional(INT), 'tile_overlap': INT}}
+MODEL_KEYS['ESCModel'] = {'train': {'nonfinite_loss': STR, **AMP_KEYS},
+                          'val': {'pad_to_multiple': optional(INT), 'tile': optional(INT), 'tile_overlap': INT,
+                                  **AMP_KEYS}}

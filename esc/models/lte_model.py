@@ -55,7 +55,11 @@ class _QueryStep(SRModel):
 
 @MODEL_REGISTRY.register()
 class ESCLTEModel(ESCModel, _QueryStep):
-    """Arbitrary-scale SR: ``ESCLTE`` (or the ``Bicubic`` baseline) trained on sampled queries, evaluated whole."""
+    """Arbitrary-scale SR: ``ESCLTE`` (or the ``Bicubic`` baseline) trained on sampled queries, evaluated whole.
+    ``use_amp``/``amp_bf16``/``use_channels_last`` work as in ESCModel; ``use_compile`` is refused (evaluation
+    queries the network through ``upscale``, which an in-place compile of the forward does not reach)."""
+
+    supports_compile = False
 
     def __init__(self, opt: Dict[str, Any]) -> None:
         for name, metric in ((opt.get('val') or {}).get('metrics') or {}).items():
@@ -98,7 +102,7 @@ class ESCLTEModel(ESCModel, _QueryStep):
 
     def test(self) -> None:
         """The whole SR image of ``self.lq``: at the ground truth's size, or at ``scale`` (LTE's evaluation)."""
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
+        net = self.evaluation_network()
         if not hasattr(net, 'upscale'):
             raise ESCError(f'network_g: {type(net).__name__} cannot upscale to any size; use ESCLTE or Bicubic')
         val_opt = self.opt.get('val') or {}
@@ -110,8 +114,8 @@ class ESCLTEModel(ESCModel, _QueryStep):
                           pad_multiple=val_opt.get('pad_to_multiple'))
         was_training = net.training
         net.eval()
-        with torch.no_grad():
-            self.output = net.upscale(self.lq, **target)
+        with self.evaluation_mode(net):
+            self.output = net.upscale(self.acceleration['val'].fast.input(self.lq), **target).float()
         net.train(was_training)
 
 

@@ -139,7 +139,10 @@ class _FiniteGANLoss(nn.Module):
 
 @MODEL_REGISTRY.register()
 class ESCRealESRGANModel(_QueueInTrainingState, ESCModel, _DegradationsOnDevice, RealESRGANModel):
-    """The GAN stage of ESC-Real: RealESRGAN training (L1 + VGG perceptual + U-Net discriminator)."""
+    """The GAN stage of ESC-Real: RealESRGAN training (L1 + VGG perceptual + U-Net discriminator). Under
+    ``use_amp`` the generator and its losses run in bf16 and the discriminator in fp32; fp16 training is refused."""
+
+    supports_fp16_training = False
 
     required_options = ('l1_gt_usm', 'percep_gt_usm', 'gan_gt_usm')
 
