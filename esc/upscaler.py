@@ -232,7 +232,10 @@ def load_model(path: str, scale: Optional[float] = None, arch: Optional[str] = N
     if arch is not None:
         if arch not in NETWORKS:
             raise ESCError(f"arch: {arch!r} is not one of {', '.join(NETWORKS)}")
-        detected['type'] = arch
+        if arch != detected['type']:
+            scale_text = f" x{detected['upscaling_factor']}" if detected.get('upscaling_factor') else ''
+            raise ESCError(f"arch: {path} is an {variant_name(detected)}{scale_text} checkpoint "
+                           f"({detected['type']}), not an {arch}")
     detected.update(options)
     config = dict(detected)
     network = NETWORKS[config.pop('type')]

@@ -58,6 +58,14 @@ def test_foreign_and_mismatched_checkpoints_are_one_line_errors(tmp_path):
         esc.load_model(str(empty), device='cpu', precision='fp16')
 
 
+def test_an_arch_the_checkpoint_is_not_is_named_in_words(tmp_path):
+    path = tmp_path / 'esc_light_x2.pth'
+    torch.save({'params_ema': esc.build_variant('ESC-light', 2).state_dict()}, path)
+    with pytest.raises(ESCError, match=rf'^arch: {path} is an ESC-light x2 checkpoint \(ESC\), not an ESCFP$'):
+        esc.load_model(str(path), device='cpu', arch='ESCFP')
+    assert esc.load_model(str(path), device='cpu', arch='ESC').name == 'ESC-light'
+
+
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
     """A small random ESC ×2 saved as a basicsr training checkpoint (``params`` and ``params_ema``)."""
