@@ -247,8 +247,10 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
 @functools.lru_cache(maxsize=None)
 def _compiled_flex_attention() -> Callable:
     from torch.nn.attention.flex_attention import flex_attention
-    # dynamic=None: the number of windows is marked dynamic below, so one compiled kernel serves every image size
-    return torch.compile(flex_attention, dynamic=None)
+    # static but for the number of windows, which flex_attention marks dynamic: one kernel serves every image size,
+    # and a network of other heads or windows gets its own static kernel (automatic dynamic shapes would make those
+    # symbolic too, where inductor's CPU flex template fails to compile)
+    return torch.compile(flex_attention, dynamic=False)
 
 
 def flex_attention(q: Tensor, k: Tensor, v: Tensor, table: Tensor, window_size: int) -> Tensor:
