@@ -1,21 +1,24 @@
-"""Upscale your own images with a trained ESC checkpoint: one file or every image in a folder.
+"""Upscale your own images and videos with a trained ESC checkpoint: one file or every one in a folder.
 
     python esc/inference.py -i photo.jpg -o results/ --model ESC_DIV2K_X4.pth
     python esc/inference.py -i photos/ -o results/ --model ESC_DIV2K_X4.pth --tile 256 --tile-overlap 64
+    python esc/inference.py -i clip.mp4 -o results/ --model ESC_DIV2K_X4.pth --crf 18
 
 The variant, its options and the scale are read off the checkpoint (esc.upscaler.detect_network);
 ``--arch`` and ``--scale`` only confirm or override. Grayscale stays grayscale, RGBA keeps its alpha
 (upscaled on its own), 16-bit PNG/TIFF stay 16-bit; images longer than ``--tile`` (1024 LR pixels by
 default) are processed in overlapping tiles; outputs are named ``<name>_x<scale>.<ext>``, are
-written whole or not at all, and never replace an input. A folder run skips files it cannot read with
-one line each and ends with a summary; the exit status is 1 if anything was skipped.
+written whole or not at all, and never replace an input. Videos (by extension: mp4, m4v, mov, mkv,
+webm, avi, which becomes mkv) are upscaled frame by frame with their timing and audio kept (esc.video). A
+folder run skips files it cannot read, and subfolders, with one line each and ends with a summary; the exit
+status is 1 if anything was skipped.
 """
 import argparse
 import os.path as osp
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set
 
 if sys.path and osp.abspath(sys.path[0]) == osp.dirname(osp.abspath(__file__)):
     # run as a script: import the `esc` package, not the folder esc/ itself, first
@@ -32,6 +35,7 @@ from esc.upscaler import DTYPES, Upscaler, load_model  # noqa: E402
 from esc.utils.checkpoint import write_atomic  # noqa: E402
 from esc.utils.tiling import DEFAULT_OVERLAP  # noqa: E402
 from esc.utils.cli import run_command  # noqa: E402
+from esc.video import CRF_LIMITS, DEFAULT_CRF, VIDEO_EXTENSIONS, is_video, result_extension, upscale_video  # noqa: E402
 
 WRITABLE = {'.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp'}
 
@@ -86,13 +90,43 @@ def output_path(source: Path, out_dir: Path, scale: float, ext: Optional[str], i
     return out_dir / f'{source.stem}_x{scale:g}{suffix}'
 
 
-def list_inputs(path: Path) -> List[Path]:
-    """The file itself, or the visible regular files of a folder in name order."""
+def list_inputs(path: Path, output: Optional[Path] = None) -> List[Path]:
+    """The file itself, or the visible entries of a folder in name order: its files, and its subfolders (which
+    the run reports as skipped) except ``output``, where the results go."""
     if path.is_file():
         return [path]
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith('.'))
+        skip = output.resolve() if output is not None else None
+        return sorted(p for p in path.iterdir() if not p.name.startswith('.') and (p.is_file() or p.is_dir())
+                      and not (p.is_dir() and p.resolve() == skip))
     raise ESCError(f'-i: no such file or folder {path}')
+
+
+def video_output_path(source: Path, out_dir: Path, scale: float) -> Path:
+    """``<out_dir>/<stem>_x<scale><ext>``: a video keeps its container (``--ext`` is for images), but for AVI,
+    whose result is Matroska (``.mkv``)."""
+    return out_dir / f'{source.stem}_x{scale:g}{result_extension(source)}'
+
+
+def check_target(source: Path, target: Path, inputs: Set[Path], written: Dict[Path, Path]) -> None:
+    """Refuse a result that would replace an input, or one this run already wrote from another input
+    (``clip.avi`` and ``clip.mkv`` both give ``clip_x2.mkv``; with ``--ext``, so do ``a.jpg`` and ``a.png``)."""
+    resolved = target.resolve()
+    if resolved in inputs:
+        raise ESCError(f'{source}: its output {target} would replace an input; choose another -o')
+    if resolved in written:
+        raise ESCError(f'{source}: its output {target} was already written from {written[resolved]} in this run')
+
+
+def upscale_one_video(model: Upscaler, source: Path, target: Path, crf: int) -> None:
+    """``source`` upscaled into ``target`` with a bar over its frames, then one line saying what was written."""
+    summary = upscale_video(model, source, target, crf=crf, progress=True,
+                            note=lambda line: tqdm.write(f'note: {line}', file=sys.stderr))
+    rate = f' at {float(summary.frame_rate):g} fps' if summary.frame_rate else ''
+    streams = summary.audio_streams
+    audio = f", {streams} audio stream{'s' * (streams != 1)} copied" if streams else ', no audio'
+    frames = f"{summary.frames} frame{'s' * (summary.frames != 1)}"
+    tqdm.write(f'{source} -> {target}: {frames} of {summary.width}x{summary.height}{rate}{audio}')
 
 
 def _scale(text: str) -> float:
@@ -106,7 +140,9 @@ def _scale(text: str) -> float:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('-i', '--input', required=True, type=Path, help='an image, or a folder of images')
+    videos = ', '.join(sorted(e[1:] for e in VIDEO_EXTENSIONS))
+    p.add_argument('-i', '--input', required=True, type=Path,
+                   help=f'an image or video ({videos}), or a folder of them')
     p.add_argument('-o', '--output', required=True, type=Path, help='folder for the results (created)')
     p.add_argument('--model', required=True, help='checkpoint (.pth): official release file or this project\'s')
     p.add_argument('--scale', type=_scale, default=None,
@@ -119,7 +155,11 @@ def parser() -> argparse.ArgumentParser:
                    help=f'LR pixels shared by neighbouring tiles (default {DEFAULT_OVERLAP})')
     p.add_argument('--device', default='auto', help='auto (CUDA where available), cpu or cuda')
     p.add_argument('--precision', default='fp32', help=f"{', '.join(DTYPES)} (fp16 on CUDA only)")
-    p.add_argument('--ext', default=None, help='output format, e.g. png (default: the input\'s)')
+    p.add_argument('--ext', default=None, help='image output format, e.g. png (default: the input\'s; videos keep '
+                   'their container)')
+    p.add_argument('--crf', type=int, default=DEFAULT_CRF,
+                   help=f'video quality, 0 (lossless) to {CRF_LIMITS["libx264"]}: lower is better and larger '
+                   f'(default {DEFAULT_CRF}); H.264, VP9 for .webm')
     return p
 
 
@@ -128,7 +168,9 @@ def run(argv: Sequence[str]) -> int:
     ext = None if args.ext is None else '.' + args.ext.lower().lstrip('.')
     if ext is not None and ext not in WRITABLE:
         raise ESCError(f"--ext: {args.ext!r} is not one of {', '.join(sorted(e[1:] for e in WRITABLE))}")
-    sources = list_inputs(args.input)
+    if not 0 <= args.crf <= CRF_LIMITS['libx264']:
+        raise ESCError(f"--crf: {args.crf} is not from 0 to {CRF_LIMITS['libx264']}")
+    sources = list_inputs(args.input, args.output)
     tune_glibc_malloc()
     model: Upscaler = load_model(args.model, scale=args.scale, arch=args.arch, device=args.device,
                                  precision=args.precision, tile=args.tile or None, tile_overlap=args.tile_overlap,
@@ -139,14 +181,22 @@ def run(argv: Sequence[str]) -> int:
         print(line, flush=True)
     args.output.mkdir(parents=True, exist_ok=True)
     inputs = {p.resolve() for p in sources}
+    written: Dict[Path, Path] = {}  # result -> the input it came from, in this run
     done, skipped, start = 0, 0, time.perf_counter()
-    for source in tqdm(sources, desc='upscaling', unit='image', disable=len(sources) == 1):
+    for source in tqdm(sources, desc='upscaling', unit='file', disable=len(sources) == 1):
         try:
-            image = read_image(source)
-            target = output_path(source, args.output, model.scale, ext, image)
-            if target.resolve() in inputs:
-                raise ESCError(f'{source}: its output {target} would replace an input; choose another -o')
-            write_image(target, model.upscale(image))
+            if source.is_dir():
+                raise ESCError(f'{source}: a folder (subfolders are not searched; give it to -i on its own)')
+            if is_video(source):
+                target = video_output_path(source, args.output, model.scale)
+                check_target(source, target, inputs, written)
+                upscale_one_video(model, source, target, args.crf)
+            else:
+                image = read_image(source)
+                target = output_path(source, args.output, model.scale, ext, image)
+                check_target(source, target, inputs, written)
+                write_image(target, model.upscale(image))
+            written[target.resolve()] = source
             done += 1
         except ESCError as exc:
             if len(sources) == 1:
