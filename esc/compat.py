@@ -20,7 +20,11 @@
 7. basicsr's training loop restarts an interrupted epoch from its first batch and reseeds its
    augmentations per epoch, so a resumed run differs from an uninterrupted one; its
    ``create_train_val_dataloader`` is wrapped by :func:`esc.data.resumable.create_train_val_dataloader`
-   (exact resume, per-sample seeds, bad-file policy and scan).
+   (exact resume, per-sample seeds, bad-file policy and scan, and the loader batch of
+   :mod:`esc.utils.batch`).
+8. basicsr's training log states the per-GPU batch and world size deep below the options; the batch
+   of an optimizer step (world size, per-GPU batch, accumulation, total) is logged right after the
+   environment, before the options, by wrapping the ``dict2str`` that ``basicsr.train`` dumps them with.
 
 Import this module before anything from ``basicsr`` (esc/train.py, esc/test.py, :mod:`esc.models`
 and :mod:`esc.data` do). ``import esc`` alone does not: inference needs neither basicsr nor torchvision.
@@ -98,6 +102,22 @@ def _resume_training_data_exactly() -> None:
                                                                   basicsr.train.create_train_val_dataloader)
 
 
+def _log_the_batch_first() -> None:
+    import functools
+
+    import basicsr.train
+
+    from esc.utils.batch import training_batch_plan
+
+    options_text = basicsr.train.dict2str
+
+    @functools.wraps(options_text)
+    def batch_then_options(opt, indent_level=1):
+        return f'{training_batch_plan(opt).describe()}\n{options_text(opt, indent_level)}'
+
+    basicsr.train.dict2str = batch_then_options
+
+
 def _register_esc() -> None:
     from basicsr.utils.registry import ARCH_REGISTRY
 
@@ -116,3 +136,4 @@ _use_esc_launch_resume_and_checks()
 _name_the_files_of_bad_pairs()
 _register_esc()
 _resume_training_data_exactly()
+_log_the_batch_first()

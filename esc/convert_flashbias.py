@@ -64,7 +64,8 @@ def photograph(path: Optional[str], crop: int = DEFAULT_CROP, sample: str = DEFA
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--model', required=True, help="checkpoint (.pth): official release file or this project's")
+    p.add_argument('--model', required=True,
+                   help="checkpoint (.pth or .safetensors): official release file or this project's")
     p.add_argument('-o', '--output', required=True, help='checkpoint to write (.pth)')
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument('--rank', type=int, help='rank of every factorised bias (1 .. ws²)')

@@ -184,7 +184,8 @@ def export(net: nn.Module, opset: int = MIN_OPSET, attn_type: str = 'sdpa',
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--model', required=True, help='checkpoint (.pth): official release file or this project\'s')
+    p.add_argument('--model', required=True,
+                   help="checkpoint (.pth or .safetensors): official release file or this project's")
     p.add_argument('-o', '--output', required=True, help='file to write (.onnx)')
     p.add_argument('--format', default='onnx', help='onnx, the only one (see the module doc)')
     p.add_argument('--opset', type=int, default=MIN_OPSET, help=f'ONNX opset (default and minimum {MIN_OPSET})')

@@ -1,15 +1,17 @@
 """Upscale images with a trained ESC checkpoint: ``esc.load_model(path).upscale(image)``.
 
 The network and its options are read off the checkpoint's state dict (official release files with
-``params``/``params_ema``, this project's own, or a bare state dict): which variant (ESC, ESCFP,
-ESCReal, ESCLTE), its widths and depths, window size and heads, the Table 3 ablation switches and the
-scale — except for ESC+LTE, which serves any scale (non-integer ones too) and is told the one to use.
+``params``/``params_ema``, this project's own, or a bare state dict, as ``.pth`` or ``.safetensors``): which
+variant (ESC, ESCFP, ESCReal, ESCLTE), its widths and depths, window size and heads, the Table 3 ablation
+switches and the scale — except for ESC+LTE, which serves any scale (non-integer ones too) and is told the one
+to use. Safetensors files written here record the options and scale in their metadata, which is read instead.
 Images are NumPy arrays as people have them: H×W grayscale, H×W×3 RGB or H×W×4 RGBA; uint8, uint16
 or float in [0, 1]. Only torch is needed (no basicsr, no torchvision).
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import re
 from typing import Any, Dict, List, Mapping, Optional
@@ -24,7 +26,7 @@ from esc.archs.esc_arch import NETWORKS, VARIANTS
 from esc.archs.flashbias import bias_ranks
 from esc.archs.lte_arch import VARIANTS as LTE_VARIANTS, check_scale
 from esc.errors import ESCError
-from esc.utils.checkpoint import read_state_dict
+from esc.utils.checkpoint import read_checkpoint
 from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
 DEVICES = ('auto', 'cpu', 'cuda')
@@ -117,17 +119,73 @@ def detect_network(state_dict: Mapping[str, Tensor], scale: Optional[float] = No
         opt['upscaling_factor'] = r
     elif scale is None:
         raise ESCError('checkpoint does not tell its scale (no to_img.weight); candidates: 2, 3, 4 — pass the scale')
+    return _with_requested_scale(opt, scale)
+
+
+def _with_requested_scale(opt: Dict[str, Any], scale: Optional[float]) -> Dict[str, Any]:
+    """``opt`` with ``upscaling_factor`` set to ``scale`` where the checkpoint left it open; refused where it
+    differs."""
     if scale is not None and opt.setdefault('upscaling_factor', scale) != scale:
-        raise ESCError(f'checkpoint is a x{opt["upscaling_factor"]} {arch}; it cannot upscale x{scale}')
+        raise ESCError(f'checkpoint is a x{opt["upscaling_factor"]} {opt["type"]}; it cannot upscale x{scale}')
     return opt
 
 
+def checkpoint_network(state_dict: Mapping[str, Tensor], metadata: Mapping[str, Any], scale: Optional[float] = None,
+                       source: str = 'checkpoint') -> Dict[str, Any]:
+    """The network options of a checkpoint: those its metadata records (``esc.network`` and ``esc.scale`` of a
+    safetensors file this project wrote, :mod:`esc.utils.checkpoint`), else :func:`detect_network`'s reading of
+    the state dict. How the network ran where it was written (``attn_type``, ``streaming``) is left to where it
+    runs now, except that factorised biases (``bias_rank``) run on FlashBias. ``source`` names the file in errors."""
+    recorded = metadata.get('network')
+    if recorded is None:
+        return detect_network(state_dict, scale)
+    if not isinstance(recorded, dict) or recorded.get('type') not in NETWORKS:
+        kind = recorded.get('type') if isinstance(recorded, dict) else type(recorded).__name__
+        raise ESCError(f"{source}: metadata esc.network names a {kind}, not one of {', '.join(NETWORKS)}")
+    opt = {key: value for key, value in recorded.items() if key not in ('attn_type', 'streaming')}
+    if opt.get('bias_rank') is not None:
+        opt['attn_type'] = 'flashbias'
+    if not getattr(NETWORKS[opt['type']], 'fixed_scale', True):  # ESC+LTE: the scale is the caller's
+        if scale is not None:
+            check_scale(scale)
+        return opt
+    recorded_scale = metadata.get('scale')
+    if opt.get('upscaling_factor') is None:
+        opt['upscaling_factor'] = recorded_scale
+    elif recorded_scale is not None and recorded_scale != opt['upscaling_factor']:
+        raise ESCError(f"{source}: metadata disagrees with itself: esc.scale is {recorded_scale}, esc.network's "
+                       f"upscaling_factor {opt['upscaling_factor']}")
+    if opt['upscaling_factor'] is None:
+        opt['upscaling_factor'] = detect_network(state_dict, scale)['upscaling_factor']
+    return _with_requested_scale(opt, scale)
+
+
+RUN_OPTIONS = ('attn_type', 'streaming', 'bias_rank', 'upscaling_factor')
+"""Network options that say how or at which scale a network runs, not which configuration it is."""
+
+
 def variant_name(options: Mapping[str, Any]) -> str:
-    """The paper's name of a detected configuration ('ESC-light', ...), or '<type> (custom)'."""
+    """The name of a named configuration ('ESC-light', 'ESC-XL', ...) that ``options`` (detected or read off a
+    checkpoint) are, or '<type> (custom)'. Every architecture option counts: a variant is its listed options over
+    its class's defaults, so an ESC with, say, ``use_ln`` is no longer 'ESC'."""
     for name, config in {**VARIANTS, **LTE_VARIANTS}.items():
-        if all(options.get(k, v) == v for k, v in config.items()) and options['type'] == config['type']:
+        if options.get('type') != config['type']:
+            continue
+        defaults = {key: parameter.default for key, parameter in
+                    inspect.signature(NETWORKS[config['type']].__init__).parameters.items()
+                    if parameter.default is not inspect.Parameter.empty}
+        expected = {**defaults, **config}
+        if all(_same_option(value, expected[key]) for key, value in options.items()
+               if key in expected and key not in RUN_OPTIONS):
             return name
     return f"{options['type']} (custom)"
+
+
+def _same_option(value: Any, expected: Any) -> bool:
+    """Option equality where a list and a tuple of the same items agree (YAML and JSON give lists)."""
+    if isinstance(value, (list, tuple)) and isinstance(expected, (list, tuple)):
+        return list(value) == list(expected)
+    return value == expected
 
 
 LTE_CHUNK = 30000
@@ -227,8 +285,8 @@ def load_model(path: str, scale: Optional[float] = None, arch: Optional[str] = N
     check_dtype(precision, target.type, option='precision')
     if tile is not None and (tile < 8 or not 0 <= tile_overlap < tile):
         raise ESCError(f'tile: need a tile of at least 8 pixels and 0 <= overlap < tile, got {tile} / {tile_overlap}')
-    state_dict = read_state_dict(path, param_key, option='model')
-    detected = detect_network(state_dict, scale)
+    state_dict, metadata = read_checkpoint(path, param_key, option='model')
+    detected = checkpoint_network(state_dict, metadata, scale, source=f'model: {path}')
     if arch is not None:
         if arch not in NETWORKS:
             raise ESCError(f"arch: {arch!r} is not one of {', '.join(NETWORKS)}")

@@ -11,6 +11,7 @@ from basicsr.archs import build_network
 from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY
 
 from esc.models.lte_model import crop_border as lte_crop_border
+from esc.utils.batch import plan_batch
 from esc.utils.paper import TABLE5, TABLE6
 from tests.conftest import REPO
 
@@ -98,7 +99,9 @@ def test_every_table2_row_has_train_and_test_options(variant, scale):
     assert train['train']['optim_g'] == {'type': 'AdamW', 'lr': 5e-4, 'weight_decay': 0, 'betas': [0.9, 0.9]}
     assert train['train']['total_iter'] == 500000 and train['train']['warmup_iter'] == 20000
     assert train['train']['ema_decay'] == 0.999
-    assert train['datasets']['train']['batch_size_per_gpu'] * 4 == 64
+    plans = {gpus: plan_batch(train['datasets']['train'], gpus) for gpus in (1, 2, 4, 8)}
+    assert {gpus: (p.total, p.micro_batch, p.accumulation) for gpus, p in plans.items()} == {
+        1: (64, 16, 4), 2: (64, 16, 2), 4: (64, 16, 1), 8: (64, 8, 1)}  # the official 16 per GPU on 4
     pretrain = train['path']['pretrain_network_g']
     assert (pretrain is None) == (scale == 2) and (scale == 2 or '_X2_' in pretrain)
     assert [d['name'] for d in test['datasets'].values()] == ['Set5', 'Set14', 'B100', 'Urban100', 'Manga109']

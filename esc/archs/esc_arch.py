@@ -1,4 +1,4 @@
-"""ESC, ESC-light (``ESC``), ESC-FP (``ESCFP``) and ESC-Real (``ESCReal``).
+"""ESC, ESC-light, ESC-XL (``ESC``), ESC-FP (``ESCFP``), ESC-Real and ESC-Real-XL (``ESCReal``).
 
 All three are the same network (Eq. 1–3) composed from :mod:`esc.archs.layers` and
 :mod:`esc.archs.attention`; they differ only in configuration: which large kernel ConvAttn uses,
@@ -361,8 +361,15 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
                    num_heads=3, exp_ratio=1.25),
     'ESC-Real': dict(type='ESCReal', dim=64, pdim=16, kernel_size=13, n_blocks=10, conv_blocks=5, window_size=32,
                      num_heads=4, exp_ratio=2.0),
+    'ESC-XL': dict(type='ESC', dim=192, pdim=48, kernel_size=13, n_blocks=8, conv_blocks=5, window_size=48,
+                   num_heads=12, exp_ratio=1.25, use_ln=True),
+    'ESC-Real-XL': dict(type='ESCReal', dim=128, pdim=32, kernel_size=13, n_blocks=16, conv_blocks=5, window_size=32,
+                        num_heads=8, exp_ratio=2.0),
 }
-"""The paper's configurations (supplementary Sec. 6): ``build_variant('ESC-light', 4)``."""
+"""The paper's configurations (supplementary Sec. 6): ``build_variant('ESC-light', 4)``; and the larger ones the
+official repository released after the paper: ESC-XL (its DF2K ×2 option files and weights) and ESC-Real-XL
+(its ×4 real-world weights, configuration as its author gave it in the official issue tracker). A variant lists
+the options that differ from its class's defaults; every other option keeps the default."""
 
 
 def build_variant(name: str, upscaling_factor: int, **overrides: Any) -> nn.Module:

@@ -7,10 +7,14 @@ iteration k sees other patches than an uninterrupted one. :func:`create_train_va
 
 - orders samples with basicsr's ``EnlargedSampler`` (same shuffles), but skips the batches of the
   resumed epoch that the interrupted run had already trained on (:class:`ResumableSampler`);
-- gives every sample its own seed — from the run's ``manual_seed``, the epoch, the rank and the
-  sample's position in the epoch — and draws its random crop and flips from generators seeded with
-  it (:class:`TrainingSamples`), whichever worker loads it and whenever; the caller's generators
-  are left as they were;
+- gives every sample its own seed — from the run's ``manual_seed``, the epoch and the sample's
+  position in the epoch's order over all processes — and draws its random crop and flips from
+  generators seeded with it (:class:`TrainingSamples`), whichever worker or process loads it and
+  whenever; the caller's generators are left as they were. With the batch of an optimizer step
+  fixed (``total_batch_size``, :mod:`esc.utils.batch`), one process and several train on the same
+  crops, step for step, where the dataset size is a multiple of the world size;
+- yields per iteration the samples one process contributes to an optimizer step (micro-batch ×
+  gradient accumulation), so that an iteration is an optimizer step and resuming skips whole steps;
 - gives every loader a private ``torch.Generator``, so starting an epoch does not draw from the
   global generator whose state :class:`esc.models.ESCModel` saves and restores with the training state.
 
@@ -31,6 +35,7 @@ from torch.utils import data
 
 from esc import compat  # noqa: F401  (before basicsr)
 from esc.errors import ESCError
+from esc.utils.batch import training_batch_plan
 from esc.utils.checkpoint import training_state_position
 from esc.utils.options import BAD_SAMPLE_MODES
 from basicsr.data import build_dataloader  # noqa: E402  (isort: after compat)
@@ -51,9 +56,11 @@ class SeededIndex(int):
         return SeededIndex, (int(self), self.seed)
 
 
-def sample_seed(base_seed: int, epoch: int, rank: int, position: int) -> int:
-    """The seed of the sample at ``position`` of ``epoch`` on ``rank``: the same in every run with this seed."""
-    return int(np.random.SeedSequence([base_seed, epoch, rank, position]).generate_state(1)[0])
+def sample_seed(base_seed: int, epoch: int, position: int) -> int:
+    """The seed of the sample at ``position`` of ``epoch``'s order over all processes: the same in every run with
+    this seed, on any number of processes. (The 0 is where the rank was once mixed in; keeping it keeps the
+    seeds, and so the results, of one-process runs.)"""
+    return int(np.random.SeedSequence([base_seed, epoch, 0, position]).generate_state(1)[0])
 
 
 class ResumableSampler(data.Sampler):
@@ -79,10 +86,11 @@ class ResumableSampler(data.Sampler):
         # the resumed epoch may be iterated more than once (basicsr's prefetcher opens an iterator it discards),
         # but never after a later one: the skip keys on the epoch, it is not used up
         epoch, rank = self.inner.epoch, getattr(self.inner, 'rank', 0)
+        world_size = getattr(self.inner, 'num_replicas', 1)
         skip = self._skip[1] if self._skip is not None and self._skip[0] == epoch else 0
         for position, index in enumerate(self.inner):
-            if position >= skip:
-                yield SeededIndex(index, sample_seed(self.base_seed, epoch, rank, position))
+            if position >= skip:  # EnlargedSampler deals the epoch's order out to the processes in turn
+                yield SeededIndex(index, sample_seed(self.base_seed, epoch, position * world_size + rank))
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -192,8 +200,10 @@ class _Probe(data.Dataset):
 def create_train_val_dataloader(basicsr_create: Any, opt: Dict[str, Any], logger: Any):
     """basicsr's ``create_train_val_dataloader`` (passed in), with the training loader rebuilt on
     :class:`ResumableSampler` and :class:`TrainingSamples` and private generators for every loader."""
-    train_loader, train_sampler, val_loaders, total_epochs, total_iters = basicsr_create(opt, logger)
-    dataset_opt = opt['datasets']['train']
+    plan = training_batch_plan(opt)
+    dataset_opt = {**opt['datasets']['train'], 'batch_size_per_gpu': plan.per_process}  # what basicsr's loader reads
+    train_loader, train_sampler, val_loaders, total_epochs, total_iters = basicsr_create(
+        {**opt, 'datasets': {**opt['datasets'], 'train': dataset_opt}}, logger)
     samples = TrainingSamples(train_loader.dataset, 'train', dataset_opt.get('bad_samples', 'error'))
     if dataset_opt.get('scan'):
         samples = _scanned(samples, dataset_opt, logger)

@@ -8,7 +8,9 @@
 - pretrained weights load with one-line errors (missing file, missing ``param_key_g``, a
   checkpoint of another architecture) and ×2 checkpoints resample into ×3/×4 networks;
 - checkpoints and training states are written to a temporary file and renamed, so a kill during
-  a save never leaves a truncated file behind;
+  a save never leaves a truncated file behind; network weights as ``.pth`` or, with
+  ``logger.weights_format: safetensors``, as safetensors files that carry the network options and scale
+  (:mod:`esc.utils.checkpoint`);
 - a non-finite loss never reaches the weights: training stops with a line naming the iteration and
   the loss term, or skips the step (``train.nonfinite_loss: stop | skip``), on every rank together;
 - training states carry every rank's random-generator states (and what a subclass adds, see
@@ -16,14 +18,20 @@
   :mod:`esc.data.resumable` a resumed run continues exactly as an uninterrupted one; only the newest
   ``logger.keep_last`` states (and the weights they need) are kept, pruned after the new one is complete;
 - mixed precision, ``torch.compile`` and channels-last for training and evaluation (``use_amp``, ``amp_bf16``,
-  ``use_compile``, ``use_channels_last`` in ``train`` and ``val``; :mod:`esc.models.amp`).
+  ``use_compile``, ``use_channels_last`` in ``train`` and ``val``; :mod:`esc.models.amp`);
+- gradient accumulation, so that the batch of an optimizer step is the same on any number of GPUs
+  (``datasets.train.total_batch_size``, :mod:`esc.utils.batch`): each iteration's batch is split into
+  micro-batches, DDP synchronises the last one's gradients only, the summed gradients are divided by the
+  number of micro-batches before the (one) optimizer step and EMA update; the learning-rate schedule, the
+  warm-up and checkpoints count iterations, which are optimizer steps.
 """
 from __future__ import annotations
 
 import contextlib
 import os.path as osp
 import random
-from typing import Any, ContextManager, Dict, List, Optional, Sequence
+from collections import OrderedDict
+from typing import Any, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,7 +49,8 @@ from esc.archs.layers import pad_to_multiple
 from esc.errors import ESCError
 from esc.models.amp import (AMP_KEYS, ScaledStep, TrainingPrecision, accelerate_training, is_compiled,
                             mark_dynamic_size, read_acceleration, uncompiled)
-from esc.utils.checkpoint import atomic_torch_save, prune_checkpoints, read_state_dict
+from esc.utils.batch import BatchPlan, training_batch_plan
+from esc.utils.checkpoint import atomic_torch_save, prune_checkpoints, read_state_dict, save_weights
 from esc.utils.options import INT, MODEL_KEYS, STR, optional
 from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
@@ -107,6 +116,38 @@ class FiniteLoss(nn.Module):
         return tuple(map(self.precision.loss_term, result)) if isinstance(result, tuple) else self.precision.loss_term(result)
 
 
+class AccumulatedStep:
+    """Stands in for the optimizer (or :class:`esc.models.amp.ScaledStep`) during micro-batch ``index`` of ``count``
+    whose gradients make one optimizer step: gradients are zeroed before the first micro-batch only; after the
+    last, their sum is divided by ``count`` — the mean over the whole batch, as one pass over it gives with a
+    mean-reduced loss — and the optimizer steps."""
+
+    def __init__(self, optimizer: Any, index: int, count: int) -> None:
+        self.optimizer, self.index, self.count = optimizer, index, count
+
+    @property
+    def steps(self) -> bool:
+        """Whether this micro-batch ends the optimizer step."""
+        return self.index == self.count - 1
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if self.index == 0:
+            self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        if not self.steps:
+            return
+        with torch.no_grad():
+            for group in self.optimizer.param_groups:
+                for parameter in group['params']:
+                    if parameter.grad is not None:
+                        parameter.grad.div_(self.count)
+        self.optimizer.step()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.optimizer, name)
+
+
 @MODEL_REGISTRY.register()
 class ESCModel(SRModel):
     """Single-image SR with an ESC network (any basicsr SR network works too)."""
@@ -115,6 +156,9 @@ class ESCModel(SRModel):
     """Whether ``use_compile`` applies: the model calls its networks (not another method of them) to evaluate."""
     supports_fp16_training = True
     """Whether the training step can take the fp16 gradient scaler (one optimizer stepped per iteration)."""
+    micro_batch_fields: Tuple[str, ...] = ('lq', 'gt')
+    """The batch tensors the training step reads, split along the batch for gradient accumulation; empty where
+    the step cannot accumulate."""
 
     def __init__(self, opt: Dict[str, Any]) -> None:
         if opt.get('val') is not None:
@@ -161,6 +205,12 @@ class ESCModel(SRModel):
         if mode not in NONFINITE_MODES:
             raise ESCError(f"train.nonfinite_loss: {mode!r} is not one of {', '.join(NONFINITE_MODES)}")
         self.nonfinite_loss = mode
+        has_training_data = 'train' in (self.opt.get('datasets') or {})  # not so for a model built by hand
+        self.batch_plan: Optional[BatchPlan] = training_batch_plan(self.opt) if has_training_data else None
+        if self.batch_plan is not None and self.batch_plan.accumulation > 1 and not self.micro_batch_fields:
+            raise ESCError(f'datasets.train.total_batch_size: {type(self).__name__} cannot accumulate gradients (its '
+                           f'step updates more than one network), but {self.batch_plan.describe().lower()}; raise '
+                           f'max_batch_size_per_gpu or use more GPUs')
         super().init_training_settings()
         training = self.acceleration['train']
         self.training_precision = TrainingPrecision(training)
@@ -181,11 +231,10 @@ class ESCModel(SRModel):
         fp16 with a gradient scaler (:class:`esc.models.amp.ScaledStep`)."""
         optimizer, scaler, net = self.optimizer_g, self.training_precision.scaler, self.get_bare_model(self.net_g)
         try:
-            if scaler is not None:
-                self.optimizer_g = ScaledStep(optimizer, scaler)
+            stepper = optimizer if scaler is None else ScaledStep(optimizer, scaler)
             compiled_for_evaluation_only = is_compiled(net) and not self.acceleration['train'].compiled
             with uncompiled(net) if compiled_for_evaluation_only else contextlib.nullcontext():
-                super().optimize_parameters(current_iter)
+                self._accumulated_step(stepper, current_iter)
         except NonFiniteLoss as exc:
             self.optimizer_g.zero_grad(set_to_none=True)
             # GAN steps update G before D computes its losses (l_d_real, l_d_fake)
@@ -196,6 +245,43 @@ class ESCModel(SRModel):
             get_root_logger().warning(f'{message}: step skipped')
         finally:
             self.optimizer_g = optimizer
+
+    def _accumulated_step(self, stepper: Any, current_iter: int) -> None:
+        """The parent class's training step, once per micro-batch of :attr:`batch_plan` (once for the whole batch
+        without accumulation); the logged losses are the micro-batches' mean."""
+        count = 1 if self.batch_plan is None else self.batch_plan.accumulation
+        if count == 1:
+            self.optimizer_g = stepper
+            super().optimize_parameters(current_iter)
+            return
+        whole = {name: getattr(self, name) for name in self.micro_batch_fields if hasattr(self, name)}
+        sizes = {batch.shape[0] for batch in whole.values()}
+        if len(sizes) != 1 or next(iter(sizes)) % count:
+            raise ESCError(f'iteration {current_iter}: a batch of {sorted(sizes)} samples does not split into {count} '
+                           f'equal micro-batches ({self.batch_plan.describe()})')
+        parts = {name: batch.chunk(count) for name, batch in whole.items()}
+        logs = []
+        try:
+            for index in range(count):
+                for name in whole:
+                    setattr(self, name, parts[name][index])
+                self.optimizer_g = AccumulatedStep(stepper, index, count)
+                synchronise = index == count - 1 or not isinstance(self.net_g, DistributedDataParallel)
+                with contextlib.nullcontext() if synchronise else self.net_g.no_sync():
+                    super().optimize_parameters(current_iter)
+                logs.append(self.log_dict)
+        finally:
+            for name, batch in whole.items():
+                setattr(self, name, batch)
+            self.optimizer_g = stepper
+        self.log_dict = OrderedDict((key, sum(log[key] for log in logs) / count) for key in logs[0])
+
+    def model_ema(self, decay: float = 0.999) -> None:
+        """basicsr's EMA update, after optimizer steps only (not after a micro-batch that only accumulated)."""
+        step = getattr(self, 'optimizer_g', None)
+        if isinstance(step, AccumulatedStep) and not step.steps:
+            return
+        super().model_ema(decay)
 
     def memory_format(self) -> torch.memory_format:
         """The networks' weight layout: channels-last where training or evaluation asks for it."""
@@ -281,7 +367,11 @@ class ESCModel(SRModel):
             key: {k: v.cpu() for k, v in self.get_bare_model(n).state_dict().items()} for n, key in zip(nets, keys)
         }
         label = 'latest' if current_iter == -1 else current_iter
-        atomic_torch_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+        network_key = 'network_' + net_label[len('net_'):] if net_label.startswith('net_') else None
+        fixed_scale = getattr(self.get_bare_model(nets[0]), 'fixed_scale', True)  # ESC+LTE serves any scale
+        save_weights(osp.join(self.opt['path']['models'], f'{net_label}_{label}'), save_dict,
+                     (self.opt.get('logger') or {}).get('weights_format', 'pth'), network=self.opt.get(network_key),
+                     scale=self.opt.get('scale') if network_key == 'network_g' and fixed_scale else None)
 
     def save(self, epoch: int, current_iter: int) -> None:
         """Weights, then the training state (with every rank's :meth:`rank_training_state`), then pruning

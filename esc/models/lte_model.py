@@ -60,6 +60,7 @@ class ESCLTEModel(ESCModel, _QueryStep):
     queries the network through ``upscale``, which an in-place compile of the forward does not reach)."""
 
     supports_compile = False
+    micro_batch_fields = ('lq', 'coord', 'cell', 'gt')
 
     def __init__(self, opt: Dict[str, Any]) -> None:
         for name, metric in ((opt.get('val') or {}).get('metrics') or {}).items():

@@ -143,6 +143,7 @@ class ESCRealESRGANModel(_QueueInTrainingState, ESCModel, _DegradationsOnDevice,
     ``use_amp`` the generator and its losses run in bf16 and the discriminator in fp32; fp16 training is refused."""
 
     supports_fp16_training = False
+    micro_batch_fields = ()  # the generator's and the discriminator's steps interleave
 
     required_options = ('l1_gt_usm', 'percep_gt_usm', 'gan_gt_usm')
 

@@ -1,15 +1,32 @@
-"""Reading and writing checkpoints: atomic saves, release files, and resuming training states."""
+"""Reading and writing checkpoints: atomic saves, release files, safetensors, and resuming training states.
+
+Network weights are read from PyTorch files (``.pth``: basicsr's dict of ``params``/``params_ema``, or a bare state
+dict) and from safetensors files (``.safetensors``, read with the safetensors library, never unpickled). A
+safetensors file holds one bare state dict; the files this project writes add string metadata, each value JSON:
+
+- ``esc.network``: the network options (``type`` and constructor options) the weights were built with;
+- ``esc.scale``: the scale they upscale by (absent for ESC+LTE, which serves any);
+- ``esc.param_key``: which weights they are, ``params`` or ``params_ema``.
+
+Training with ``logger.weights_format: safetensors`` writes the evaluation weights (the EMA ones where there are)
+to ``net_g_<iter>.safetensors`` and each other set beside it as ``net_g_<iter>.<param_key>.safetensors``;
+:func:`read_checkpoint` asked for a param key the file is not takes that sibling, which is how resuming finds
+the raw weights. Files without metadata (traiNNer-redux, chaiNNer) are bare state dicts like any other.
+Training states (``<iter>.state``) stay PyTorch files: they hold optimizer states, not only tensors.
+"""
 from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import logging
 import os
 import os.path as osp
 import re
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
 import torch
+from torch import Tensor
 
 from esc.errors import ESCError
 
@@ -48,34 +65,171 @@ def atomic_torch_save(obj: Any, path: str) -> None:
         torch.save(obj, tmp)
 
 
-def read_state_dict(path: str, param_key: Optional[str], option: str = 'path.pretrain_network_g') -> Dict[str, Any]:
-    """The state dict in a checkpoint file: ``param_key`` of a basicsr dict (``params``/``params_ema``,
-    falling back to ``params``), or the file itself when it is a bare state dict."""
+WEIGHTS_FORMATS = ('pth', 'safetensors')
+"""``logger.weights_format``: how training writes network weights (training states are always PyTorch files)."""
+SAFETENSORS_SUFFIX = '.safetensors'
+EVALUATION_KEY = 'params_ema'
+"""The param key inference and evaluation read by default, and the one a safetensors file of several is named for."""
+METADATA_PREFIX = 'esc.'
+METADATA_KEYS = ('network', 'scale', 'param_key')
+
+
+def _reason(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def is_safetensors(path: str) -> bool:
+    """Whether ``path`` is (or claims to be) a safetensors file: its suffix, or its first bytes (an 8-byte header
+    length that fits the file, then the header's opening brace) where the suffix says nothing."""
+    if path.endswith(SAFETENSORS_SUFFIX):
+        return True
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    return (len(head) == 9 and head[8:9] == b'{'
+            and int.from_bytes(head[:8], 'little') <= osp.getsize(path) - 8)
+
+
+def read_checkpoint(path: str, param_key: Optional[str],
+                    option: str = 'path.pretrain_network_g') -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The state dict in a checkpoint file and what the file says about it: the metadata of a safetensors file this
+    project wrote, decoded (``network``, ``scale``, ``param_key``); for a basicsr ``.pth`` dict, the ``param_key``
+    taken; nothing for a bare state dict or a foreign safetensors file.
+
+    PyTorch files: ``param_key`` of a basicsr dict (``params``/``params_ema``, falling back to ``params``), or the
+    file itself when it is a bare state dict. Safetensors files: the file's state dict, or the sibling holding
+    ``param_key`` where the file holds other weights (see the module doc). ``option`` names the source in errors."""
     if not osp.isfile(path):
         raise ESCError(f'{option}: no such file {path}')
     if osp.getsize(path) == 0:
         raise ESCError(f'{option}: cannot read checkpoint {path}: the file is empty')
+    if is_safetensors(path):
+        return _read_safetensors_weights(path, param_key, option)
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # a corrupt or foreign file: name it, with the loader's reason
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ESCError(f'{option}: cannot read checkpoint {path}: {reason}') from None
+        raise ESCError(f'{option}: cannot read checkpoint {path}: {_reason(exc)}') from None
     if not isinstance(ckpt, dict):
         raise ESCError(f'{option}: {path} holds a {type(ckpt).__name__}, not a state dict')
     nested = [k for k, v in ckpt.items() if isinstance(v, dict)]
-    if nested:
-        if param_key in ckpt:
-            ckpt = ckpt[param_key]
-        elif 'params' in ckpt:
-            logging.getLogger('basicsr').info(f'{path} has no {param_key!r}; using its "params".')
-            ckpt = ckpt['params']
-        else:
-            raise ESCError(f'{option}: {path} has no {param_key!r} (param_key_g); it holds {", ".join(nested)}')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in ckpt.items()}
+    if not nested:
+        return _without_module_prefix(ckpt), {}
+    taken = param_key if param_key in ckpt else 'params'
+    if taken not in ckpt:
+        raise ESCError(f'{option}: {path} has no {param_key!r} (param_key_g); it holds {", ".join(nested)}')
+    if taken != param_key:
+        logging.getLogger('basicsr').info(f'{path} has no {param_key!r}; using its "params".')
+    return _without_module_prefix(ckpt[taken]), {'param_key': taken}
+
+
+def read_state_dict(path: str, param_key: Optional[str], option: str = 'path.pretrain_network_g') -> Dict[str, Any]:
+    """The state dict in a checkpoint file (:func:`read_checkpoint` without the metadata)."""
+    return read_checkpoint(path, param_key, option)[0]
+
+
+def _without_module_prefix(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+
+
+def _open_safetensors(path: str, option: str) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
+    """A safetensors file's tensors and decoded ESC metadata; one line naming the file if either is unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework='pt', device='cpu') as f:
+            raw_metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as exc:  # SafetensorError and the OS errors of a damaged or truncated file
+        raise ESCError(f'{option}: cannot read safetensors file {path}: {_reason(exc)}') from None
+    metadata: Dict[str, Any] = {}
+    for key in METADATA_KEYS:
+        text = raw_metadata.get(METADATA_PREFIX + key)
+        if text is None:
+            continue
+        try:
+            metadata[key] = json.loads(text)
+        except ValueError as exc:
+            raise ESCError(f'{option}: {path}: metadata {METADATA_PREFIX + key} is not JSON ({exc})') from None
+    return tensors, metadata
+
+
+def _read_safetensors_weights(path: str, param_key: Optional[str],
+                              option: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    tensors, metadata = _open_safetensors(path, option)
+    held = metadata.get('param_key')
+    if param_key is not None and held is not None and held != param_key:
+        sibling = _sibling_holding(path, held, param_key, option)
+        if sibling is not None:
+            return sibling
+        logging.getLogger('basicsr').info(f'{path} holds {held!r} and no file beside it {param_key!r}; using it.')
+    return _without_module_prefix(tensors), metadata
+
+
+def safetensors_weight_paths(base: str, param_keys: Iterable[str]) -> Dict[str, str]:
+    """Where training writes each param key's weights for the model file ``base`` (its path without suffix):
+    the evaluation weights (``params_ema`` if among them, else the first) at ``base.safetensors``, every other
+    set at ``base.<param_key>.safetensors``."""
+    keys = list(param_keys)
+    main = EVALUATION_KEY if EVALUATION_KEY in keys else keys[0]
+    return {key: base + (SAFETENSORS_SUFFIX if key == main else f'.{key}{SAFETENSORS_SUFFIX}') for key in keys}
+
+
+def _sibling_holding(path: str, held: str, wanted: str, option: str) -> Optional[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """The weights ``wanted`` written beside ``path`` (which holds ``held``) by :func:`save_weights`, if there."""
+    base = path[:-len(SAFETENSORS_SUFFIX)] if path.endswith(SAFETENSORS_SUFFIX) else path
+    if base.endswith(f'.{held}'):
+        base = base[:-len(held) - 1]
+    for candidate in (f'{base}.{wanted}{SAFETENSORS_SUFFIX}', base + SAFETENSORS_SUFFIX):
+        if osp.abspath(candidate) != osp.abspath(path) and osp.isfile(candidate):
+            tensors, metadata = _open_safetensors(candidate, option)
+            if metadata.get('param_key') == wanted:
+                logging.getLogger('basicsr').info(f'{path} holds {held!r}; reading {wanted!r} from {candidate}.')
+                return _without_module_prefix(tensors), metadata
+    return None
+
+
+def weights_metadata(network: Optional[Mapping[str, Any]] = None, scale: Optional[int] = None,
+                     param_key: Optional[str] = None) -> Dict[str, str]:
+    """The safetensors metadata this project writes (string to string, each value JSON; see the module doc)."""
+    values = dict(network=None if network is None else dict(network), scale=scale, param_key=param_key)
+    return {METADATA_PREFIX + key: json.dumps(value) for key, value in values.items() if value is not None}
+
+
+def write_safetensors(state_dict: Mapping[str, Tensor], path: str, metadata: Mapping[str, str]) -> None:
+    """Write ``state_dict`` to the safetensors file ``path`` with ``metadata``, atomically (:func:`atomic_path`).
+    Tensors go to the CPU, contiguous; tensors sharing memory (which the format refuses) are copied apart."""
+    from safetensors.torch import save_file
+
+    tensors: Dict[str, Tensor] = {}
+    seen = set()
+    for key, value in state_dict.items():
+        if not isinstance(value, Tensor):
+            raise ESCError(f'{path}: {key!r} is a {type(value).__name__}, not a tensor; safetensors holds tensors only')
+        tensor = value.detach().cpu().contiguous()
+        storage = tensor.untyped_storage().data_ptr()
+        if storage in seen:
+            tensor = tensor.clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        tensors[key] = tensor
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=dict(metadata))
+
+
+def save_weights(base: str, state_dicts: Mapping[str, Mapping[str, Tensor]], weights_format: str = 'pth',
+                 network: Optional[Mapping[str, Any]] = None, scale: Optional[int] = None) -> None:
+    """Write one network's weights (``state_dicts`` by param key, as basicsr saves them) for the model file ``base``
+    (its path without suffix): ``base.pth`` holding them all, or safetensors files with ``network`` and ``scale``
+    in their metadata (:func:`safetensors_weight_paths`)."""
+    if weights_format not in WEIGHTS_FORMATS:
+        raise ESCError(f"logger.weights_format: {weights_format!r} is not one of {', '.join(WEIGHTS_FORMATS)}")
+    if weights_format == 'pth':
+        atomic_torch_save(dict(state_dicts), base + '.pth')
+        return
+    for key, path in safetensors_weight_paths(base, state_dicts).items():
+        write_safetensors(state_dicts[key], path, weights_metadata(network, scale, key))
 
 
 STATE_FILE = re.compile(r'^(\d+)\.state$')
-MODEL_FILE = re.compile(r'^net_\w+?_(\d+)\.pth$')
+MODEL_FILE = re.compile(r'^net_\w+?_(\d+)(?:\.\w+)?\.(?:pth|safetensors)$')
 
 
 def _state_iterations(folder: str) -> list:
@@ -116,8 +270,9 @@ def read_training_state(path: str, map_location: Any = 'cpu') -> Dict[str, Any]:
 
 
 def prune_checkpoints(models: str, training_states: str, keep_last: int) -> None:
-    """Delete the training states older than the newest ``keep_last`` and the model files (``net_*_<iter>.pth``)
-    older than the oldest state kept; states first, so a kill while pruning never leaves a state without weights."""
+    """Delete the training states older than the newest ``keep_last`` and the model files (``net_*_<iter>.pth``,
+    ``net_*_<iter>[.<param_key>].safetensors``) older than the oldest state kept; states first, so a kill while
+    pruning never leaves a state without weights."""
     iters = sorted(_state_iterations(training_states))
     if keep_last < 1 or len(iters) <= keep_last:
         return
@@ -146,4 +301,16 @@ def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     device = torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
     state = read_training_state(path, device)
     check_resume(opt, state['iter'])
+    _resume_from_safetensors_where_written(opt)
     return state
+
+
+def _resume_from_safetensors_where_written(opt: Dict[str, Any]) -> None:
+    """basicsr's ``check_resume`` points every ``path.pretrain_network_*`` at ``net_*_<iter>.pth``; a run that wrote
+    its weights as safetensors (``logger.weights_format``) resumes from ``net_*_<iter>.safetensors`` instead."""
+    for key, value in opt['path'].items():
+        if key.startswith('pretrain_network_') and isinstance(value, str) and value.endswith('.pth'):
+            written = value[:-len('.pth')] + SAFETENSORS_SUFFIX
+            if not osp.isfile(value) and osp.isfile(written):
+                opt['path'][key] = written
+                print(f'Set {key} to {written}')  # as check_resume reports it, before the logger exists

@@ -25,6 +25,8 @@ import typing
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from esc.errors import ESCError
+from esc.utils.batch import check_batch_options, plan_batch
+from esc.utils.checkpoint import WEIGHTS_FORMATS
 
 NoneType = type(None)
 BAD_SAMPLE_MODES = ('error', 'skip')
@@ -51,6 +53,7 @@ COMMON_DATASET_KEYS: Dict[str, Spec] = {
     'num_worker_per_gpu': INT, 'batch_size_per_gpu': INT, 'dataset_enlarge_ratio': NUM,
     'prefetch_mode': optional(STR), 'num_prefetch_queue': INT, 'pin_memory': BOOL, 'persistent_workers': BOOL,
     'bad_samples': STR, 'scan': BOOL,  # ESC: esc.data.resumable
+    'total_batch_size': INT, 'accumulate_grad_batches': INT, 'max_batch_size_per_gpu': INT,  # ESC: esc.utils.batch
 }
 _PAIRED = {'dataroot_gt': SEQ + STR, 'dataroot_lq': SEQ + STR, 'meta_info_file': optional(STR),
            'filename_tmpl': STR, 'gt_size': INT, 'use_hflip': BOOL, 'use_rot': BOOL, 'mean': optional(SEQ),
@@ -98,6 +101,7 @@ PATH_KEYS: Dict[str, Spec] = {
 }
 LOGGER_KEYS: Dict[str, Spec] = {
     'print_freq': NUM, 'save_checkpoint_freq': NUM, 'use_tb_logger': BOOL, 'keep_last': optional(INT),
+    'weights_format': STR,  # ESC: esc.utils.checkpoint
     'wandb': {'project': optional(STR), 'resume_id': optional(STR), 'entity': optional(STR)},
 }
 TOP_KEYS: Dict[str, Spec] = {
@@ -347,14 +351,20 @@ def _check_consistency(opt: Mapping[str, Any], is_train: bool) -> None:
         if is_train and not (phase == 'train' or phase.split('_')[0] == 'val'):
             raise ESCError(f'datasets.{phase}: training takes phases train and val* only')
         if is_train and phase == 'train':
-            for key in ('batch_size_per_gpu', 'num_worker_per_gpu'):
-                if key not in dataset:
-                    raise ESCError(f'datasets.train.{key}: missing (required for training)')
+            if 'num_worker_per_gpu' not in dataset:
+                raise ESCError('datasets.train.num_worker_per_gpu: missing (required for training)')
+            if 'world_size' in opt:  # parsed: the number of processes is known
+                plan_batch(dataset, opt['world_size'])
+            else:
+                check_batch_options(dataset)
     if is_train and 'train' not in opt['datasets']:
         raise ESCError('datasets.train: missing (required for training)')
     keep_last = (opt.get('logger') or {}).get('keep_last')
     if keep_last is not None and keep_last < 1:
         raise ESCError(f'logger.keep_last: must be at least 1 (or ~ to keep every state), got {keep_last}')
+    weights_format = (opt.get('logger') or {}).get('weights_format', WEIGHTS_FORMATS[0])
+    if weights_format not in WEIGHTS_FORMATS:
+        raise ESCError(f"logger.weights_format: must be one of {', '.join(WEIGHTS_FORMATS)}, got {weights_format!r}")
     for phase, dataset in opt['datasets'].items():
         if dataset.get('bad_samples', 'error') not in BAD_SAMPLE_MODES:
             raise ESCError(f"datasets.{phase}.bad_samples: must be one of {', '.join(BAD_SAMPLE_MODES)}, "

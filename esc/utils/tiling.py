@@ -43,10 +43,12 @@ def tiled_forward(upscale: Callable[[Tensor], Tensor], lq: Tensor, scale: int, t
                   progress: bool = False, align: int = 1) -> Tensor:
     """``upscale`` applied to overlapping ``tile``×``tile`` LR tiles of ``lq`` (N, C, H, W), blended into one
     (N, C', scale·H, scale·W) output; overlaps fade linearly from one tile to the next, so no seams show.
-    Tiles start at multiples of ``align`` (see :func:`tile_starts`); ``progress`` shows a bar over them."""
-    if tile <= 0 or overlap < 0 or overlap >= tile or tile < align:
-        raise ESCError(f'tile: need 0 <= overlap < tile size and a tile of at least {align} pixels, '
-                       f'got tile {tile} and overlap {overlap}')
+    Tiles start at multiples of ``align`` (see :func:`tile_starts`), so consecutive tiles are at least ``align``
+    apart and keep ``overlap`` in common only if ``tile - overlap >= align``, which is required; ``progress``
+    shows a bar over them."""
+    if tile <= 0 or overlap < 0 or overlap >= tile or tile - overlap < align:
+        raise ESCError(f'tile: need 0 <= overlap < tile size and tiles that advance by at least one {align}-pixel '
+                       f'window (tile - overlap >= {align}), got tile {tile} and overlap {overlap}')
     n, _, h, w = lq.shape
     rows, cols = tile_starts(h, tile, overlap, align), tile_starts(w, tile, overlap, align)
     output = weights = None
