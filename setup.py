@@ -13,6 +13,9 @@ def requirements() -> list:
 
 # esc/export.py: torch.onnx's exporter needs onnx and onnxscript, its check onnxruntime (tested: 1.23, 0.7, 1.32)
 EXPORT = ['onnx', 'onnxscript', 'onnxruntime']
+# esc.metrics: MANIQA, MUSIQ and CLIPIQA through pyiqa (tested: 0.1.16; it leaves torch, torchvision and basicsr
+# as they are, but brings about 50 packages, 1 GB: transformers, bitsandbytes, pyarrow, numba, ...)
+IQA = ['pyiqa>=0.1.16,<0.2']
 
 setup(
     name='esc-sr',
@@ -23,7 +26,7 @@ setup(
     packages=find_packages(include=['esc', 'esc.*']),
     python_requires='>=3.9',
     install_requires=requirements(),
-    extras_require={'export': EXPORT, 'test': ['pytest', *EXPORT]},
+    extras_require={'export': EXPORT, 'iqa': IQA, 'test': ['pytest', *EXPORT, *IQA]},
     license='MIT',
     classifiers=[
         'Programming Language :: Python :: 3',

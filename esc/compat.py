@@ -12,8 +12,8 @@
 4. basicsr's train and test pipelines meet a missing dataset folder or weight file deep inside
    dataset or model construction (a traceback); their ``parse_options`` is wrapped so that every
    path the options name is checked first (:func:`esc.utils.cli.check_paths`, one line each).
-5. ESC's networks (plain torch, :mod:`esc.archs`), the ``Bicubic`` baseline, ``ESCModel`` and ESC's
-   datasets are registered with basicsr's registries.
+5. ESC's networks (plain torch, :mod:`esc.archs`), the ``Bicubic`` baseline, ``ESCModel``, ESC's
+   datasets and the pyiqa metrics (:mod:`esc.metrics`) are registered with basicsr's registries.
 6. basicsr's ``PairedImageDataset`` meets a bad training pair (HR not ``scale``× its LR, an LR
    smaller than the patch, a file that does not decode) as a bare ValueError/AttributeError naming
    no file, deep inside a data-loader worker; its ``__getitem__`` is wrapped to say which pair.
@@ -25,14 +25,21 @@
 8. basicsr's training log states the per-GPU batch and world size deep below the options; the batch
    of an optimizer step (world size, per-GPU batch, accumulation, total) is logged right after the
    environment, before the options, by wrapping the ``dict2str`` that ``basicsr.train`` dumps them with.
+9. pyiqa (:mod:`esc.metrics`) downloads weights whenever a constructor is not handed a file, and MANIQA's
+   always fetches an ImageNet ViT that its checkpoint then overwrites; openai-clip 1.0.1, its CLIP, imports
+   ``packaging`` through ``pkg_resources``, which setuptools 81 and later no longer ship. While
+   :func:`pyiqa_offline` lasts, timm builds backbones untrained, pyiqa's download functions raise, and
+   ``import clip`` finds a ``pkg_resources`` holding only ``packaging`` (:func:`clip_importable`).
 
 Import this module before anything from ``basicsr`` (esc/train.py, esc/test.py, :mod:`esc.models`
 and :mod:`esc.data` do). ``import esc`` alone does not: inference needs neither basicsr nor torchvision.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
+from typing import Any, Iterator, Mapping, Optional
 
 
 def _alias_torchvision_functional_tensor() -> None:
@@ -118,11 +125,65 @@ def _log_the_batch_first() -> None:
     basicsr.train.dict2str = batch_then_options
 
 
+@contextlib.contextmanager
+def clip_importable() -> Iterator[None]:
+    """While it lasts, ``import clip`` (openai-clip) works without setuptools' ``pkg_resources``."""
+    import importlib.util
+
+    if 'clip' in sys.modules or importlib.util.find_spec('pkg_resources') is not None:
+        yield  # imported already, or setuptools < 81: nothing to lend
+        return
+    import packaging.version
+
+    stand_in = types.ModuleType('pkg_resources')
+    stand_in.packaging = packaging
+    sys.modules['pkg_resources'] = stand_in
+    try:
+        yield
+    finally:
+        if sys.modules.get('pkg_resources') is stand_in:
+            del sys.modules['pkg_resources']
+
+
+@contextlib.contextmanager
+def pyiqa_offline(backbone_options: Optional[Mapping[str, Any]] = None) -> Iterator[None]:
+    """While it lasts, pyiqa builds networks without reaching the network (item 9); ``backbone_options``
+    override the options of the timm backbones built meanwhile (tests shrink MANIQA's ViT with them)."""
+    import timm
+
+    from esc.errors import ESCError
+
+    with clip_importable():
+        import pyiqa.archs.arch_util as arch_util
+        import pyiqa.utils.download_util as download_util
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise ESCError(f'pyiqa tried to download {args[0] if args else kwargs}; the IQA metrics read local files only')
+
+    create_model = timm.create_model
+
+    def untrained(name: str, pretrained: bool = False, **kwargs: Any) -> Any:
+        return create_model(name, pretrained=False, **{**kwargs, **(backbone_options or {})})
+
+    replacements = [(timm, 'create_model', untrained), (download_util, 'load_file_from_url', refuse),
+                    (download_util, 'download_url_to_file', refuse), (arch_util, 'load_file_from_url', refuse)]
+    originals = [(module, name, getattr(module, name)) for module, name, _ in replacements]
+    try:
+        with clip_importable():
+            for module, name, replacement in replacements:
+                setattr(module, name, replacement)
+            yield
+    finally:
+        for module, name, original in originals:
+            setattr(module, name, original)
+
+
 def _register_esc() -> None:
     from basicsr.utils.registry import ARCH_REGISTRY
 
     import esc.archs.bicubic_arch  # noqa: F401  (basicsr-land modules register themselves)
     import esc.data  # noqa: F401
+    import esc.metrics  # noqa: F401
     import esc.models  # noqa: F401
     from esc.archs import NETWORKS
 

@@ -52,6 +52,9 @@ def test_option_file_is_consistent(path):
         elif metric['type'] == 'calculate_niqe':  # no reference: the SR image alone (on Y); lower is better
             assert metric['crop_border'] == opt['scale'] and metric['better'] == 'lower'
             assert all(d['type'] == 'SingleImageDataset' for d in opt['datasets'].values())
+        elif metric['type'] in ('calculate_maniqa', 'calculate_musiq', 'calculate_clipiqa'):  # pyiqa's, whole image
+            assert metric.get('crop_border', 0) == 0 and metric.get('better', 'higher') == 'higher'
+            assert all(d['type'] == 'SingleImageDataset' for d in opt['datasets'].values())
         else:
             assert metric['crop_border'] == opt['scale'] and metric['test_y_channel']
     if 'network_d' in opt:
@@ -159,4 +162,5 @@ def test_esc_real_options_follow_the_paper():
     assert perceptual['perceptual_weight'] == 1.0 and perceptual['style_weight'] == 0
     assert gan['train']['gan_opt']['type'] == 'GANLoss' and gan['train']['gan_opt']['loss_weight'] == 0.1
     assert test['datasets']['test_1']['type'] == 'SingleImageDataset' and test['val']['save_img']
-    assert test['val']['metrics'] == {'niqe': dict(type='calculate_niqe', crop_border=4, better='lower')}
+    pyiqa = {name: dict(type=f'calculate_{name}') for name in ('maniqa', 'musiq', 'clipiqa')}  # the official table's
+    assert test['val']['metrics'] == {'niqe': dict(type='calculate_niqe', crop_border=4, better='lower'), **pyiqa}

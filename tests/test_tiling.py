@@ -62,35 +62,17 @@ def test_tiled_set14_score_matches_whole_images(reference):
     assert abs(tiled_psnr - whole_psnr) < 0.01, (whole_psnr, tiled_psnr)
 
 
-@pytest.fixture(scope='module')
-def briefly_trained_esc_light(tmp_path_factory):
-    """ESC-light x2 after 150 iterations of the demo (about a minute): tiling is judged on weights that have
-    learnt something; random ones are far less local than trained ones (see README)."""
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
-    root = tmp_path_factory.mktemp('trained')
-    result = subprocess.run([sys.executable, str(REPO / 'esc/train.py'), '-opt',
-                             str(REPO / 'options/demo/train_ESC_light_X2_demo.yml'), '--force_yml', 'name=seams',
-                             'train:total_iter=150', 'train:scheduler:milestones=[100,125]', 'val:val_freq=1000',
-                             'logger:save_checkpoint_freq=150', 'logger:use_tb_logger=false'],
-                            cwd=root, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root / 'experiments/seams/models/net_g_150.pth'
-
-
 @pytest.mark.slow
-def test_tiles_leave_no_visible_seams_with_trained_weights(briefly_trained_esc_light):
-    """--tile 128 --tile-overlap 64 (the default overlap): within 1/255 of the whole-image result, away from the
-    image borders, on photographs the network never saw (a grayscale one among them)."""
+def test_tiles_leave_no_visible_seams_with_trained_weights(demo_weights):
+    """--tile 128 --tile-overlap 64 (the default overlap), with the demo's ESC-light weights: within 1/255 of the
+    whole-image result, away from the image borders, on photographs the network never saw (a grayscale one among
+    them)."""
     import skimage.data
 
     import esc
 
-    whole = esc.load_model(str(briefly_trained_esc_light), param_key='params', device='cpu')
-    tiled = esc.load_model(str(briefly_trained_esc_light), param_key='params', device='cpu', tile=128)
+    whole = esc.load_model(str(demo_weights), param_key='params', device='cpu')
+    tiled = esc.load_model(str(demo_weights), param_key='params', device='cpu', tile=128)
     assert tiled.tile_overlap == 64
     for name in ('coffee', 'camera', 'cat', 'brick'):
         image = np.asarray(getattr(skimage.data, name)(), dtype=np.float32)[:384, :512] / 255

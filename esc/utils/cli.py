@@ -44,9 +44,9 @@ WEIGHT_PATH_KEYS = ('pretrain_network_g', 'pretrain_network_d')
 
 
 def check_paths(opt: Dict[str, Any]) -> None:
-    """One line naming the option and the path, for every dataset folder, meta-info file or pretrained
-    weight file the (parsed) options name but the disk lacks, and for evaluation HR/LR folders that do
-    not pair up at the option's scale; run before anything is built."""
+    """One line naming the option and the path, for every dataset folder, meta-info file, pretrained
+    weight file or metric weight file the (parsed) options name but the disk lacks, and for evaluation
+    HR/LR folders that do not pair up at the option's scale; run before anything is built."""
     from esc.data.benchmark_prep import check_benchmark_pairs  # basicsr-land, imported only when options are checked
 
     for phase, dataset in (opt.get('datasets') or {}).items():
@@ -65,6 +65,11 @@ def check_paths(opt: Dict[str, Any]) -> None:
         path = (opt.get('path') or {}).get(key)
         if isinstance(path, str) and not osp.isfile(path):
             raise ESCError(f'path.{key}: no such file {path} (paths are relative to {os.getcwd()})')
+    from esc.metrics import check_metric_options  # the weight files of pyiqa's metrics
+
+    for name, metric in ((opt.get('val') or {}).get('metrics') or {}).items():
+        if isinstance(metric, dict):
+            check_metric_options(metric, f'val.metrics.{name}')
 
 
 def _as_list(value: Any) -> List[str]:
