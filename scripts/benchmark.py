@@ -16,7 +16,7 @@
 Defaults: warm-up 3 / 10 timed runs on CPU, 10 / 100 on CUDA (Table 1 on CPU: 1 / 3). Latency is the
 median of the timed runs (min/max and IQR beside it). Memory in MB (bytes / 2**20): on CUDA
 torch.cuda.max_memory_allocated, on CPU the peak-RSS growth over the timed runs, each case in a fresh
-subprocess; see esc/utils/benchmark.py. Bad input is reported as one `error: ...` line, exit status 2.
+subprocess; see scripts/_benchmark_engine.py. Bad input is reported as one `error: ...` line, exit status 2.
 """
 from __future__ import annotations
 
@@ -33,17 +33,17 @@ from esc.utils.checkpoint import write_atomic  # noqa: E402
 from esc.utils.cli import one_line_errors  # noqa: E402
 from esc.acceleration import COMPILE_MODES, FAST, FastPath  # noqa: E402
 from esc.upscaler import DTYPES, load_model, resolve_device  # noqa: E402
-from esc.utils.benchmark import (NAIVE_RATIO_HEADER, NETWORK_HEADER, SCALING_HEADER, SIZES_HEADER,  # noqa: E402
-                                 SPEEDUP_HEADER, SPEEDUP_NETWORKS, SPEEDUP_TRAINING, TABLE1_DIM, TABLE1_HEADER,
-                                 TABLE1_HEADS, TABLE1_WINDOW_SIZES, TEST_SET_LR_SIZES, TRAIN_HEADER, RunSettings,
-                                 attention_spec, backend_label, benchmark_network, check_variant, evaluate_sizes,
-                                 fused_attention_type, iter_table1, make_settings, memory_note, network_row,
-                                 network_spec, parse_size, measure, scaling_row, size_cells, speed_entry,
-                                 speedup_cells, speedup_row, stream_table, table1_cells, train_row, train_spec,
-                                 with_naive_ratio)
+from _benchmark_engine import (NAIVE_RATIO_HEADER, NETWORK_HEADER, SCALING_HEADER, SIZES_HEADER,  # noqa: E402
+                               SPEEDUP_HEADER, SPEEDUP_NETWORKS, SPEEDUP_TRAINING, TABLE1_DIM, TABLE1_HEADER,
+                               TABLE1_HEADS, TABLE1_WINDOW_SIZES, TEST_SET_LR_SIZES, TRAIN_HEADER, RunSettings,
+                               attention_spec, backend_label, benchmark_network, check_variant, evaluate_sizes,
+                               fused_attention_type, iter_table1, make_settings, memory_note, network_row,
+                               network_spec, parse_size, measure, scaling_row, size_cells, speed_entry,
+                               speedup_cells, speedup_row, stream_table, table1_cells, train_row, train_spec,
+                               with_naive_ratio)
 
-from esc.utils.benchmark import (FLASHBIAS_ACCURACY_HEADER, FLASHBIAS_RANKS, flashbias_accuracy,  # noqa: E402
-                                 flashbias_cells, flashbias_header, iter_flashbias)
+from _benchmark_engine import (FLASHBIAS_ACCURACY_HEADER, FLASHBIAS_RANKS, flashbias_accuracy,  # noqa: E402
+                               flashbias_cells, flashbias_header, iter_flashbias)
 
 TABLE1_CPU_SCHEDULE = (1, 3)
 

@@ -17,10 +17,9 @@ import sys
 from typing import List, Optional
 
 import _checkout  # noqa: F401  (this checkout's esc on sys.path; before any esc import)
-import esc.compat  # noqa: F401  (before basicsr, which the checkpoint and metric checks import)
 from esc.errors import ESCError
 from esc.utils.cli import one_line_errors
-from esc.utils.downloads import GROUPS, MISSING, WRONG, check_all, summary
+from _download_checks import GROUPS, MISSING, WRONG, check_all, summary
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

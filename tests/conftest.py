@@ -32,6 +32,7 @@ def load_script(name: str) -> ModuleType:
         sys.path.insert(0, str(SCRIPTS))
     spec = importlib.util.spec_from_file_location(f'scripts_{name}', SCRIPTS / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
     spec.loader.exec_module(module)
     return module
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from esc.archs import build_variant
-from esc.utils import downloads
 from tests.conftest import REPO, load_script
+
+downloads = load_script('_download_checks')
 
 
 def images(folder, count: int, size: int = 8) -> None:

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import _checkout  # noqa: F401  (this checkout's esc on sys.path; before any esc import)
 from esc.archs.attention import WindowAttention, normalize_attn_type, resolve_attn_type
 from esc.archs.esc_arch import STREAMING, VARIANTS, build_variant
 from esc.archs.flashbias import FactorisedWindowAttention, factorise_network, compare_on_image, window_attention
@@ -65,8 +66,6 @@ TABLE1_DIM = 64
 TABLE1_HEADS = 4
 
 MIB = 2 ** 20
-_CHILD_ENTRY = ('import sys; sys.path.insert(0, sys.argv[1]); import esc; '
-                'from esc.utils.benchmark import child_main; child_main(sys.argv[2:])')
 
 
 class BenchmarkTimeout(ESCError):
@@ -486,12 +485,12 @@ def run_spec_isolated(spec: Dict[str, Any], timeout: Optional[float] = None) -> 
 
     Raises :class:`BenchmarkTimeout` past ``timeout`` seconds and :class:`ESCError` if the child fails.
     """
-    package_root = str(Path(__file__).resolve().parents[2])  # the child imports this very esc package
+    engine = str(Path(__file__).resolve())  # the child runs this very file (see the end of it)
     with tempfile.TemporaryDirectory(prefix='esc-benchmark-') as tmp:
         result_path = Path(tmp) / 'record.json'
         try:
-            proc = subprocess.run([sys.executable, '-c', _CHILD_ENTRY, package_root, json.dumps(spec),
-                                   str(result_path)], capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run([sys.executable, engine, '--child', json.dumps(spec), str(result_path)],
+                                  capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise BenchmarkTimeout(f'{describe(spec)}: no result within {timeout:g} s') from None
         if not result_path.is_file():
@@ -964,3 +963,8 @@ def flashbias_accuracy(net: nn.Module, images: Sequence[Tensor], ranks: Sequence
 FLASHBIAS_ACCURACY_HEADER = ('Rank', 'Least energy kept (a layer)', 'PSNR vs exact, mean (dB)', 'worst (dB)',
                              'Max abs difference')
 
+
+if __name__ == '__main__':  # the measuring subprocess of run_spec_isolated: --child SPEC_JSON RESULT_PATH
+    if sys.argv[1:2] != ['--child']:
+        sys.exit('scripts/_benchmark_engine.py is the engine of scripts/benchmark.py, not a command; run that')
+    child_main(sys.argv[2:])
