@@ -1,91 +1,66 @@
-"""Every adaptation of third-party code that ESC needs lives in this module, and nowhere else.
+"""ESC inside basicsr: registration with its registries and every patch of its code, in one place.
 
-1. basicsr 1.4.2 imports ``torchvision.transforms.functional_tensor``, a private module that
-   torchvision removed in 0.17. Its only use there is ``rgb_to_grayscale``, which the public
-   ``torchvision.transforms.functional`` still provides, so an alias module is installed before
-   basicsr is imported.
-2. basicsr's distributed set-up calls ``torch.cuda.set_device`` unconditionally and defaults to
-   NCCL, so it cannot start on a CPU-only machine. :func:`esc.utils.dist.init_dist` replaces it
-   (gloo on CPU, NCCL on GPU) wherever basicsr looks it up.
-3. basicsr's ``load_resume_state`` maps the training state to ``torch.cuda.current_device()``, so
-   resuming fails without a GPU; :func:`esc.utils.checkpoint.load_resume_state` replaces it.
-4. basicsr's train and test pipelines meet a missing dataset folder or weight file deep inside
-   dataset or model construction (a traceback); their ``parse_options`` is wrapped so that every
-   path the options name is checked first (:func:`esc.utils.cli.check_paths`, one line each).
-5. ESC's networks (plain torch, :mod:`esc.archs`), the ``Bicubic`` baseline, ``ESCModel``, ESC's
-   datasets and the pyiqa metrics (:mod:`esc.metrics`) are registered with basicsr's registries.
-6. basicsr's ``PairedImageDataset`` meets a bad training pair (HR not ``scale``× its LR, an LR
-   smaller than the patch, a file that does not decode) as a bare ValueError/AttributeError naming
-   no file, deep inside a data-loader worker; its ``__getitem__`` is wrapped to say which pair.
-7. basicsr's training loop restarts an interrupted epoch from its first batch and reseeds its
-   augmentations per epoch, so a resumed run differs from an uninterrupted one; its
-   ``create_train_val_dataloader`` is wrapped by :func:`esc.data.resumable.create_train_val_dataloader`
-   (exact resume, per-sample seeds, bad-file policy and scan, and the loader batch of
-   :mod:`esc.utils.batch`).
-8. basicsr's training log states the per-GPU batch and world size deep below the options; the batch
-   of an optimizer step (world size, per-GPU batch, accumulation, total) is logged right after the
-   environment, before the options, by wrapping the ``dict2str`` that ``basicsr.train`` dumps them with.
-9. pyiqa (:mod:`esc.metrics`) downloads weights whenever a constructor is not handed a file, and MANIQA's
-   always fetches an ImageNet ViT that its checkpoint then overwrites; openai-clip 1.0.1, its CLIP, imports
-   ``packaging`` through ``pkg_resources``, which setuptools 81 and later no longer ship. While
-   :func:`pyiqa_offline` lasts, timm builds backbones untrained, pyiqa's download functions raise, and
-   ``import clip`` finds a ``pkg_resources`` holding only ``packaging`` (:func:`clip_importable`).
+``import esc.compat`` (esc/train.py, esc/test.py and the scripts that run basicsr pipelines do) imports ESC's
+basicsr-land modules, which register their models, datasets, losses, metrics and the ``Bicubic`` baseline
+as they load, registers the plain-torch networks of :mod:`esc.archs`, and applies :data:`BASICSR_PATCHES`.
+It sits above everything it registers: no module of the package imports it, so imports run one way.
+(basicsr on current torchvision needs no import order: ``esc/__init__.py`` installs :mod:`esc.torchvision_alias`.)
 
-Import this module before anything from ``basicsr`` (esc/train.py, esc/test.py, :mod:`esc.models`
-and :mod:`esc.data` do). ``import esc`` alone does not: inference needs neither basicsr nor torchvision.
+Every patch, what it replaces and why (targets as basicsr 1.4.2 defines them; ``tests/test_compat.py`` fails,
+naming the target, where one has gone or changed its signature, and applying one that has gone is one line):
+
+=========================================================  ===================================================
+basicsr target                                             why, and what replaces it
+=========================================================  ===================================================
+``utils.dist_util:init_dist``, ``utils.options:init_dist``  it calls ``torch.cuda.set_device`` and defaults to
+                                                           NCCL, so it cannot start on a CPU-only machine:
+                                                           :func:`esc.utils.dist.init_dist` (gloo on CPU)
+``train:load_resume_state``                                maps the state to the current CUDA device, so
+                                                           resuming fails without a GPU:
+                                                           :func:`esc.utils.checkpoint.load_resume_state`
+``train:parse_options``, ``test:parse_options``            a missing folder or weight file surfaces deep in
+                                                           construction: options are validated and every path
+                                                           checked first (:func:`esc.utils.cli.checked_parse_options`)
+``data.paired_image_dataset:PairedImageDataset.__getitem__``  a bad training pair is a bare ValueError naming no
+                                                           file, deep in a loader worker: one line naming the pair
+``train:create_train_val_dataloader``                      an interrupted epoch restarts from its first batch and
+                                                           augmentations reseed per epoch: exact resume, per-sample
+                                                           seeds, the batch of an optimizer step
+                                                           (:func:`esc.data.resumable.create_train_val_dataloader`)
+``train:dict2str``                                         the log states the per-GPU batch deep below the
+                                                           options: the batch of an optimizer step (world size,
+                                                           per-GPU batch, accumulation, total) comes first
+=========================================================  ===================================================
+
+pyiqa's networks are built with patches of their own, applied only meanwhile (:mod:`esc.metrics.offline`).
 """
 from __future__ import annotations
 
-import contextlib
-import sys
-import types
-from typing import Any, Iterator, Mapping, Optional
+import functools
+from typing import Any, Callable, Dict, Tuple
+
+from basicsr.utils.registry import ARCH_REGISTRY
+
+import esc.archs.bicubic_arch  # noqa: F401  (the modules below register themselves with basicsr as they load)
+import esc.data  # noqa: F401
+import esc.losses  # noqa: F401
+import esc.metrics  # noqa: F401
+import esc.models  # noqa: F401
+from esc.archs import NETWORKS
+from esc.data.resumable import create_train_val_dataloader
+from esc.errors import ESCError
+from esc.patching import Patch
+from esc.utils.batch import training_batch_plan
+from esc.utils.checkpoint import load_resume_state
+from esc.utils.cli import checked_parse_options
+from esc.utils.dist import init_dist
+
+BASICSR_VERSION = 'basicsr 1.4.2'
 
 
-def _alias_torchvision_functional_tensor() -> None:
-    name = 'torchvision.transforms.functional_tensor'
-    if name in sys.modules:
-        return
-    try:
-        import torchvision.transforms.functional_tensor  # noqa: F401  (torchvision < 0.17)
-        return
-    except ImportError:
-        pass
-    from torchvision.transforms import functional
-
-    alias = types.ModuleType(name)
-    alias.rgb_to_grayscale = functional.rgb_to_grayscale
-    sys.modules[name] = alias
-
-
-def _use_esc_launch_resume_and_checks() -> None:
-    import basicsr.test
-    import basicsr.train
-    import basicsr.utils.dist_util
-    import basicsr.utils.options
-
-    from esc.utils.checkpoint import load_resume_state
-    from esc.utils.cli import checked_parse_options
-    from esc.utils.dist import init_dist
-
-    basicsr.utils.dist_util.init_dist = init_dist
-    basicsr.utils.options.init_dist = init_dist
-    basicsr.train.load_resume_state = load_resume_state
-    for pipeline in (basicsr.train, basicsr.test):
-        pipeline.parse_options = checked_parse_options(basicsr.utils.options.parse_options)
-
-
-def _name_the_files_of_bad_pairs() -> None:
-    import functools
-
-    from basicsr.data.paired_image_dataset import PairedImageDataset
-
-    from esc.errors import ESCError
-
-    getitem = PairedImageDataset.__getitem__
-
+def _named_bad_pairs(getitem: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(getitem)
-    def checked_getitem(self, index):
+    def checked_getitem(self: Any, index: int) -> Dict[str, Any]:
         try:
             return getitem(self, index)
         except (ValueError, AttributeError) as exc:
@@ -95,106 +70,44 @@ def _name_the_files_of_bad_pairs() -> None:
             raise ESCError(f"datasets ({self.opt.get('name')}): bad pair {pair['gt_path']} / {pair['lq_path']}: "
                            f'{reason}') from None
 
-    PairedImageDataset.__getitem__ = checked_getitem
+    return checked_getitem
 
 
-def _resume_training_data_exactly() -> None:
-    import functools
-
-    import basicsr.train
-
-    from esc.data.resumable import create_train_val_dataloader
-
-    basicsr.train.create_train_val_dataloader = functools.partial(create_train_val_dataloader,
-                                                                  basicsr.train.create_train_val_dataloader)
-
-
-def _log_the_batch_first() -> None:
-    import functools
-
-    import basicsr.train
-
-    from esc.utils.batch import training_batch_plan
-
-    options_text = basicsr.train.dict2str
-
+def _batch_first(options_text: Callable[..., str]) -> Callable[..., str]:
     @functools.wraps(options_text)
-    def batch_then_options(opt, indent_level=1):
+    def batch_then_options(opt: Dict[str, Any], indent_level: int = 1) -> str:
         return f'{training_batch_plan(opt).describe()}\n{options_text(opt, indent_level)}'
 
-    basicsr.train.dict2str = batch_then_options
+    return batch_then_options
 
 
-@contextlib.contextmanager
-def clip_importable() -> Iterator[None]:
-    """While it lasts, ``import clip`` (openai-clip) works without setuptools' ``pkg_resources``."""
-    import importlib.util
-
-    if 'clip' in sys.modules or importlib.util.find_spec('pkg_resources') is not None:
-        yield  # imported already, or setuptools < 81: nothing to lend
-        return
-    import packaging.version
-
-    stand_in = types.ModuleType('pkg_resources')
-    stand_in.packaging = packaging
-    sys.modules['pkg_resources'] = stand_in
-    try:
-        yield
-    finally:
-        if sys.modules.get('pkg_resources') is stand_in:
-            del sys.modules['pkg_resources']
+def _patch(target: str, signature: str, why: str, replace: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Patch:
+    return Patch(f'basicsr.{target}', signature, why, replace, BASICSR_VERSION)
 
 
-@contextlib.contextmanager
-def pyiqa_offline(backbone_options: Optional[Mapping[str, Any]] = None) -> Iterator[None]:
-    """While it lasts, pyiqa builds networks without reaching the network (item 9); ``backbone_options``
-    override the options of the timm backbones built meanwhile (tests shrink MANIQA's ViT with them)."""
-    import timm
-
-    from esc.errors import ESCError
-
-    with clip_importable():
-        import pyiqa.archs.arch_util as arch_util
-        import pyiqa.utils.download_util as download_util
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise ESCError(f'pyiqa tried to download {args[0] if args else kwargs}; the IQA metrics read local files only')
-
-    create_model = timm.create_model
-
-    def untrained(name: str, pretrained: bool = False, **kwargs: Any) -> Any:
-        return create_model(name, pretrained=False, **{**kwargs, **(backbone_options or {})})
-
-    replacements = [(timm, 'create_model', untrained), (download_util, 'load_file_from_url', refuse),
-                    (download_util, 'download_url_to_file', refuse), (arch_util, 'load_file_from_url', refuse)]
-    originals = [(module, name, getattr(module, name)) for module, name, _ in replacements]
-    try:
-        with clip_importable():
-            for module, name, replacement in replacements:
-                setattr(module, name, replacement)
-            yield
-    finally:
-        for module, name, original in originals:
-            setattr(module, name, original)
+_CPU_LAUNCH = 'distributed set-up on CPU-only machines'
+_OPTIONS_CHECKED = 'options and paths checked before anything is built'
+BASICSR_PATCHES: Tuple[Patch, ...] = (
+    _patch('utils.dist_util:init_dist', "(launcher, backend='nccl', **kwargs)", _CPU_LAUNCH, lambda _: init_dist),
+    _patch('utils.options:init_dist', "(launcher, backend='nccl', **kwargs)", _CPU_LAUNCH, lambda _: init_dist),
+    _patch('train:load_resume_state', '(opt)', 'resuming without a GPU', lambda _: load_resume_state),
+    _patch('train:parse_options', '(root_path, is_train=True)', _OPTIONS_CHECKED, checked_parse_options),
+    _patch('test:parse_options', '(root_path, is_train=True)', _OPTIONS_CHECKED, checked_parse_options),
+    _patch('data.paired_image_dataset:PairedImageDataset.__getitem__', '(self, index)',
+           'a bad training pair named in one line', _named_bad_pairs),
+    _patch('train:create_train_val_dataloader', '(opt, logger)', 'exact resume and the batch of an optimizer step',
+           lambda create: functools.partial(create_train_val_dataloader, create)),
+    _patch('train:dict2str', '(opt, indent_level=1)', 'the batch of an optimizer step logged first', _batch_first),
+)
+"""basicsr's functions that ESC replaces (see the table above and :class:`esc.patching.Patch`)."""
 
 
-def _register_esc() -> None:
-    from basicsr.utils.registry import ARCH_REGISTRY
-
-    import esc.archs.bicubic_arch  # noqa: F401  (basicsr-land modules register themselves)
-    import esc.data  # noqa: F401
-    import esc.metrics  # noqa: F401
-    import esc.models  # noqa: F401
-    from esc.archs import NETWORKS
-
-    for network in NETWORKS.values():  # plain torch: registered from here
+def _register_networks() -> None:
+    for network in NETWORKS.values():  # plain torch, so registered from here
         if network.__name__ not in ARCH_REGISTRY:
             ARCH_REGISTRY.register(network)
 
 
-_alias_torchvision_functional_tensor()
-_use_esc_launch_resume_and_checks()
-_name_the_files_of_bad_pairs()
-_register_esc()
-_resume_training_data_exactly()
-_log_the_batch_first()
+_register_networks()
+for _basicsr_patch in BASICSR_PATCHES:
+    _basicsr_patch.apply()

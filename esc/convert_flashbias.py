@@ -50,7 +50,6 @@ def photograph(path: Optional[str], crop: int = DEFAULT_CROP, sample: str = DEFA
         image = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
     else:
         try:
-            import esc.compat  # noqa: F401  (basicsr on current torchvision, for the sample-image loader)
             from esc.data.sample_image_dataset import load_sample_image
         except ImportError as exc:
             raise ESCError(f'--image: give a photograph (scikit-image\'s {sample} needs {exc.name})') from None

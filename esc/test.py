@@ -13,7 +13,7 @@ if sys.path and osp.abspath(sys.path[0]) == osp.dirname(osp.abspath(__file__)):
     # run as a script: import the `esc` package, not the folder esc/ itself, first
     sys.path[0] = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
-import esc.compat  # noqa: E402,F401  (adapts basicsr and registers ESC with it; before basicsr imports)
+import esc.compat  # noqa: E402,F401  (registers ESC with basicsr and applies its patches of basicsr)
 from basicsr.test import test_pipeline  # noqa: E402
 from esc.utils.cli import run_pipeline  # noqa: E402
 

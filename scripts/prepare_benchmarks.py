@@ -22,7 +22,6 @@ import argparse
 from typing import List, Optional
 
 import _checkout  # noqa: F401  (this checkout's esc on sys.path; before any esc import)
-import esc.compat  # noqa: F401  (must precede basicsr imports)
 from esc.data.benchmark_prep import prepare_benchmark, quiet_opencv
 from esc.utils.cli import one_line_errors
 

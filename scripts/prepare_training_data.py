@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import _checkout  # noqa: F401  (this checkout's esc on sys.path; before any esc import)
-import esc.compat  # noqa: F401  (must precede basicsr imports)
 from esc.data.benchmark_prep import check_scales, quiet_opencv
 from esc.data.training_prep import (MULTISCALE_FACTORS, SHORTEST_EDGE, LRFolder, extract_subimages, pack_lmdb,
                                     prepare_real_training_data)

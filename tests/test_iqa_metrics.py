@@ -17,7 +17,7 @@ import yaml
 from basicsr.metrics import calculate_metric
 from skimage import data
 
-from esc.compat import pyiqa_offline
+from esc.metrics.offline import pyiqa_offline
 from esc.errors import ESCError
 from esc.metrics import no_reference
 from esc.utils.options import validate_options

@@ -9,13 +9,12 @@ import math
 from typing import Any, Optional, Tuple, Union
 
 import torch
+from basicsr.utils.matlab_functions import calculate_weights_indices, imresize
+from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
-from esc import compat  # noqa: F401  (before basicsr)
 from esc.archs.lte_arch import check_scale, output_size
 from esc.errors import ESCError
-from basicsr.utils.matlab_functions import calculate_weights_indices, imresize  # noqa: E402  (isort: after compat)
-from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
 
 
 @functools.lru_cache(maxsize=64)

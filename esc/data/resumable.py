@@ -31,15 +31,14 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from basicsr.data import build_dataloader
+from basicsr.utils import get_root_logger
 from torch.utils import data
 
-from esc import compat  # noqa: F401  (before basicsr)
 from esc.errors import ESCError
 from esc.utils.batch import training_batch_plan
 from esc.utils.checkpoint import training_state_position
 from esc.utils.options import BAD_SAMPLE_MODES
-from basicsr.data import build_dataloader  # noqa: E402  (isort: after compat)
-from basicsr.utils import get_root_logger  # noqa: E402
 
 MAX_CONSECUTIVE_BAD = 10
 

@@ -1,5 +1,4 @@
 """Losses ESC adds to basicsr's LOSS_REGISTRY."""
-from esc import compat  # noqa: F401  (before basicsr)
 from esc.losses.perceptual_loss import OfflinePerceptualLoss, resolve_vgg_weights
 
 __all__ = ['OfflinePerceptualLoss', 'resolve_vgg_weights']

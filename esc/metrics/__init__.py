@@ -1,5 +1,4 @@
 """Metrics ESC adds to basicsr's METRIC_REGISTRY: MANIQA, MUSIQ and CLIPIQA through pyiqa (no reference needed)."""
-from esc import compat  # noqa: F401  (before basicsr)
 from esc.metrics.no_reference import (METRICS, WEIGHTS_DIR, build_network, calculate_clipiqa, calculate_maniqa,
                                       calculate_musiq, check_metric_options, score_image, weights_path)
 

@@ -31,6 +31,7 @@ from basicsr.utils.registry import METRIC_REGISTRY
 from torch import nn
 
 from esc.errors import ESCError
+from esc.metrics.offline import pyiqa_offline
 
 WEIGHTS_DIR = 'experiments/pretrained_models/iqa'
 """Where the weight files go by default (relative to the working directory, like every path of the options)."""
@@ -118,8 +119,6 @@ def build_network(metric: str, path: str, device: str = 'cpu') -> nn.Module:
     spec = METRICS[metric]
     if not osp.isfile(path):
         raise ESCError(missing_weights_message(metric, path, f'val.metrics.{metric}.weights'))
-    from esc.compat import pyiqa_offline
-
     with pyiqa_offline(spec.backbone_options):
         from pyiqa.archs import build_network as build_pyiqa_network
         from pyiqa.archs.arch_util import clean_state_dict

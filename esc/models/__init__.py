@@ -1,5 +1,4 @@
 """Models ESC adds to basicsr's MODEL_REGISTRY."""
-from esc import compat  # noqa: F401  (before basicsr)
 from esc.models.esc_model import ESCModel
 from esc.models.lte_model import ESCLTEModel
 from esc.models.real_model import ESCRealESRGANModel, ESCRealESRNetModel

@@ -116,10 +116,13 @@ REQUIRED_TRAIN = (('train', 'total_iter'), ('train', 'optim_g'), ('logger', 'pri
 
 
 def validate_options(opt: Mapping[str, Any], is_train: bool) -> None:
-    """Check ``opt`` (an option file's mapping, parsed or not); raise ESCError naming the first bad key path."""
-    from esc import compat  # noqa: F401  (the registries hold ESC's classes)
+    """Check ``opt`` (an option file's mapping, parsed or not); raise ESCError naming the first bad key path.
+    Options name basicsr's registered classes, so ESC's must be registered: ``import esc.compat`` first (the
+    entry points do; this module sits below the classes it checks, so it cannot)."""
     from basicsr.utils.registry import MODEL_REGISTRY
 
+    if _registered(MODEL_REGISTRY, 'ESCModel') is None:
+        raise ESCError('options cannot be checked before ESC is registered with basicsr: import esc.compat first')
     if not isinstance(opt, Mapping):
         raise ESCError('the option file does not hold a mapping of options')
     for key in ('name', 'model_type', 'datasets'):
