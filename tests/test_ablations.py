@@ -35,6 +35,7 @@ def test_parameters_match_table3(case):
         assert round(params / 1e3) == TABLE3[case].params_k
 
 
+@pytest.mark.slow  # seven fvcore counts, about a minute and a half
 @pytest.mark.parametrize('case', list(DETERMINED) + list(OUR_READINGS))
 def test_flops_match_table3(case):
     net = build_variant('ESC', 2, attn_type='naive', **{**DETERMINED, **OUR_READINGS}[case])

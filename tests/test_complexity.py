@@ -35,8 +35,9 @@ def test_flops_match_table2(variant, scale):
 
 
 @pytest.mark.parametrize('variant,scale,options,output_size', [
-    ('ESC-FP', 4, {}, HD_OUTPUT),  # the paper's setting, traced whole (about 10 s)
-    ('ESC', 2, dict(window_size=24, conv_blocks=6), (360, 650)),  # another window; sizes off every multiple
+    pytest.param('ESC-FP', 4, {}, HD_OUTPUT, marks=pytest.mark.slow),  # the paper's setting, traced whole (20 s)
+    pytest.param('ESC', 2, dict(window_size=24, conv_blocks=6), (360, 650),  # another window; sizes off every multiple
+                 marks=pytest.mark.slow),
     ('ESC-light', 3, dict(first_mixer='conv_attn'), (300, 330)),  # no attention at all
 ])
 def test_small_traces_give_the_full_size_count_exactly(variant, scale, options, output_size):

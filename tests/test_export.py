@@ -130,6 +130,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, args, message):
     assert not (tmp_path / 'x.onnx').exists()
 
 
+@pytest.mark.slow
 def test_official_layout_esc_x2_exports_and_reproduces_the_reference(reference):
     _onnx_modules()
     ref = reference('esc_x2.pt')

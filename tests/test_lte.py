@@ -274,6 +274,7 @@ def test_the_bicubic_row_at_a_non_integer_scale(tmp_path):
     assert 20 < reported < 60
 
 
+@pytest.mark.slow
 def test_training_resumes_exactly(tmp_path):
     """The batch's scale and its queries draw from the restored generators, the HR patches from their own seeds."""
     from tests.test_reliability import assert_resumes_exactly

@@ -123,6 +123,7 @@ def test_both_stages_train_on_cpu(gan_checkpoint):
     assert 'to_img.8.weight' in state['params_ema']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('stage', ['mse', 'gan'])
 def test_both_stages_resume_exactly(root, gan_checkpoint, stage):
     """Degradations draw from the restored generators and the pair queue travels in the training state."""
