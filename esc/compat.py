@@ -9,28 +9,20 @@ It sits above everything it registers: no module of the package imports it, so i
 Every patch, what it replaces and why (targets as basicsr 1.4.2 defines them; ``tests/test_compat.py`` fails,
 naming the target, where one has gone or changed its signature, and applying one that has gone is one line):
 
-=========================================================  ===================================================
-basicsr target                                             why, and what replaces it
-=========================================================  ===================================================
-``utils.dist_util:init_dist``, ``utils.options:init_dist``  it calls ``torch.cuda.set_device`` and defaults to
-                                                           NCCL, so it cannot start on a CPU-only machine:
-                                                           :func:`esc.utils.dist.init_dist` (gloo on CPU)
-``train:load_resume_state``                                maps the state to the current CUDA device, so
-                                                           resuming fails without a GPU:
-                                                           :func:`esc.utils.checkpoint.load_resume_state`
-``train:parse_options``, ``test:parse_options``            a missing folder or weight file surfaces deep in
-                                                           construction: options are validated and every path
-                                                           checked first (:func:`esc.utils.cli.checked_parse_options`)
-``data.paired_image_dataset:PairedImageDataset.__getitem__``  a bad training pair is a bare ValueError naming no
-                                                           file, deep in a loader worker: one line naming the pair
-``train:create_train_val_dataloader``                      an interrupted epoch restarts from its first batch and
-                                                           augmentations reseed per epoch: exact resume, per-sample
-                                                           seeds, the batch of an optimizer step
-                                                           (:func:`esc.data.resumable.create_train_val_dataloader`)
-``train:dict2str``                                         the log states the per-GPU batch deep below the
-                                                           options: the batch of an optimizer step (world size,
-                                                           per-GPU batch, accumulation, total) comes first
-=========================================================  ===================================================
+- ``utils.dist_util:init_dist`` and ``utils.options:init_dist``: basicsr's calls ``torch.cuda.set_device`` and
+  defaults to NCCL, so it cannot start on a CPU-only machine; :func:`esc.utils.dist.init_dist` (gloo on CPU).
+- ``train:load_resume_state``: maps the state to the current CUDA device, so resuming fails without a GPU;
+  :func:`esc.utils.checkpoint.load_resume_state`.
+- ``train:parse_options`` and ``test:parse_options``: a missing folder or weight file surfaces deep inside
+  construction; the options are validated and every path checked first
+  (:func:`esc.utils.cli.checked_parse_options`).
+- ``data.paired_image_dataset:PairedImageDataset.__getitem__``: a bad training pair is a bare ValueError naming
+  no file, deep in a loader worker; one line naming the pair.
+- ``train:create_train_val_dataloader``: an interrupted epoch restarts from its first batch and augmentations
+  reseed per epoch; exact resume, per-sample seeds and the batch of an optimizer step
+  (:func:`esc.data.resumable.create_train_val_dataloader`).
+- ``train:dict2str``: the log states the per-GPU batch deep below the options; the batch of an optimizer step
+  (world size, per-GPU batch, accumulation, total) comes first.
 
 pyiqa's networks are built with patches of their own, applied only meanwhile (:mod:`esc.metrics.offline`).
 """
