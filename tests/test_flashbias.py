@@ -110,7 +110,7 @@ def test_official_reference_reproduced_at_full_rank(reference, name):
     ref = reference(name)
     net = NETWORKS[ref['arch']](**ref['config'], attn_type='flashbias', bias_rank=ref['config']['window_size'] ** 2)
     net.load_state_dict(ref['state_dict'], strict=True)
-    assert {k for k in net.state_dict() if 'bias_factor' in k} and 'relative_position_bias' not in str(net.state_dict().keys())
+    assert {k for k in net.state_dict() if k.endswith('.flashbias_q')} and 'relative_position_bias' not in str(net.state_dict().keys())
     with torch.no_grad():
         out = net.eval()(ref['input'])
     assert (out - ref['output']).abs().max().item() <= 1e-4
@@ -128,7 +128,7 @@ def test_factorised_layers_train_through_the_stock_backward_and_agree_with_the_d
     for model in (net, dense):
         torch.nn.functional.l1_loss(model(x), target).backward()
         grads.append({n: p.grad for n, p in model.named_parameters()})
-    assert grads[0]['blocks.0.attn.bias_factor_q'].abs().sum() > 0
+    assert grads[0]['blocks.0.attn.flashbias_q'].abs().sum() > 0
     for key, grad in grads[1].items():
         assert (grads[0][key] - grad).abs().max() <= 1e-5 * max(1.0, grad.abs().max().item()), key
     assert choose_backend('auto', 'cpu', 8, True, 'factors')[0] == 'sdpa'  # auto keeps the fused bias backward
@@ -148,9 +148,13 @@ def test_row_strips_equal_the_whole_image():
 
 
 @pytest.mark.parametrize('options,message', [
-    (dict(attn_type='flashbias'), "attn_type 'flashbias': it reads the position bias as factors, the layer holds it "
-                                  'as table (set bias_rank to factorise it)'),
-    (dict(attn_type='flex', bias_rank=4), "attn_type 'flex': it reads the position bias as table"),
+    (dict(attn_type='flex', bias_rank=4), "attn_type 'flex': it reads the position bias as table, the layer holds "
+                                          'it as factors (leave bias_rank unset)'),
+    (dict(attn_type='Flex', flashbias_rank=4), "attn_type 'Flex': it reads the position bias as table, the layer "
+                                               'holds it as factors (leave flashbias_rank unset)'),
+    (dict(bias_rank=4, flashbias_rank=5), 'flashbias_rank (5) and bias_rank (4) name one option'),
+    (dict(flashbias_rank=[4, 4]), 'flashbias_rank lists 2 ranks for 1 self-attention layers'),
+    (dict(deployment='yes'), "deployment must be true or false, got 'yes'"),
     (dict(bias_rank=0), 'bias_rank: the rank must be an integer from 1 to the window\'s 64 positions, got 0'),
     (dict(bias_rank=65), 'got 65'),
     (dict(bias_rank=[4, 4]), 'bias_rank lists 2 ranks for 1 self-attention layers'),
@@ -197,7 +201,7 @@ def test_conversion_command_reports_every_layer_and_writes_a_flashbias_checkpoin
     assert 'blocks.0.attn: rank 12, energy kept 0.' in out and 'output max abs difference' in out
     assert 'network output against the exact one: max abs difference' in out and 'PSNR' in out
     state = torch.load(target, weights_only=True)['params_ema']
-    assert state['blocks.0.attn.bias_factor_q'].shape == (2, N, 12) and not any('relative_position' in k for k in state)
+    assert state['blocks.0.attn.flashbias_q'].shape == (2, N, 12) and not any('relative_position' in k for k in state)
     with pytest.raises(SystemExit) as exit_:
         convert_main(['--model', str(source), '-o', str(tmp_path / 'x.pth'), '--rank', '65', '--image',
                       str(tmp_path / 'photo.png')])
@@ -275,4 +279,4 @@ def test_cuda_flashbias_agrees_with_the_exact_path(dtype):
             m.attn_type = 'flashbias'
     with torch.autocast('cuda', dtype=dtype, enabled=dtype != torch.float32):
         low(x).float().square().mean().backward()
-    assert low.blocks[0].attn.bias_factor_q.grad.abs().sum() > 0
+    assert low.blocks[0].attn.flashbias_q.grad.abs().sum() > 0

@@ -12,7 +12,7 @@ computes that equation:
 - ``auto``:  the fastest backend that works where the network runs (:func:`choose_backend` says which and why):
   flex on CUDA where its kernel compiles (Triton present, head dim ≥ 16), otherwise sdpa.
 
-The official spellings ``Flex``, ``SDPA`` and ``Naive`` are accepted. Other modules add backends with
+The official spellings ``Flex``, ``SDPA``, ``Naive`` and ``FlashBias`` are accepted (:data:`OFFICIAL_ATTN_TYPES`). Other modules add backends with
 :func:`register_backend` (e.g. :mod:`esc.archs.flashbias`).
 """
 from __future__ import annotations
@@ -79,12 +79,17 @@ def attn_types() -> Tuple[str, ...]:
     return ('auto', *BACKENDS)
 
 
+OFFICIAL_ATTN_TYPES: Dict[str, str] = {'Flex': 'flex', 'SDPA': 'sdpa', 'Naive': 'naive', 'FlashBias': 'flashbias'}
+"""The official repository's ``attn_type`` values and the backends they are here (FlashBias: the position bias as
+low-rank factors, :mod:`esc.archs.flashbias`)."""
+
+
 def normalize_attn_type(attn_type: str) -> str:
-    """Map an ``attn_type`` option (any case, e.g. the official 'Flex') to one of :func:`attn_types`."""
-    name = str(attn_type).lower()
+    """Map an ``attn_type`` option (any case, e.g. the official 'Flex' or 'FlashBias') to one of :func:`attn_types`."""
+    name = OFFICIAL_ATTN_TYPES.get(attn_type, str(attn_type).lower())
     if name not in attn_types():
         raise ESCError(f"attn_type: {attn_type!r} is not supported; choose one of {', '.join(attn_types())} "
-                       "(or the official 'Flex', 'SDPA', 'Naive')")
+                       f"(or the official {', '.join(map(repr, OFFICIAL_ATTN_TYPES))})")
     return name
 
 

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esc.archs.attention import bias_form_conflict, normalize_attn_type
-from esc.archs.flashbias import BiasRank, FactorisedWindowAttention, layer_ranks, window_attention
+from esc.archs.flashbias import (BiasRank, FactorisedWindowAttention, layer_ranks, network_bias_rank,
+                                 window_attention)
 from esc.archs.streaming import streamed_forward
 from esc.archs.layers import (ConvAttn, ConvFFN, DecomposedLargeKernelConv, LargeKernel, LayerNorm2d, ReflectConv2d,
                               SharedLargeKernelConv, symmetric_average)
@@ -88,9 +89,13 @@ class _ESCNetwork(nn.Module):
 
     ``streaming``: 'auto' computes in row strips on CPU when no gradient is needed (same output, a
     fraction of the memory, faster), 'on' always when no gradient is needed, 'off' never.
-    ``bias_rank``: None (the default) holds each attention layer's position bias as the relative-position
-    table; a rank R (or one per self-attention layer, in order) holds it as trainable low-rank factors
-    (FlashBias, :mod:`esc.archs.flashbias`), which ``attn_type: flashbias`` needs.
+    ``flashbias_rank`` (the official option) or its synonym ``bias_rank``: None (the default) holds each
+    attention layer's position bias as the relative-position table, except that ``attn_type: flashbias`` (the
+    official ``FlashBias``) then takes the official default rank 256 − head dim; a rank R (or one per
+    self-attention layer, in order) holds it as trainable low-rank factors (FlashBias, :mod:`esc.archs.flashbias`).
+    ``deployment``: the official early option files' switch between their naive attention (training) and
+    FlexAttention (deployment); every backend here computes the same attention, so it is accepted and changes
+    nothing: ``attn_type`` chooses the backend.
     """
 
     large_kernel_conv: type = SharedLargeKernelConv
@@ -103,7 +108,7 @@ class _ESCNetwork(nn.Module):
                  num_heads: int, upscaling_factor: Optional[int], exp_ratio: float, attn_type: str,
                  norm_before_ffns: bool, unknown: Mapping[str, Any], large_kernel_options: Optional[Mapping[str, Any]] = None,
                  first_mixer: str = 'self_attn', inner_mixer: str = 'conv_attn', streaming: str = 'auto',
-                 bias_rank: BiasRank = None) -> None:
+                 bias_rank: BiasRank = None, flashbias_rank: BiasRank = None, deployment: Optional[bool] = None) -> None:
         super().__init__()
         self._check_options(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
                             exp_ratio, unknown)
@@ -118,13 +123,17 @@ class _ESCNetwork(nn.Module):
         self.attn_type = normalize_attn_type(attn_type)
         self.uses_conv_attn = 'conv_attn' in (first_mixer, inner_mixer)
         where = f'network_g ({type(self).__name__})'
+        if deployment is not None and not isinstance(deployment, bool):
+            raise ESCError(f'{where}: deployment must be true or false, got {deployment!r}')
+        bias_rank, rank_option = network_bias_rank(bias_rank, flashbias_rank, self.attn_type, dim // num_heads,
+                                                   window_size, where)
         conflict = bias_form_conflict(self.attn_type, FactorisedWindowAttention.bias_form if bias_rank is not None
                                       else 'table')
         if conflict:
-            hint = 'set bias_rank to factorise it' if bias_rank is None else 'leave bias_rank unset'
+            hint = 'set flashbias_rank to factorise it' if bias_rank is None else f'leave {rank_option} unset'
             raise ESCError(f'{where}: attn_type {attn_type!r}: {conflict} ({hint})')
         attention_layers = n_blocks * ((first_mixer == 'self_attn') + conv_blocks * (inner_mixer == 'self_attn'))
-        ranks = iter(layer_ranks(bias_rank, attention_layers, window_size, where))
+        ranks = iter(layer_ranks(bias_rank, attention_layers, window_size, where, rank_option))
 
         def make_self_attn() -> nn.Module:
             return window_attention(dim, window_size, num_heads, self.attn_type, next(ranks))
@@ -243,11 +252,12 @@ class ESC(_ESCNetwork):
                  window_size: int = 32, num_heads: int = 4, upscaling_factor: Optional[int] = None,
                  exp_ratio: float = 1.25, attn_type: str = 'auto', use_ln: bool = False, share_lk: bool = True,
                  dynamic_kernel: bool = True, first_mixer: str = 'self_attn', inner_mixer: str = 'conv_attn',
-                 streaming: str = 'auto', bias_rank: BiasRank = None, **unknown: Any) -> None:
+                 streaming: str = 'auto', bias_rank: BiasRank = None, flashbias_rank: BiasRank = None,
+                 deployment: Optional[bool] = None, **unknown: Any) -> None:
         large_kernel_options = dict(own_kernel_size=None if share_lk else kernel_size, dynamic=bool(dynamic_kernel))
         super().__init__(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
                          exp_ratio, attn_type, bool(use_ln), unknown, large_kernel_options, first_mixer, inner_mixer,
-                         streaming, bias_rank)
+                         streaming, bias_rank, flashbias_rank, deployment)
         if share_lk and self.uses_conv_attn:
             self.plk_filter = nn.Parameter(torch.empty(pdim, pdim, kernel_size, kernel_size))
             nn.init.orthogonal_(self.plk_filter)
@@ -276,9 +286,10 @@ class ESCFP(_ESCNetwork):
     def __init__(self, dim: int = 48, pdim: int = 16, kernel_size: int = 13, n_blocks: int = 5, conv_blocks: int = 5,
                  window_size: int = 32, num_heads: int = 3, upscaling_factor: Optional[int] = None,
                  exp_ratio: float = 1.25, attn_type: str = 'auto', streaming: str = 'auto', bias_rank: BiasRank = None,
-                 **unknown: Any) -> None:
+                 flashbias_rank: BiasRank = None, deployment: Optional[bool] = None, **unknown: Any) -> None:
         super().__init__(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
-                         exp_ratio, attn_type, True, unknown, streaming=streaming, bias_rank=bias_rank)
+                         exp_ratio, attn_type, True, unknown, streaming=streaming, bias_rank=bias_rank,
+                         flashbias_rank=flashbias_rank, deployment=deployment)
         self.lk_channel = nn.Parameter(torch.randn(pdim, pdim, 1, 1))
         self.lk_spatial = nn.Parameter(torch.empty(pdim, 1, kernel_size, kernel_size))
         nn.init.orthogonal_(self.lk_spatial)
@@ -315,9 +326,10 @@ class ESCReal(_ESCNetwork):
     def __init__(self, dim: int = 64, pdim: int = 16, kernel_size: int = 13, n_blocks: int = 10, conv_blocks: int = 5,
                  window_size: int = 32, num_heads: int = 4, upscaling_factor: Optional[int] = 4,
                  exp_ratio: float = 2.0, attn_type: str = 'auto', streaming: str = 'auto', bias_rank: BiasRank = None,
-                 **unknown: Any) -> None:
+                 flashbias_rank: BiasRank = None, deployment: Optional[bool] = None, **unknown: Any) -> None:
         super().__init__(dim, pdim, kernel_size, n_blocks, conv_blocks, window_size, num_heads, upscaling_factor,
-                         exp_ratio, attn_type, True, unknown, streaming=streaming, bias_rank=bias_rank)
+                         exp_ratio, attn_type, True, unknown, streaming=streaming, bias_rank=bias_rank,
+                         flashbias_rank=flashbias_rank, deployment=deployment)
         if upscaling_factor not in self.SCALES:
             raise ESCError(f'network_g (ESCReal): upscaling_factor must be 2 or 4, got {upscaling_factor}')
         self.plk_filter = nn.Parameter(torch.empty(pdim, pdim, kernel_size, kernel_size))

@@ -6,11 +6,15 @@ N×R, and the factors join the queries and keys as R extra channels (:class:`Fla
 pieces:
 
 - :class:`FactorisedWindowAttention`: a :class:`~esc.archs.attention.WindowAttention` holding trainable
-  factors instead of the bias table. The networks build it with their ``bias_rank`` option (one rank
-  for every layer, or one per self-attention layer); a network trained with it is exact by construction.
-  State-dict layout (this project's): ``<layer>.bias_factor_q`` and ``<layer>.bias_factor_k``, each
-  (heads, ws², R), in place of ``<layer>.relative_position_bias``; a table found in a state dict loaded
-  into it is factorised on the way in (:func:`factorise`).
+  factors instead of the bias table. The networks build it with ``attn_type: flashbias`` (the official
+  ``FlashBias``) or a rank: ``flashbias_rank`` (the official option) or its synonym ``bias_rank``, one rank
+  for every layer or one per self-attention layer (:func:`network_bias_rank`); without a rank,
+  ``attn_type: flashbias`` takes the official default, 256 − head dim (:func:`default_rank`). A network
+  trained with it is exact by construction.
+  State-dict layout: the official one, ``<layer>.flashbias_q`` and ``<layer>.flashbias_k``, each
+  (heads, ws², R), in place of ``<layer>.relative_position_bias``; files of this project's earlier layout
+  (``bias_factor_q``/``bias_factor_k``, :data:`EARLIER_FACTOR_NAMES`) load too, and a table found in a state
+  dict loaded into it is factorised on the way in (:func:`factorise`, the official U·√S and V·√S).
 - :func:`factorise`: the best rank-R approximation of a dense bias (truncated SVD, Eckart–Young), at a
   given rank or at the smallest rank keeping a given share of the bias energy Σσ².
 - :func:`factorise_network`: converts every attention layer of a trained network in place and reports
@@ -36,6 +40,13 @@ from esc.archs.attention import (BIAS_INIT_STD, AttentionBackend, WindowAttentio
                                  relative_position_bias)
 from esc.errors import ESCError
 
+OFFICIAL_QK_WIDTH = 256
+"""The official default rank is this minus the head dim: queries and keys widened to 256 channels, the widest
+head the flash kernels take."""
+FACTOR_NAMES = ('flashbias_q', 'flashbias_k')
+"""The factors' parameter names, the official checkpoints' (Φq, Φk)."""
+EARLIER_FACTOR_NAMES = {'bias_factor_q': 'flashbias_q', 'bias_factor_k': 'flashbias_k'}
+"""Names this project gave the factors before it took the official ones: read, renamed, never written."""
 KERNEL_WIDTH_MULTIPLE = 8
 """q, k and v widths are padded (with zero channels) to a multiple of this: CUDA's flash kernels need it and
 all three equal; the CPU flash kernel needs them equal."""
@@ -80,7 +91,13 @@ class FlashBiasBackend(AttentionBackend):
     bias_forms = ('factors',)
 
     def __call__(self, layer, q, k, v, bias):
-        return flashbias_attention(q, k, v, layer.bias_factor_q, layer.bias_factor_k)
+        return flashbias_attention(q, k, v, layer.flashbias_q, layer.flashbias_k)
+
+
+def default_rank(head_dim: int, positions: int) -> int:
+    """The official default rank, :data:`OFFICIAL_QK_WIDTH` − ``head_dim`` (240 for ESC's heads of 16 channels),
+    capped at the window's ``positions`` (a rank beyond them adds nothing)."""
+    return max(1, min(OFFICIAL_QK_WIDTH - head_dim, positions))
 
 
 def _check_rank(rank: Any, positions: int, option: str) -> int:
@@ -92,10 +109,11 @@ def _check_rank(rank: Any, positions: int, option: str) -> int:
 
 class FactorisedWindowAttention(WindowAttention):
     """:class:`WindowAttention` whose (heads, N, N) position bias is Φq·Φkᵀ, with trainable factors
-    ``bias_factor_q`` and ``bias_factor_k`` of (heads, N, ``rank``) instead of the relative-position table."""
+    ``flashbias_q`` and ``flashbias_k`` of (heads, N, ``rank``) instead of the relative-position table (the
+    official FlashBias layer's names and shapes)."""
 
     bias_form = 'factors'
-    bias_parameters = ('bias_factor_q', 'bias_factor_k')
+    bias_parameters = FACTOR_NAMES
 
     def __init__(self, dim: int, window_size: int, num_heads: int, rank: int, attn_type: str = 'auto') -> None:
         super().__init__(dim, window_size, num_heads, attn_type)
@@ -103,30 +121,35 @@ class FactorisedWindowAttention(WindowAttention):
         _check_rank(rank, positions, 'bias_rank')
         del self.relative_position_bias
         # each entry of Φq·Φkᵀ starts with the table's spread: R products of two N(0, s²) draws, s⁴·R = std²
+        # (the official layer starts both at zero, where neither gets a gradient: it is fine-tuned, never trained anew)
         std = (BIAS_INIT_STD / math.sqrt(rank)) ** 0.5
-        self.bias_factor_q = nn.Parameter(torch.randn(num_heads, positions, rank) * std)
-        self.bias_factor_k = nn.Parameter(torch.randn(num_heads, positions, rank) * std)
+        self.flashbias_q = nn.Parameter(torch.randn(num_heads, positions, rank) * std)
+        self.flashbias_k = nn.Parameter(torch.randn(num_heads, positions, rank) * std)
 
     @property
     def rank(self) -> int:
-        return self.bias_factor_q.shape[-1]
+        return self.flashbias_q.shape[-1]
 
     def bias(self) -> Tensor:
         """The dense (heads, N, N) bias Φq·Φkᵀ (for the backends that read it)."""
-        return self.bias_factor_q @ self.bias_factor_k.transpose(-2, -1)
+        return self.flashbias_q @ self.flashbias_k.transpose(-2, -1)
 
     def adapt_state_dict(self, state_dict: Dict[str, Any], prefix: str) -> None:
-        """Replace a relative-position table in ``state_dict`` (an exact layer's) by its factors at this layer's rank."""
+        """Bring ``state_dict`` to this layer's layout: factors under this project's earlier names are renamed, and
+        a relative-position table (an exact layer's) is replaced by its factors at this layer's rank."""
+        for earlier, name in EARLIER_FACTOR_NAMES.items():
+            if prefix + earlier in state_dict and prefix + name not in state_dict:
+                state_dict[prefix + name] = state_dict.pop(prefix + earlier)
         key = prefix + 'relative_position_bias'
-        if key not in state_dict or prefix + 'bias_factor_q' in state_dict:
+        if key not in state_dict or prefix + FACTOR_NAMES[0] in state_dict:
             return
         table = state_dict.pop(key)
         expected = (self.num_heads, (2 * self.window_size - 1) ** 2)
         if tuple(table.shape) != expected:
             raise ESCError(f'checkpoint does not fit: {key!r} has shape {tuple(table.shape)}, expected {expected}')
         factors = factorise(relative_position_bias(table.float(), self.window_size), rank=self.rank)
-        state_dict[prefix + 'bias_factor_q'] = factors.factor_q.to(table.dtype)
-        state_dict[prefix + 'bias_factor_k'] = factors.factor_k.to(table.dtype)
+        state_dict[prefix + 'flashbias_q'] = factors.factor_q.to(table.dtype)
+        state_dict[prefix + 'flashbias_k'] = factors.factor_k.to(table.dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self.adapt_state_dict(state_dict, prefix)
@@ -141,15 +164,33 @@ def window_attention(dim: int, window_size: int, num_heads: int, attn_type: str 
     return FactorisedWindowAttention(dim, window_size, num_heads, bias_rank, attn_type)
 
 
-def layer_ranks(bias_rank: BiasRank, layers: int, window_size: int, where: str) -> List[Optional[int]]:
-    """The ``bias_rank`` option spelled out per self-attention layer (None: exact layers). A one-line ESCError
-    (prefixed by ``where``) for a rank outside 1..ws² or a list whose length is not the number of layers."""
+def network_bias_rank(bias_rank: BiasRank, flashbias_rank: BiasRank, attn_type: str, head_dim: int,
+                      window_size: int, where: str) -> Tuple[BiasRank, str]:
+    """A network's rank and the option that gave it: ``flashbias_rank`` (the official name) or ``bias_rank``
+    (this project's; giving both is an error unless they agree). Without either, ``attn_type`` 'flashbias'
+    (normalised) takes :func:`default_rank`, as the official network does, and any other keeps the exact tables
+    (None)."""
+    if bias_rank is not None and flashbias_rank is not None and bias_rank != flashbias_rank:
+        raise ESCError(f'{where}: flashbias_rank ({flashbias_rank!r}) and bias_rank ({bias_rank!r}) name one '
+                       'option (the official name and this project\'s); give one')
+    if flashbias_rank is not None:
+        return flashbias_rank, 'flashbias_rank'
+    if bias_rank is None and attn_type == 'flashbias':
+        return default_rank(head_dim, window_size * window_size), 'flashbias_rank (default)'
+    return bias_rank, 'bias_rank'
+
+
+def layer_ranks(bias_rank: BiasRank, layers: int, window_size: int, where: str,
+                option: str = 'bias_rank') -> List[Optional[int]]:
+    """The rank option (``option`` names it in errors) spelled out per self-attention layer (None: exact layers).
+    A one-line ESCError (prefixed by ``where``) for a rank outside 1..ws² or a list whose length is not the number
+    of layers."""
     if bias_rank is None:
         return [None] * layers
     ranks = list(bias_rank) if isinstance(bias_rank, (list, tuple)) else [bias_rank] * layers
     if len(ranks) != layers:
-        raise ESCError(f'{where}: bias_rank lists {len(ranks)} ranks for {layers} self-attention layers')
-    return [_check_rank(r, window_size * window_size, f'{where}: bias_rank') for r in ranks]
+        raise ESCError(f'{where}: {option} lists {len(ranks)} ranks for {layers} self-attention layers')
+    return [_check_rank(r, window_size * window_size, f'{where}: {option}') for r in ranks]
 
 
 @dataclass
@@ -241,8 +282,8 @@ def factorise_network(net: nn.Module, rank: Optional[int] = None, energy: Option
         new.to_qkv.load_state_dict(layer.to_qkv.state_dict())
         new.to_out.load_state_dict(layer.to_out.state_dict())
         with torch.no_grad():
-            new.bias_factor_q.copy_(factors.factor_q)
-            new.bias_factor_k.copy_(factors.factor_k)
+            new.flashbias_q.copy_(factors.factor_q)
+            new.flashbias_k.copy_(factors.factor_k)
         new.requires_grad_(parameter.requires_grad)
         parent, _, child = name.rpartition('.')
         setattr(net.get_submodule(parent) if parent else net, child, new)
@@ -312,9 +353,15 @@ def describe_conversion(reports: Sequence[LayerReport], comparison: Mapping[str,
     return lines
 
 
+def query_factors(state_dict: Mapping[str, Tensor]) -> List[Tensor]:
+    """Every layer's Φq (heads, ws², R) in a state dict, in order: official names or this project's earlier ones."""
+    names = (FACTOR_NAMES[0], *(earlier for earlier, name in EARLIER_FACTOR_NAMES.items() if name == FACTOR_NAMES[0]))
+    return [v for k, v in state_dict.items() if k.rpartition('.')[2] in names]
+
+
 def bias_ranks(state_dict: Mapping[str, Tensor]) -> BiasRank:
     """The ``bias_rank`` a state dict was saved with: None (bias tables), one rank, or one per layer."""
-    ranks = [v.shape[-1] for k, v in state_dict.items() if k.endswith('bias_factor_q')]
+    ranks = [v.shape[-1] for v in query_factors(state_dict)]
     if not ranks:
         return None
     return ranks[0] if len(set(ranks)) == 1 else ranks
