@@ -16,6 +16,12 @@ EXPORT = ['onnx', 'onnxscript', 'onnxruntime']
 # esc.metrics: MANIQA, MUSIQ and CLIPIQA through pyiqa (tested: 0.1.16; it leaves torch, torchvision and basicsr
 # as they are, but brings about 50 packages, 1 GB: transformers, bitsandbytes, pyarrow, numba, ...)
 IQA = ['pyiqa>=0.1.16,<0.2']
+# esc/demo.py (esc-demo): the page; gr.ImageSlider and launch(theme=..., footer_links=...) are Gradio 6 (tested: 6.31)
+DEMO = ['gradio>=6,<7']
+# scripts/make_tables.py --figure and scripts/make_crop.py draw with matplotlib (tested: 3.11)
+PLOTS = ['matplotlib']
+# tests/test_web_demo.py drives the page in the OS's Chromium (apt-get install chromium) through Playwright
+BROWSER_TEST = ['playwright']
 
 setup(
     name='esc-sr',
@@ -26,7 +32,8 @@ setup(
     packages=find_packages(include=['esc', 'esc.*']),
     python_requires='>=3.9',
     install_requires=requirements(),
-    extras_require={'export': EXPORT, 'iqa': IQA, 'test': ['pytest', *EXPORT, *IQA]},
+    extras_require={'export': EXPORT, 'iqa': IQA, 'test': ['pytest', *EXPORT, *IQA], 'demo': DEMO, 'plots': PLOTS,
+                    'browser-test': BROWSER_TEST},
     license='MIT',
     classifiers=[
         'Programming Language :: Python :: 3',
