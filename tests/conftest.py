@@ -80,3 +80,32 @@ def demo_weights(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _deterministic_seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _torch_compiler_configuration_unchanged():
+    """Every test leaves torch's compiler configuration (dynamo's and, once loaded, inductor's) as it found it.
+
+    A test that changes it must use torch's own means (``torch._dynamo.config.patch``): pytest's monkeypatch cannot
+    undo a change to these modules (from pytest 9.2 it deletes the key, and every later compile in the process
+    fails), and a value left changed alters what later tests compile. A test that leaves it changed errors here,
+    naming the keys, and the configuration is put back for the tests after it."""
+    import torch._dynamo  # noqa: F401  (loads dynamo's configuration module)
+
+    configurations = {'torch._dynamo.config': torch._dynamo.config}
+    if 'torch._inductor.config' in sys.modules:
+        configurations['torch._inductor.config'] = sys.modules['torch._inductor.config']
+    before = {name: module.get_config_copy() for name, module in configurations.items()}
+    yield
+    changed = []
+    for name, module in configurations.items():
+        after = module.get_config_copy()
+        keys = sorted(key for key in before[name].keys() | after.keys()
+                      if key not in after or key not in before[name] or after[key] != before[name][key]
+                      or not hasattr(module, key))  # a deleted key keeps its default in the copy but cannot be read
+        if keys:
+            changed.append(f"{name}: {', '.join(keys)}")
+            for key in keys:
+                if key in before[name]:
+                    setattr(module, key, before[name][key])  # torch's setter also unhides a deleted key
+    assert not changed, f'the test left torch\'s compiler configuration changed ({"; ".join(changed)})'
