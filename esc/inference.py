@@ -4,90 +4,67 @@
     python esc/inference.py -i photos/ -o results/ --model ESC_DIV2K_X4.pth --tile 256 --tile-overlap 64
     python esc/inference.py -i clip.mp4 -o results/ --model ESC_DIV2K_X4.pth --crf 18
 
-The variant, its options and the scale are read off the checkpoint (esc.upscaler.detect_network);
-``--arch`` and ``--scale`` only confirm or override. Grayscale stays grayscale, RGBA keeps its alpha
-(upscaled on its own), 16-bit PNG/TIFF stay 16-bit; images longer than ``--tile`` (1024 LR pixels by
-default) are processed in overlapping tiles; outputs are named ``<name>_x<scale>.<ext>``, are
-written whole or not at all, and never replace an input. Videos (by extension: mp4, m4v, mov, mkv,
-webm, avi, which becomes mkv) are upscaled frame by frame with their timing and audio kept (esc.video). A
-folder run skips files it cannot read, and subfolders, with one line each and ends with a summary; the exit
-status is 1 if anything was skipped.
+The variant, its options and the scale are read off the checkpoint (esc.upscaler.detect_network), which is checked
+before any network is built (esc.utils.checkpoint_checks); ``--arch`` and ``--scale`` only confirm or override.
+Images are read by esc.utils.image_io: upright (EXIF orientation applied), their size checked from the header
+against ``--max-pixels`` (by default what the available memory holds at this scale and tiling) before a pixel
+is decoded, damaged, truncated and multi-frame files refused. Grayscale stays grayscale, RGBA keeps its alpha
+(upscaled on its own), 16-bit PNG/TIFF stay 16-bit, colour profiles are kept in PNG, JPEG and WebP results;
+images longer than ``--tile`` (1024 LR pixels by default) are processed in overlapping tiles. Outputs are named
+``<name>_x<scale>.<ext>``, in a format settled before the work (PNG where the input's cannot be written), are
+written whole or not at all, and never replace an input or a file this run did not write (``--overwrite``
+allows the latter). Videos (by extension: mp4, m4v, mov, mkv, webm, avi, which becomes mkv) are upscaled frame
+by frame with their timing and audio kept (esc.video). A folder run reports every file it cannot do, subfolders
+included, in one line each, goes on with the rest and ends with a summary; the exit status is 1 if anything was
+skipped. A single file that fails is one line and exit status 2.
 """
 import argparse
+import os
 import os.path as osp
+import re
+import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set
 
 if sys.path and osp.abspath(sys.path[0]) == osp.dirname(osp.abspath(__file__)):
     # run as a script: import the `esc` package, not the folder esc/ itself, first
     sys.path[0] = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
-import cv2  # noqa: E402
+import contextlib  # noqa: E402
+
 import numpy as np  # noqa: E402
-from PIL import Image, UnidentifiedImageError  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from esc.archs.streaming import tune_glibc_malloc  # noqa: E402
 from esc.errors import ESCError  # noqa: E402
 from esc.upscaler import DTYPES, Upscaler, load_model  # noqa: E402
-from esc.utils.checkpoint import write_atomic  # noqa: E402
-from esc.utils.tiling import DEFAULT_OVERLAP  # noqa: E402
 from esc.utils.cli import run_command  # noqa: E402
+from esc.utils.image_io import (DEEP_FORMATS, PROFILE_FORMATS, WRITABLE, check_result_size, load_image,  # noqa: E402
+                                pixel_limit, read_image, result_suffix, write_image)
+from esc.utils.tiling import DEFAULT_OVERLAP  # noqa: E402
 from esc.video import CRF_LIMITS, DEFAULT_CRF, VIDEO_EXTENSIONS, is_video, result_extension, upscale_video  # noqa: E402
 
-WRITABLE = {'.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp'}
+__all__ = ['main', 'output_path', 'read_image', 'run', 'video_output_path', 'write_image']
 
-
-def read_image(path: Path) -> np.ndarray:
-    """An image file as RGB(A) or grayscale, 8 or 16 bit; a one-line ESCError for anything unreadable."""
-    if path.stat().st_size == 0:
-        raise ESCError(f'{path}: empty file')
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ESCError(f'{path}: not an image OpenCV can read')
-    check_complete(path)
-    if image.dtype not in (np.uint8, np.uint16):
-        raise ESCError(f'{path}: {image.dtype} pixels are not supported (8- or 16-bit images)')
-    if image.ndim == 3 and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
-    return image
-
-
-def check_complete(path: Path) -> None:
-    """Decode ``path`` once more with Pillow, which reports truncated or corrupt data: OpenCV returns a truncated
-    JPEG as a whole image, grey below the cut. Formats Pillow does not know are left to OpenCV's verdict."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except UnidentifiedImageError:
-        return
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ESCError(f'{path}: damaged or truncated image ({exc})') from None
-
-
-def write_image(path: Path, image: np.ndarray) -> None:
-    """Encode by the file extension and write atomically (a killed run leaves no half-written file)."""
-    if image.ndim == 3 and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
-    ok, encoded = cv2.imencode(path.suffix, image)
-    if not ok:
-        raise ESCError(f'{path}: OpenCV cannot encode {image.dtype} images as {path.suffix}')
-    write_atomic(path, encoded.tobytes())
+NoteCallback = Callable[[str], None]
 
 
 def output_path(source: Path, out_dir: Path, scale: float, ext: Optional[str], image: np.ndarray) -> Path:
-    """``<out_dir>/<stem>_x<scale><ext>``, in the input's format unless ``ext``; a 16-bit result goes to PNG
-    where the format asked for cannot hold 16 bits."""
-    suffix = ext if ext is not None else source.suffix.lower()
-    if image.dtype == np.uint16 and suffix not in ('.png', '.tif', '.tiff'):
+    """``<out_dir>/<stem>_x<scale><ext>``: ``ext``, else the input's format where it can be written, else PNG
+    (:func:`esc.utils.image_io.result_suffix`); a 16-bit result goes to PNG where the format cannot hold 16 bits."""
+    suffix = result_suffix(source, ext)[0]
+    if image.dtype == np.uint16 and suffix not in DEEP_FORMATS:
         suffix = '.png'
     return out_dir / f'{source.stem}_x{scale:g}{suffix}'
+
+
+def video_output_path(source: Path, out_dir: Path, scale: float) -> Path:
+    """``<out_dir>/<stem>_x<scale><ext>``: a video keeps its container (``--ext`` is for images), but for AVI,
+    whose result is Matroska (``.mkv``)."""
+    return out_dir / f'{source.stem}_x{scale:g}{result_extension(source)}'
 
 
 def list_inputs(path: Path, output: Optional[Path] = None) -> List[Path]:
@@ -97,36 +74,163 @@ def list_inputs(path: Path, output: Optional[Path] = None) -> List[Path]:
         return [path]
     if path.is_dir():
         skip = output.resolve() if output is not None else None
-        return sorted(p for p in path.iterdir() if not p.name.startswith('.') and (p.is_file() or p.is_dir())
-                      and not (p.is_dir() and p.resolve() == skip))
+        try:
+            entries = sorted(path.iterdir())
+        except OSError as exc:
+            raise ESCError(f'-i: cannot list {path} ({exc.strerror})') from None
+        return [p for p in entries if not p.name.startswith('.') and (p.is_file() or p.is_dir())
+                and not (p.is_dir() and p.resolve() == skip)]
     raise ESCError(f'-i: no such file or folder {path}')
 
 
-def video_output_path(source: Path, out_dir: Path, scale: float) -> Path:
-    """``<out_dir>/<stem>_x<scale><ext>``: a video keeps its container (``--ext`` is for images), but for AVI,
-    whose result is Matroska (``.mkv``)."""
-    return out_dir / f'{source.stem}_x{scale:g}{result_extension(source)}'
+def own_results(sources: Sequence[Path], output: Path, scale: float) -> Set[Path]:
+    """The files among ``sources`` that are results of this tool for other sources at ``scale``, where they lie in
+    the output folder (``-o`` equal to ``-i``): named ``<stem>_x<scale>.<any extension>`` beside a ``<stem>.*``."""
+    out = output.resolve()
+    stems = {f'{p.stem}_x{scale:g}' for p in sources}
+    return {p for p in sources if p.is_file() and p.parent.resolve() == out and p.stem in stems}
 
 
-def check_target(source: Path, target: Path, inputs: Set[Path], written: Dict[Path, Path]) -> None:
-    """Refuse a result that would replace an input, or one this run already wrote from another input
-    (``clip.avi`` and ``clip.mkv`` both give ``clip_x2.mkv``; with ``--ext``, so do ``a.jpg`` and ``a.png``)."""
-    resolved = target.resolve()
-    if resolved in inputs:
-        raise ESCError(f'{source}: its output {target} would replace an input; choose another -o')
-    if resolved in written:
-        raise ESCError(f'{source}: its output {target} was already written from {written[resolved]} in this run')
+def prepare_output_folder(output: Path) -> None:
+    """Create ``output`` and make sure a file can be written in it, before any work; one line if not."""
+    if output.exists() and not output.is_dir():
+        raise ESCError(f'-o: {output} is a file; -o names the folder the results go to')
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix='.esc-write-check-', dir=output)
+    except OSError as exc:
+        raise ESCError(f'-o: cannot write in {output} ({exc.strerror or exc})') from None
+    os.close(handle)
+    os.remove(probe)
 
 
-def upscale_one_video(model: Upscaler, source: Path, target: Path, crf: int) -> None:
-    """``source`` upscaled into ``target`` with a bar over its frames, then one line saying what was written."""
-    summary = upscale_video(model, source, target, crf=crf, progress=True,
-                            note=lambda line: tqdm.write(f'note: {line}', file=sys.stderr))
-    rate = f' at {float(summary.frame_rate):g} fps' if summary.frame_rate else ''
-    streams = summary.audio_streams
-    audio = f", {streams} audio stream{'s' * (streams != 1)} copied" if streams else ', no audio'
-    frames = f"{summary.frames} frame{'s' * (summary.frames != 1)}"
-    tqdm.write(f'{source} -> {target}: {frames} of {summary.width}x{summary.height}{rate}{audio}')
+TEMPORARY = re.compile(r'^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$')
+"""The hidden file an atomic write goes through (esc.utils.checkpoint.atomic_path): ``.<name>.<pid>.tmp``."""
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Delete the hidden temporary files of ``target`` left by runs that were killed (their process is gone)."""
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = TEMPORARY.match(entry.name)
+        if match and match.group('name') == target.name and not _running(int(match.group('pid'))):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP: raised where the run is, so that its temporary file is removed on the way out."""
+
+
+@contextlib.contextmanager
+def terminated_as_exception() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Terminated` while the block runs (the default would end the process
+    at once and leave a hidden temporary file behind)."""
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(signal.Signals(signum).name)
+
+    previous = {}
+    for name in ('SIGTERM', 'SIGHUP'):
+        number = getattr(signal, name, None)
+        if number is not None:
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                previous[number] = signal.signal(number, handler)
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+class Run:
+    """One run of the command: the model, where results go, and what has been written and said so far."""
+
+    def __init__(self, model: Upscaler, args: argparse.Namespace, ext: Optional[str], inputs: Set[Path],
+                 max_pixels: int, note: NoteCallback) -> None:
+        self.model, self.args, self.ext, self.inputs = model, args, ext, inputs
+        self.max_pixels, self.note = max_pixels, note
+        self.written: Dict[Path, Path] = {}
+        """result -> the input it came from, in this run"""
+        self.said: Set[str] = set()
+
+    def say_once(self, line: Optional[str]) -> None:
+        if line is not None and line not in self.said:
+            self.said.add(line)
+            self.note(line)
+
+    def check_target(self, source: Path, target: Path) -> None:
+        """Refuse a result that would replace an input, one this run already wrote from another input (``clip.avi``
+        and ``clip.mkv`` both give ``clip_x2.mkv``), or a file this run did not write (unless ``--overwrite``)."""
+        resolved = target.resolve()
+        if resolved in self.inputs:
+            raise ESCError(f'{source}: its output {target} would replace an input; choose another -o')
+        if resolved in self.written:
+            raise ESCError(f'{source}: its output {target} was already written from {self.written[resolved]} '
+                           'in this run')
+        if target.is_dir():
+            raise ESCError(f'{source}: its output {target} is a folder')
+        if target.exists() and not self.args.overwrite:
+            raise ESCError(f'{source}: its output {target} already exists and this run did not write it; '
+                           'left as it is (--overwrite replaces it)')
+        remove_stale_temporaries(target)
+
+    def image(self, source: Path) -> Path:
+        loaded = load_image(source, self.max_pixels)
+        height, width = loaded.pixels.shape[:2]
+        self.say_once(result_suffix(source, self.ext)[1])
+        target = output_path(source, self.args.output, self.model.scale, self.ext, loaded.pixels)
+        check_result_size(source, target.suffix.lower(), round(height * self.model.scale),
+                          round(width * self.model.scale))
+        self.check_target(source, target)
+        if loaded.icc_profile and target.suffix.lower() not in PROFILE_FORMATS:
+            self.note(f'{source}: its colour profile is not kept in a {target.suffix} result')
+        try:
+            result = self.model.upscale(loaded.pixels)
+        except ESCError as exc:
+            raise ESCError(f'{source}: {exc}') from None
+        write_image(target, result, loaded.icc_profile)
+        return target
+
+    def video(self, source: Path) -> Path:
+        target = video_output_path(source, self.args.output, self.model.scale)
+        self.check_target(source, target)
+        summary = upscale_video(self.model, source, target, crf=self.args.crf, progress=True, note=self.note)
+        rate = f' at {float(summary.frame_rate):g} fps' if summary.frame_rate else ''
+        streams = summary.audio_streams
+        audio = f", {streams} audio stream{'s' * (streams != 1)} copied" if streams else ', no audio'
+        frames = f"{summary.frames} frame{'s' * (summary.frames != 1)}"
+        tqdm.write(f'{source} -> {target}: {frames} of {summary.width}x{summary.height}{rate}{audio}')
+        return target
+
+    def one(self, source: Path) -> None:
+        """Upscale ``source``; every failure is an ESCError naming it."""
+        if source.is_dir():
+            raise ESCError(f'{source}: a folder (subfolders are not searched; give it to -i on its own)')
+        try:
+            target = self.video(source) if is_video(source) else self.image(source)
+        except ESCError:
+            raise
+        except MemoryError:
+            raise ESCError(f'{source}: out of memory (lower --max-pixels or --tile)') from None
+        except Exception as exc:  # whatever a hostile file provokes in a library: one line, and the run goes on
+            reason = (str(exc).strip().splitlines() or [''])[0]
+            raise ESCError(f'{source}: {type(exc).__name__}: {reason}') from None
+        self.written[target.resolve()] = source
 
 
 def _scale(text: str) -> float:
@@ -136,6 +240,17 @@ def _scale(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f'not a number: {text!r}') from None
     return int(value) if value.is_integer() else value
+
+
+def _pixels(text: str) -> int:
+    """--max-pixels: a whole number of pixels, or megapixels with an M suffix (e.g. 50M)."""
+    try:
+        value = float(text[:-1]) * 1e6 if text[-1:] in ('M', 'm') else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'not a number of pixels: {text!r}') from None
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1 pixel: {text!r}')
+    return int(value)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -153,14 +268,23 @@ def parser() -> argparse.ArgumentParser:
                    'processed in overlapping tiles, which bounds memory (default 1024; 0: never tile)')
     p.add_argument('--tile-overlap', type=int, default=DEFAULT_OVERLAP,
                    help=f'LR pixels shared by neighbouring tiles (default {DEFAULT_OVERLAP})')
+    p.add_argument('--max-pixels', type=_pixels, default=None,
+                   help='largest image accepted, width × height, e.g. 50000000 or 50M (default: what the available '
+                   'memory holds at this scale and tiling); checked from the file header before decoding')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace existing files that have a result\'s name (never an input)')
     p.add_argument('--device', default='auto', help='auto (CUDA where available), cpu or cuda')
     p.add_argument('--precision', default='fp32', help=f"{', '.join(DTYPES)} (fp16 on CUDA only)")
-    p.add_argument('--ext', default=None, help='image output format, e.g. png (default: the input\'s; videos keep '
-                   'their container)')
+    p.add_argument('--ext', default=None, help='image output format, e.g. png (default: the input\'s where it can be '
+                   'written, else png; videos keep their container)')
     p.add_argument('--crf', type=int, default=DEFAULT_CRF,
                    help=f'video quality, 0 (lossless) to {CRF_LIMITS["libx264"]}: lower is better and larger '
                    f'(default {DEFAULT_CRF}); H.264, VP9 for .webm')
     return p
+
+
+def _note(line: str) -> None:
+    tqdm.write(f'note: {line}', file=sys.stderr)
 
 
 def run(argv: Sequence[str]) -> int:
@@ -171,6 +295,7 @@ def run(argv: Sequence[str]) -> int:
     if not 0 <= args.crf <= CRF_LIMITS['libx264']:
         raise ESCError(f"--crf: {args.crf} is not from 0 to {CRF_LIMITS['libx264']}")
     sources = list_inputs(args.input, args.output)
+    prepare_output_folder(args.output)
     tune_glibc_malloc()
     model: Upscaler = load_model(args.model, scale=args.scale, arch=args.arch, device=args.device,
                                  precision=args.precision, tile=args.tile or None, tile_overlap=args.tile_overlap,
@@ -179,30 +304,32 @@ def run(argv: Sequence[str]) -> int:
     print(f'{model} from {args.model}', flush=True)
     for line in model.attention:
         print(line, flush=True)
-    args.output.mkdir(parents=True, exist_ok=True)
-    inputs = {p.resolve() for p in sources}
-    written: Dict[Path, Path] = {}  # result -> the input it came from, in this run
+    earlier = own_results(sources, args.output, model.scale)
+    if earlier:
+        names = ', '.join(p.name for p in sorted(earlier)[:3]) + (', ...' if len(earlier) > 3 else '')
+        print(f'not inputs: {len(earlier)} earlier result{"s" * (len(earlier) != 1)} of this tool in '
+              f'{args.output} ({names})', flush=True)
+        sources = [p for p in sources if p not in earlier]
+    max_pixels = args.max_pixels or pixel_limit(model.bytes_per_input_pixel(channels=4))
+    job = Run(model, args, ext, {p.resolve() for p in sources}, max_pixels, _note)
+    single = args.input.is_file()
     done, skipped, start = 0, 0, time.perf_counter()
-    for source in tqdm(sources, desc='upscaling', unit='file', disable=len(sources) == 1):
-        try:
-            if source.is_dir():
-                raise ESCError(f'{source}: a folder (subfolders are not searched; give it to -i on its own)')
-            if is_video(source):
-                target = video_output_path(source, args.output, model.scale)
-                check_target(source, target, inputs, written)
-                upscale_one_video(model, source, target, args.crf)
-            else:
-                image = read_image(source)
-                target = output_path(source, args.output, model.scale, ext, image)
-                check_target(source, target, inputs, written)
-                write_image(target, model.upscale(image))
-            written[target.resolve()] = source
-            done += 1
-        except ESCError as exc:
-            if len(sources) == 1:
-                raise
-            tqdm.write(f'skipped: {exc}', file=sys.stderr)
-            skipped += 1
+    try:
+        with terminated_as_exception():
+            for source in tqdm(sources, desc='upscaling', unit='file', disable=len(sources) <= 1):
+                try:
+                    job.one(source)
+                    done += 1
+                except ESCError as exc:
+                    if single:
+                        raise
+                    tqdm.write(f'skipped: {exc}', file=sys.stderr)
+                    skipped += 1
+    except (KeyboardInterrupt, Terminated) as exc:
+        reason = 'interrupted' if isinstance(exc, KeyboardInterrupt) else f'stopped by {exc}'
+        print(f'{reason}: done {done}, skipped {skipped}; the file in progress was not written', file=sys.stderr,
+              flush=True)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 143
     print(f'done {done}, skipped {skipped}, {time.perf_counter() - start:.1f} s -> {args.output}', flush=True)
     return 1 if skipped else 0
 

@@ -23,10 +23,11 @@ from torch import Tensor, nn
 
 from esc.archs.attention import describe_attention
 from esc.archs.esc_arch import NETWORKS, VARIANTS
-from esc.archs.flashbias import bias_ranks
+from esc.archs.flashbias import bias_ranks, query_factors
 from esc.archs.lte_arch import VARIANTS as LTE_VARIANTS, check_scale
 from esc.errors import ESCError
 from esc.utils.checkpoint import read_checkpoint
+from esc.utils.checkpoint_checks import check_against_network, check_weights, tensor_shape
 from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
 DEVICES = ('auto', 'cpu', 'cuda')
@@ -77,23 +78,27 @@ def detect_network(state_dict: Mapping[str, Tensor], scale: Optional[float] = No
         raise ESCError('checkpoint is not an ESC network (no proj.weight / blocks.0.*)')
     arch = ('ESCFP' if 'lk_channel' in sd else 'ESCReal' if 'skip.0.weight' in sd
             else 'ESCLTE' if 'coef.weight' in sd and 'imnet.0.weight' in sd else 'ESC')
-    dim = sd['proj.weight'].shape[0]
+    dim = tensor_shape(sd, 'proj.weight', 4)[0]
     opt: Dict[str, Any] = dict(type=arch, dim=dim, n_blocks=_count(sd, r'blocks\.(\d+)\.'),
                                conv_blocks=_count(sd, r'blocks\.0\.convffns\.(\d+)\.'))
     if opt['conv_blocks'] == 0:
         raise ESCError('checkpoint is not an ESC network (its blocks have no convffns)')
-    opt['exp_ratio'] = sd['blocks.0.convffns.0.proj.weight'].shape[0] / dim
-    tables = [v for k, v in sd.items() if k.endswith('relative_position_bias')]
-    factors = [v for k, v in sd.items() if k.endswith('bias_factor_q')]  # FlashBias: (heads, ws², R) per layer
+    opt['exp_ratio'] = tensor_shape(sd, 'blocks.0.convffns.0.proj.weight', 4)[0] / dim
+    tables = [tensor_shape(sd, k, 2) for k in sd if k.endswith('relative_position_bias')]
+    factors = query_factors(sd)  # FlashBias: (heads, ws², R) per layer
     if tables:
-        opt['num_heads'] = tables[0].shape[0]
-        opt['window_size'] = (math.isqrt(tables[0].shape[1]) + 1) // 2
+        opt['num_heads'] = tables[0][0]
+        opt['window_size'] = (math.isqrt(tables[0][1]) + 1) // 2
     elif factors:
+        if factors[0].dim() != 3:
+            raise ESCError(f'checkpoint: a FlashBias query factor has shape {tuple(factors[0].shape)}; an ESC network\'s '
+                           'has 3 dimensions (heads, ws², rank)')
         opt.update(num_heads=factors[0].shape[0], window_size=math.isqrt(factors[0].shape[1]),
                    bias_rank=bias_ranks(sd), attn_type='flashbias')
-    kernel = next((sd[k] for k in ('plk_filter', 'lk_spatial', 'blocks.0.pconvs.0.plk.lk') if k in sd), None)
+    kernel = next((tensor_shape(sd, k, 4) for k in ('plk_filter', 'lk_spatial', 'blocks.0.pconvs.0.plk.lk') if k in sd),
+                  None)
     if kernel is not None:
-        opt['pdim'], opt['kernel_size'] = kernel.shape[0], kernel.shape[-1]
+        opt['pdim'], opt['kernel_size'] = kernel[0], kernel[-1]
     if arch in ('ESC', 'ESCLTE'):
         opt.update(use_ln='blocks.0.lns.0.weight' in sd, share_lk='plk_filter' in sd,
                    dynamic_kernel=any('.plk.dwc_proj.' in k for k in sd),
@@ -101,8 +106,8 @@ def detect_network(state_dict: Mapping[str, Tensor], scale: Optional[float] = No
                    inner_mixer='self_attn' if 'blocks.0.pconvs.0.to_qkv.weight' in sd else 'conv_attn')
     if arch == 'ESCLTE':  # one network for every scale: LTE's head widths, no upscaling_factor
         linears = _count(sd, r'imnet\.(\d+)\.weight')
-        opt.update(hidden_dim=sd['coef.weight'].shape[0],
-                   mlp_dims=[sd[f'imnet.{2 * i}.weight'].shape[0] for i in range(linears - 1)])
+        opt.update(hidden_dim=tensor_shape(sd, 'coef.weight', 4)[0],
+                   mlp_dims=[tensor_shape(sd, f'imnet.{2 * i}.weight', 2)[0] for i in range(linears - 1)])
         if scale is not None:
             check_scale(scale)
         return opt
@@ -112,7 +117,7 @@ def detect_network(state_dict: Mapping[str, Tensor], scale: Optional[float] = No
             raise ESCError('checkpoint is not an ESC-Real network: its upsampler ends in neither to_img.8 (x4) '
                            'nor to_img.5 (x2)')
     elif 'to_img.weight' in sd:
-        channels = sd['to_img.weight'].shape[0]
+        channels = tensor_shape(sd, 'to_img.weight', 4)[0]
         r = math.isqrt(channels // 3)
         if 3 * r * r != channels:
             raise ESCError(f'checkpoint is not an ESC network: to_img.weight has {channels} outputs, not 3·r²')
@@ -188,6 +193,8 @@ def _same_option(value: Any, expected: Any) -> bool:
     return value == expected
 
 
+NETWORK_BYTES_PER_PIXEL = 1024
+"""The network's working memory per LR pixel when an image runs whole (measured: about 0.84 GB per megapixel)."""
 LTE_CHUNK = 30000
 """ESC+LTE: output pixels queried per pass (LTE's evaluation setting), which bounds the decoder's memory."""
 
@@ -199,8 +206,10 @@ class Upscaler:
 
     def __init__(self, net: nn.Module, options: Mapping[str, Any], device: torch.device, precision: str = 'fp32',
                  tile: Optional[int] = None, tile_overlap: int = DEFAULT_OVERLAP, progress: bool = False,
-                 scale: Optional[float] = None) -> None:
+                 scale: Optional[float] = None, source: Optional[str] = None) -> None:
         self.net, self.options, self.device = net, dict(options), device
+        self.source = source
+        """The checkpoint the weights came from (named when the output is not finite)."""
         self.arbitrary = not getattr(net, 'fixed_scale', True)
         if self.arbitrary and scale is None:
             raise ESCError(f'scale: {variant_name(options)} serves any scale above 1; say which (--scale 2.5)')
@@ -232,7 +241,24 @@ class Upscaler:
                                     align=getattr(self.net, 'window_size', 1))
             else:
                 out = self.net(x)
-            return out.float().clamp_(0, 1)
+            out = out.float()
+            if not bool(torch.isfinite(out).all()):
+                raise ESCError(self._non_finite_reason())
+            return out.clamp_(0, 1)
+
+    def _non_finite_reason(self) -> str:
+        """Why an output holds NaN or infinity, in one line: the weights, or fp16's range."""
+        weights = f'the checkpoint {self.source}' if self.source else 'the weights'
+        overflow = ' or fp16 overflowing (try --precision bf16 or fp32)' if self.precision == 'fp16' else ''
+        return f'the network output holds NaN or infinite values: {weights} is likely damaged{overflow}'
+
+    def bytes_per_input_pixel(self, channels: int = 3, bytes_per_channel: int = 1) -> int:
+        """Host memory one LR pixel costs while it is upscaled (an estimate that errs high): the decoded image and
+        its float copy, the float output, the tile blending weights and the encoded result; without tiling, also
+        the network's features (about 0.84 GB per LR megapixel on the CPU's row-strip path, rounded up)."""
+        area = math.ceil(self.scale) ** 2
+        per_pixel = channels * (bytes_per_channel + 4) + area * (4 * channels + 4 + 2 * channels * bytes_per_channel)
+        return per_pixel + (0 if self.tile else NETWORK_BYTES_PER_PIXEL)
 
     def upscale(self, image: np.ndarray) -> np.ndarray:
         """Upscale an H×W, H×W×1, H×W×3 (RGB) or H×W×4 (RGBA) image; the result has its layout and dtype.
@@ -286,23 +312,26 @@ def load_model(path: str, scale: Optional[float] = None, arch: Optional[str] = N
     if tile is not None and (tile < 8 or not 0 <= tile_overlap < tile):
         raise ESCError(f'tile: need a tile of at least 8 pixels and 0 <= overlap < tile, got {tile} / {tile_overlap}')
     state_dict, metadata = read_checkpoint(path, param_key, option='model')
-    detected = checkpoint_network(state_dict, metadata, scale, source=f'model: {path}')
+    source = f'model: {path}'
+    check_weights(state_dict, source)
+    detected = checkpoint_network(state_dict, metadata, scale, source=source)
+    scale_text = f" x{detected['upscaling_factor']}" if detected.get('upscaling_factor') else ''
     if arch is not None:
         if arch not in NETWORKS:
             raise ESCError(f"arch: {arch!r} is not one of {', '.join(NETWORKS)}")
         if arch != detected['type']:
-            scale_text = f" x{detected['upscaling_factor']}" if detected.get('upscaling_factor') else ''
             raise ESCError(f"arch: {path} is an {variant_name(detected)}{scale_text} checkpoint "
                            f"({detected['type']}), not an {arch}")
     detected.update(options)
     config = dict(detected)
     network = NETWORKS[config.pop('type')]
+    check_against_network(network, config, state_dict, source, f'{variant_name(detected)}{scale_text}')
     try:
         net = network(**config)
     except TypeError as exc:
-        raise ESCError(f'model: {path}: {exc}') from None
+        raise ESCError(f'{source}: {exc}') from None
     try:
         net.load_state_dict(state_dict, strict=True)
     except ESCError as exc:
-        raise ESCError(f'model: {path}: {exc}') from None
-    return Upscaler(net.eval().to(target), detected, target, precision, tile, tile_overlap, scale=scale)
+        raise ESCError(f'{source}: {exc}') from None
+    return Upscaler(net.eval().to(target), detected, target, precision, tile, tile_overlap, scale=scale, source=path)

@@ -7,9 +7,11 @@ its colour tags; the picture is encoded as 8-bit 4:2:0 H.264 (VP9 in WebM) at th
 and every audio stream is copied packet for packet, without re-encoding. It is written to a hidden temporary
 file renamed into place at the end, so a failed or interrupted run leaves nothing behind.
 
-A damaged or truncated input is refused rather than upscaled with its damage: every error FFmpeg's demuxer
-or decoders report (audio included; the audio is decoded for that check only) stops the run with a one-line
-:class:`~esc.errors.ESCError` naming the file. Corruption the bitstream format cannot detect (H.264 has no
+A damaged or truncated input is refused rather than upscaled with its damage: the whole file is demuxed and
+decoded once before any frame is upscaled (seconds, against minutes or hours of upscaling), and every error
+FFmpeg's demuxer or decoders report (audio included; the audio is decoded for that check only), then or during
+the work, stops the run with a one-line :class:`~esc.errors.ESCError` naming the file. That first pass also counts
+the frames the progress bar runs over; a tiled model shows no bar of its own per frame. Corruption the bitstream format cannot detect (H.264 has no
 checksums) is out of reach of this check, as it is of any player.
 """
 from __future__ import annotations
@@ -222,16 +224,39 @@ class _Writer:
             self.container.mux(packet)
 
 
-def _estimated_frames(container: av.container.InputContainer, video: av.VideoStream) -> Optional[int]:
-    """The frame count the container states, or its duration times the frame rate; None if neither is known."""
-    if video.frames:
-        return video.frames
-    rate = video.average_rate or video.guessed_rate
-    if rate and video.duration and video.time_base:
-        return round(video.duration * video.time_base * rate)
-    if rate and container.duration:
-        return round(container.duration / av.time_base * rate)
-    return None
+@contextlib.contextmanager
+def _open_input(reader: _Reader) -> Iterator[av.container.InputContainer]:
+    """The input container, open; a file FFmpeg cannot open, or that ends badly while it reads ahead, is one line."""
+    source, log = reader.source, reader.log
+    mark = len(log)
+    try:
+        container = av.open(str(source), 'r')
+    except av.FFmpegError as exc:
+        raise ESCError(f'{source}: not a video FFmpeg can read ({_reason(exc, log, mark)})') from None
+    with container:
+        reader.checked(lambda: None, mark=mark)  # opening reads ahead: a short file may end (badly) right there
+        yield container
+
+
+def _streams(container: av.container.InputContainer, source: Path) -> Tuple[av.VideoStream, List[av.AudioStream]]:
+    """The video stream upscaled and the audio streams copied."""
+    video = _video_stream(container, source)
+    return video, [stream for stream in container.streams.audio if stream.codec_context is not None]
+
+
+def _scan(container: av.container.InputContainer, reader: _Reader) -> int:
+    """Demux and decode the whole input once, before the long work, so that a truncated or damaged file is
+    refused in seconds rather than after its good part has been upscaled; the number of video frames."""
+    video, audio = _streams(container, reader.source)
+    packets = iter(container.demux(video, *audio))
+    frames = 0
+    while True:
+        packet = reader.checked(lambda: next(packets, None))
+        if packet is None:
+            return frames
+        decoded = reader.checked(packet.decode)
+        if packet.stream.type == 'video':
+            frames += len(decoded)
 
 
 def _upscale_frame(model: Upscaler, frame: av.VideoFrame) -> np.ndarray:
@@ -269,25 +294,22 @@ def upscale_video(model: Upscaler, source: Union[str, Path], target: Union[str, 
 
     with _FFmpegLog().capture() as log:
         reader = _Reader(source, log)
-        try:
-            container = av.open(str(source), 'r')
-        except av.FFmpegError as exc:
-            raise ESCError(f'{source}: not a video FFmpeg can read ({_reason(exc, log, 0)})') from None
-        with container:
-            reader.checked(lambda: None, mark=0)  # opening reads ahead: a short file may end (badly) right there
-            video = _video_stream(container, source)
-            audio = [stream for stream in container.streams.audio if stream.codec_context is not None]
+        with _open_input(reader) as container:
+            total = _scan(container, reader)
+        with _open_input(reader) as container:
+            video, audio = _streams(container, source)
             left_out = [s for s in container.streams if s is not video and s not in audio]
             if left_out:
                 tell(f'{source}: not kept: ' + ', '.join(f'stream {s.index} ({s.type}, {s.codec.name})'
                                                          for s in left_out))
-            bar = tqdm(total=_estimated_frames(container, video), desc=source.name, unit='frame',
-                       disable=not progress, leave=False)
+            bar = tqdm(total=total, desc=source.name, unit='frame', disable=not progress, leave=False)
+            tile_bar, model.progress = model.progress, False  # one line per video: the frames', no bar per frame
             try:
                 with atomic_path(target) as tmp:
                     frames, height, width = _transcode(model, container, video, audio, tmp, target, crf, encoder,
                                                        reader, bar, tell)
             finally:
+                model.progress = tile_bar
                 bar.close()
     return VideoSummary(frames=frames, width=width, height=height, frame_rate=video.average_rate or video.guessed_rate,
                         audio_streams=len(audio), notes=notes)
@@ -318,7 +340,10 @@ def _transcode(model: Upscaler, container: av.container.InputContainer, video: a
             for frame in reader.checked(packet.decode):
                 if frame.pts is None:
                     raise ESCError(f'{source}: frame {count} has no timestamp; cannot keep the timing')
-                upscaled = _upscale_frame(model, frame)
+                try:
+                    upscaled = _upscale_frame(model, frame)
+                except ESCError as exc:
+                    raise ESCError(f'{source}: frame {count}: {exc}') from None
                 if writer.stream is None:
                     _output_step(target, reader.log, lambda: writer.open_video(frame, *upscaled.shape[:2]))
                     if any(writer.padding):

@@ -155,7 +155,7 @@ def test_cli_folder_run_writes_every_image_and_skips_bad_files(checkpoint, tmp_p
     assert proc.returncode == 1, proc.stderr
     assert 'done 6, skipped 2' in proc.stdout
     assert f'skipped: {src / "empty.png"}: empty file' in proc.stderr
-    assert f'skipped: {src / "notes.txt"}: not an image OpenCV can read' in proc.stderr
+    assert f'skipped: {src / "notes.txt"}: not an image (no image format recognised)' in proc.stderr
     expected = {'rgb_x2.png': ((24, 20, 3), np.uint8), 'gray_x2.png': ((24, 20), np.uint8),
                 'rgba_x2.png': ((24, 20, 4), np.uint8), 'deep_x2.tif': ((24, 20, 3), np.uint16),
                 'photo_x2.jpg': ((24, 20, 3), np.uint8), 'web_x2.webp': ((24, 20, 3), np.uint8)}
@@ -165,14 +165,29 @@ def test_cli_folder_run_writes_every_image_and_skips_bad_files(checkpoint, tmp_p
         assert image.shape == shape and image.dtype == dtype, name
 
 
-def test_cli_never_replaces_an_input_and_bad_single_inputs_are_one_line(checkpoint, tmp_path):
+def test_cli_with_o_equal_to_i_takes_no_result_for_an_input_and_replaces_nothing_unasked(checkpoint, tmp_path):
+    """-o equal to -i: a second run neither upscales the first run's results nor replaces them; --overwrite does."""
     path, _ = checkpoint
     image = np.zeros((8, 8, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / 'a.png'), image)
-    cv2.imwrite(str(tmp_path / 'a_x2.png'), image)  # what a.png's result would be called
+    cv2.imwrite(str(tmp_path / 'a_x2.png'), image)  # what a.png's result is called: taken for an earlier result
     proc = _run_cli('-i', tmp_path, '-o', tmp_path, '--model', path)
-    assert proc.returncode == 1 and 'would replace an input' in proc.stderr
-    assert (tmp_path / 'a_x2_x2.png').is_file() and cv2.imread(str(tmp_path / 'a_x2.png')).shape == (8, 8, 3)
+    assert proc.returncode == 1, proc.stderr
+    assert f'not inputs: 1 earlier result of this tool in {tmp_path} (a_x2.png)' in proc.stdout
+    assert (f'skipped: {tmp_path / "a.png"}: its output {tmp_path / "a_x2.png"} already exists and this run did '
+            'not write it; left as it is (--overwrite replaces it)') in proc.stderr
+    assert 'done 0, skipped 1' in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a.png', 'a_x2.png']
+    assert cv2.imread(str(tmp_path / 'a_x2.png')).shape == (8, 8, 3)
+    proc = _run_cli('-i', tmp_path, '-o', tmp_path, '--model', path, '--overwrite')
+    assert proc.returncode == 0 and 'done 1, skipped 0' in proc.stdout, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a.png', 'a_x2.png']
+    assert cv2.imread(str(tmp_path / 'a_x2.png')).shape == (16, 16, 3)
+
+
+def test_cli_bad_single_inputs_are_one_line(checkpoint, tmp_path):
+    path, _ = checkpoint
+    cv2.imwrite(str(tmp_path / 'a.png'), np.zeros((8, 8, 3), dtype=np.uint8))
 
     (tmp_path / 'bad.png').write_text('not an image')
     for args, message in ((('-i', tmp_path / 'bad.png'), f'error: {tmp_path / "bad.png"}: not an image'),

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from esc.errors import ESCError
+from esc.utils.checkpoint_checks import check_tensors
 
 # basicsr's MultiStepRestartLR keeps its milestones in a Counter; allow it in weights-only loading
 torch.serialization.add_safe_globals([collections.Counter])
@@ -112,12 +113,16 @@ def read_checkpoint(path: str, param_key: Optional[str],
         raise ESCError(f'{option}: {path} holds a {type(ckpt).__name__}, not a state dict')
     nested = [k for k, v in ckpt.items() if isinstance(v, dict)]
     if not nested:
+        check_tensors(ckpt, f'{option}: {path}')
         return _without_module_prefix(ckpt), {}
     taken = param_key if param_key in ckpt else 'params'
     if taken not in ckpt:
         raise ESCError(f'{option}: {path} has no {param_key!r} (param_key_g); it holds {", ".join(nested)}')
     if taken != param_key:
         logging.getLogger('basicsr').info(f'{path} has no {param_key!r}; using its "params".')
+    if not isinstance(ckpt[taken], dict):
+        raise ESCError(f'{option}: {path}: {taken} is not a state dict but {type(ckpt[taken]).__name__}')
+    check_tensors(ckpt[taken], f'{option}: {path}')
     return _without_module_prefix(ckpt[taken]), {'param_key': taken}
 
 

@@ -1,0 +1,104 @@
+"""Sanity checks on a checkpoint before a network is built from it.
+
+A checkpoint is data from anywhere: a ``.pth`` may hold numbers or lists where tensors belong, a 0-d tensor where a
+convolution weight belongs, or NaN; a safetensors file's metadata may declare a network far larger than the
+tensors it carries (``dim: 20000`` would allocate gigabytes before ``load_state_dict`` says a word). Each check here
+ends in a one-line :class:`~esc.errors.ESCError` naming the key at fault, and none allocates a network: the declared
+network is built on PyTorch's ``meta`` device, which records shapes and holds no memory, after its options have
+been bounded so that even that build stays quick.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Tuple, Type
+
+import torch
+from torch import Tensor, nn
+
+from esc.errors import ESCError
+
+OPTION_LIMITS = {'dim': 2048, 'pdim': 2048, 'kernel_size': 63, 'n_blocks': 256, 'conv_blocks': 64, 'window_size': 256,
+                 'num_heads': 256, 'upscaling_factor': 16, 'exp_ratio': 16, 'hidden_dim': 8192}
+"""The largest value each network option may take: about ten times the largest released network's (ESC-XL: dim
+192, window 48, 12 heads; ESC-Real-XL: 16 blocks); anything beyond is a damaged or hostile file, not a network."""
+MLP_LIMITS = (64, 8192)
+"""ESC+LTE's ``mlp_dims``: at most this many layers, each at most this wide."""
+
+
+def check_tensors(state_dict: Mapping[Any, Any], source: str) -> None:
+    """Every key of ``state_dict`` is a string and every value a tensor; otherwise one line naming the key."""
+    for key, value in state_dict.items():
+        if not isinstance(key, str):
+            raise ESCError(f'{source}: the state dict has a key {key!r} of type {type(key).__name__}, not a name')
+        if not isinstance(value, Tensor):
+            raise ESCError(f'{source}: {key} is not a tensor but {type(value).__name__}')
+
+
+def check_weights(state_dict: Mapping[str, Any], source: str) -> None:
+    """The values a network's weights can be: tensors of floating point, with at least one dimension, all finite.
+
+    Non-finite weights would make every output NaN (written as black images); a 0-d tensor or an integer one is no
+    ESC parameter."""
+    check_tensors(state_dict, source)
+    for key, value in state_dict.items():
+        if not value.is_floating_point():
+            raise ESCError(f'{source}: {key} holds {str(value.dtype).replace("torch.", "")} values, not floating-point '
+                           'weights')
+        if value.dim() == 0:
+            raise ESCError(f'{source}: {key} is a single number (a 0-d tensor), not a weight')
+        if not bool(torch.isfinite(value).all()):
+            raise ESCError(f'{source}: {key} holds NaN or infinite values; the checkpoint is damaged')
+
+
+def tensor_shape(state_dict: Mapping[str, Tensor], key: str, rank: int) -> Tuple[int, ...]:
+    """The shape of ``state_dict[key]``, which must have ``rank`` dimensions (one line naming the key otherwise)."""
+    value = state_dict[key]
+    if not isinstance(value, Tensor):
+        raise ESCError(f'checkpoint: {key} is not a tensor but {type(value).__name__}')
+    if value.dim() != rank:
+        raise ESCError(f'checkpoint: {key} has shape {tuple(value.shape)}; an ESC network\'s has {rank} dimensions')
+    return tuple(value.shape)
+
+
+def check_option_bounds(options: Mapping[str, Any], source: str) -> None:
+    """Every size option in ``options`` (declared in metadata or read off the tensors) within :data:`OPTION_LIMITS`."""
+    for key, limit in OPTION_LIMITS.items():
+        value = options.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ESCError(f'{source}: network option {key} is {value!r}, not a number')
+        if not 0 < value <= limit:
+            raise ESCError(f'{source}: network option {key} is {value}; a sane ESC network has 0 < {key} <= {limit}')
+    mlp = options.get('mlp_dims')
+    if mlp is not None:
+        layers, width = MLP_LIMITS
+        if (not isinstance(mlp, (list, tuple)) or len(mlp) > layers
+                or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= width for v in mlp)):
+            raise ESCError(f'{source}: network option mlp_dims is {mlp!r}; a sane one is at most {layers} '
+                           f'whole numbers from 1 to {width}')
+
+
+def check_against_network(network: Type[nn.Module], config: Mapping[str, Any], state_dict: Mapping[str, Tensor],
+                          source: str, description: str) -> None:
+    """The tensors of ``state_dict`` are those of ``network(**config)``, key for key and shape for shape: the network
+    is built on the meta device (no memory), so a declaration that disagrees with the file costs nothing.
+    ``description`` names the declared network in the message (e.g. 'ESC-light x2')."""
+    check_option_bounds(config, source)
+    try:
+        with torch.device('meta'):
+            expected = {key: tuple(value.shape) for key, value in network(**config).state_dict().items()}
+    except TypeError as exc:
+        raise ESCError(f'{source}: {exc}') from None
+    for key, shape in expected.items():  # in the network's order: the first layer that disagrees is named
+        if key in state_dict and tuple(state_dict[key].shape) != shape:
+            raise ESCError(f'{source}: {key} is {tuple(state_dict[key].shape)} in the file; the {description} network '
+                           f'it declares needs {shape}')
+    missing = [key for key in expected if key not in state_dict]
+    if missing:
+        more = f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''
+        raise ESCError(f'{source}: {missing[0]}{more} missing; the {description} network it declares has it')
+    unexpected = [key for key in state_dict if key not in expected]
+    if unexpected:
+        more = f' (and {len(unexpected) - 1} more)' if len(unexpected) > 1 else ''
+        raise ESCError(f'{source}: {unexpected[0]}{more} is no parameter of the {description} network it declares')

@@ -1,0 +1,324 @@
+"""Reading and writing the image files people upscale, with every failure a one-line :class:`~esc.errors.ESCError`.
+
+Reading goes through Pillow, which parses a file's header before any pixel is decoded: the declared size is
+checked against a pixel limit first (a 100000×100000 PNG of a few bytes is refused without allocating anything),
+multi-frame files (animated GIF, WebP and PNG, multi-page TIFF) are refused rather than cut to their first frame,
+and decoding the whole file reports truncation and corruption (OpenCV returns a truncated JPEG grey below the
+cut). The EXIF orientation is applied, as viewers show the photo, and the ICC colour profile is returned to be
+written into the result. Pillow reads 16-bit colour as 8 bits, so those images are decoded by OpenCV and checked
+against Pillow's 8-bit reading (orientation included) before they are used.
+
+Writing goes through OpenCV's encoders, by extension; the colour profile is embedded in PNG, JPEG and WebP results,
+which carry no EXIF and so no stale orientation.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import struct
+import warnings
+import zlib
+from pathlib import Path
+from typing import Callable, Dict, Iterator, Optional, Tuple, Union
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from esc.errors import ESCError
+from esc.utils.checkpoint import write_atomic
+
+WRITABLE = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp')
+"""Extensions results are written as."""
+JPEG_ALIASES = ('.jfif', '.jpe', '.jif', '.jfi')
+"""Other names of JPEG files, whose results are written as ``.jpg`` (OpenCV has no encoder by these names)."""
+DEEP_FORMATS = ('.png', '.tif', '.tiff')
+"""Extensions that hold 16-bit results; a 16-bit image asked for in another format is written as PNG."""
+SIDE_LIMITS = {'.jpg': 65535, '.jpeg': 65535, '.webp': 16383}
+"""The longest side each format can hold (JPEG's header stores 16 bits, WebP's 14)."""
+PROFILE_FORMATS = ('.png', '.jpg', '.jpeg', '.webp')
+"""Result formats an ICC colour profile is embedded in."""
+DAMAGE = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError, TypeError)
+"""What Pillow's decoders raise on damaged data."""
+ORIENTATIONS: Dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+"""EXIF orientation → the array operation that shows the image upright (as Pillow's ``exif_transpose``)."""
+
+
+@dataclasses.dataclass
+class LoadedImage:
+    """An image file's pixels, upright, as H×W (grey) or H×W×3/4 (RGB/RGBA), uint8 or uint16, with what its result
+    should carry: the ICC profile (or None) and the format Pillow identified."""
+
+    pixels: np.ndarray
+    icc_profile: Optional[bytes]
+    format: str
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory the system can still give (``MemAvailable`` on Linux), or None where it cannot tell."""
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+MEMORY_SHARE = 0.75
+"""The share of the available memory one image may take (the rest is left to the system and the network)."""
+FALLBACK_MEMORY = 4 << 30
+"""The memory assumed where the system does not say how much is available."""
+
+
+def pixel_limit(bytes_per_pixel: int, memory: Optional[int] = None) -> int:
+    """The most input pixels that fit in :data:`MEMORY_SHARE` of ``memory`` (default: what is available now) at
+    ``bytes_per_pixel``."""
+    memory = memory if memory is not None else (available_memory() or FALLBACK_MEMORY)
+    return max(1, int(memory * MEMORY_SHARE) // max(1, bytes_per_pixel))
+
+
+def megapixels(pixels: int) -> str:
+    return f'{pixels / 1e6:.1f} MP'
+
+
+@contextlib.contextmanager
+def _own_size_limit() -> Iterator[int]:
+    """Pillow's decompression-bomb check off while a file is opened (its limit is applied here instead, as an
+    ESCError, and only where the caller gives none); yields that limit."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            yield saved if saved is not None else 2 ** 63
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def load_image(path: Union[str, Path], max_pixels: Optional[int] = None) -> LoadedImage:
+    """Read an image file, upright, refusing in one line what cannot be read whole.
+
+    ``max_pixels``: the largest width × height accepted, checked from the header before any pixel is decoded
+    (None: Pillow's decompression-bomb limit)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ESCError(f'{path}: cannot be read ({exc.strerror})') from None
+    if size == 0:
+        raise ESCError(f'{path}: empty file')
+    with _own_size_limit() as default_limit:
+        limit = default_limit if max_pixels is None else max_pixels
+        try:
+            image = Image.open(path)
+        except UnidentifiedImageError:
+            raise ESCError(f'{path}: not an image (no image format recognised)') from None
+        except DAMAGE as exc:
+            raise ESCError(f'{path}: damaged image header ({_reason(exc)})') from None
+        with image:
+            return _decode(path, image, limit, max_pixels is not None)
+
+
+def read_image(path: Union[str, Path], max_pixels: Optional[int] = None) -> np.ndarray:
+    """The pixels of :func:`load_image`."""
+    return load_image(path, max_pixels).pixels
+
+
+def _reason(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _decode(path: Path, image: Image.Image, limit: int, chosen: bool) -> LoadedImage:
+    width, height = image.size
+    if width * height > limit:
+        option = ' (--max-pixels)' if chosen else " (Pillow's decompression-bomb limit)"
+        raise ESCError(f'{path}: {width}x{height} is {megapixels(width * height)}, over the limit of '
+                       f'{megapixels(limit)}{option}')
+    if width == 0 or height == 0:
+        raise ESCError(f'{path}: empty image ({width}x{height})')
+    try:
+        frames = getattr(image, 'n_frames', 1)
+        orientation = image.getexif().get(0x0112, 1)
+    except DAMAGE as exc:
+        raise ESCError(f'{path}: damaged or truncated image ({_reason(exc)})') from None
+    if frames > 1 and image.format != 'MPO':  # MPO: a camera's JPEG with previews after it; the first is the photo
+        raise ESCError(f'{path}: {frames} frames ({image.format}); only still images are upscaled, and the first '
+                       'frame alone would not be this file (split it into frames or convert it to a video first)')
+    deep_colour = _sixteen_bit_colour(image)
+    try:
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+    except DAMAGE as exc:
+        raise ESCError(f'{path}: damaged or truncated image ({_reason(exc)})') from None
+    eight_bit = _pillow_pixels(path, upright)
+    pixels = _opencv_deep_pixels(path, eight_bit, orientation) if deep_colour else eight_bit
+    return LoadedImage(pixels=pixels, icc_profile=image.info.get('icc_profile') or None, format=image.format)
+
+
+def _sixteen_bit_colour(image: Image.Image) -> bool:
+    """Whether Pillow will read this colour image as 8 bits from 16 (its raw mode, e.g. 'RGB;16B', says so)."""
+    if image.mode not in ('RGB', 'RGBA'):
+        return False
+    for tile in image.tile:
+        args = tile[3] if len(tile) > 3 else None
+        rawmode = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else ''
+        if isinstance(rawmode, str) and ';16' in rawmode:
+            return True
+    return False
+
+
+def _pillow_pixels(path: Path, image: Image.Image) -> np.ndarray:
+    """Pillow's pixels as grey (8 or 16 bit), RGB or RGBA NumPy arrays."""
+    mode = image.mode
+    if mode.startswith('I;16'):
+        return np.asarray(image).astype(np.uint16)
+    if mode in ('I', 'F') or mode.startswith('I;'):
+        raise ESCError(f'{path}: {mode} pixels (32-bit) are not supported (8- or 16-bit images)')
+    if mode in ('L', 'RGB', 'RGBA'):
+        return np.asarray(image)
+    if mode == '1':
+        return np.asarray(image.convert('L'))
+    if mode == 'P':
+        return np.asarray(image.convert('RGBA' if 'transparency' in image.info else 'RGB'))
+    if mode in ('LA', 'La', 'PA', 'RGBa'):
+        return np.asarray(image.convert('RGBA'))
+    return np.asarray(image.convert('RGB'))  # CMYK, YCbCr, LAB, HSV
+
+
+def _opencv_deep_pixels(path: Path, eight_bit: np.ndarray, orientation: int) -> np.ndarray:
+    """A 16-bit colour image decoded by OpenCV, upright: its high bytes must equal Pillow's 8-bit reading, which
+    also tells whether OpenCV already applied the orientation (it does for TIFF, not for PNG)."""
+    try:
+        decoded = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except (cv2.error, OSError, MemoryError) as exc:
+        raise ESCError(f'{path}: OpenCV cannot decode its 16-bit pixels ({_reason(exc)})') from None
+    if decoded is None or decoded.dtype != np.uint16 or decoded.ndim != 3 or decoded.shape[2] not in (3, 4):
+        raise ESCError(f'{path}: OpenCV cannot decode its 16-bit colour pixels')
+    rgb = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB if decoded.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+    for candidate in (rgb, ORIENTATIONS.get(orientation, ORIENTATIONS[1])(rgb)):
+        if candidate.shape == eight_bit.shape and np.array_equal(candidate >> 8, eight_bit):
+            return np.ascontiguousarray(candidate)
+    raise ESCError(f'{path}: OpenCV and Pillow decode its 16-bit pixels differently; not upscaled')
+
+
+def result_suffix(source: Path, ext: Optional[str] = None) -> Tuple[str, Optional[str]]:
+    """The extension ``source``'s result is written as, and a note where it is not the input's own: ``ext`` if
+    given, the input's if writable, ``.jpg`` for another name of JPEG, else ``.png``."""
+    if ext is not None:
+        return ext, None
+    suffix = source.suffix.lower()
+    if suffix in WRITABLE:
+        return suffix, None
+    if suffix in JPEG_ALIASES:
+        return '.jpg', f'{suffix} images give .jpg results'
+    shown = suffix or 'extension-less'
+    return '.png', f"{shown} images give .png results (results are written as {', '.join(WRITABLE)})"
+
+
+def check_result_size(source: Path, suffix: str, height: int, width: int) -> None:
+    """Refuse, before the work, a result larger than its format can hold."""
+    limit = SIDE_LIMITS.get(suffix)
+    if limit is not None and max(height, width) > limit:
+        raise ESCError(f'{source}: its {width}x{height} result is beyond what {suffix} holds ({limit} pixels a side); '
+                       'use --ext png')
+
+
+def encode_image(image: np.ndarray, suffix: str, icc_profile: Optional[bytes] = None) -> bytes:
+    """``image`` (grey, RGB or RGBA; uint8 or uint16) encoded as ``suffix``, with ``icc_profile`` embedded where the
+    format is one of :data:`PROFILE_FORMATS`."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    try:
+        ok, encoded = cv2.imencode(suffix, image)
+    except cv2.error as exc:
+        raise ESCError(f'OpenCV cannot encode this {image.dtype} image as {suffix} ({_reason(exc)})') from None
+    if not ok:
+        raise ESCError(f'OpenCV cannot encode {image.dtype} images as {suffix}')
+    data = encoded.tobytes()
+    if icc_profile and suffix in PROFILE_FORMATS:
+        embed = {'.png': _png_with_profile, '.webp': _webp_with_profile}.get(suffix, _jpeg_with_profile)
+        data = embed(data, icc_profile, image)
+    return data
+
+
+def write_image(path: Path, image: np.ndarray, icc_profile: Optional[bytes] = None) -> None:
+    """Encode by ``path``'s extension (:func:`encode_image`) and write atomically: a killed run leaves no
+    half-written file, and a failed write is one line naming ``path``."""
+    try:
+        data = encode_image(image, path.suffix.lower(), icc_profile)
+    except ESCError as exc:
+        raise ESCError(f'{path}: {exc}') from None
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        raise ESCError(f'{path}: cannot be written ({exc.strerror or exc})') from None
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack('>I', len(payload)) + kind + payload + struct.pack('>I', zlib.crc32(kind + payload))
+
+
+def _png_with_profile(data: bytes, profile: bytes, image: np.ndarray) -> bytes:
+    """An ``iCCP`` chunk after the PNG's ``IHDR`` (the first chunk, 25 bytes after the 8-byte signature)."""
+    if data[12:16] != b'IHDR':
+        return data
+    chunk = _png_chunk(b'iCCP', b'ICC profile\0\0' + zlib.compress(profile))
+    return data[:33] + chunk + data[33:]
+
+
+JPEG_ICC_CHUNK = 65519
+"""Profile bytes per JPEG APP2 segment: 65535 less the length field and the 14-byte 'ICC_PROFILE' header."""
+
+
+def _jpeg_with_profile(data: bytes, profile: bytes, image: np.ndarray) -> bytes:
+    """APP2 ``ICC_PROFILE`` segments after the JPEG's SOI marker and its JFIF APP0 segment."""
+    if data[:2] != b'\xff\xd8':
+        return data
+    at = 2
+    if data[2:4] == b'\xff\xe0':
+        at = 4 + struct.unpack('>H', data[4:6])[0]
+    pieces = [profile[i:i + JPEG_ICC_CHUNK] for i in range(0, len(profile), JPEG_ICC_CHUNK)]
+    if len(pieces) > 255:
+        return data
+    segments = b''.join(b'\xff\xe2' + struct.pack('>H', 2 + 14 + len(piece)) + b'ICC_PROFILE\0'
+                        + bytes([index + 1, len(pieces)]) + piece for index, piece in enumerate(pieces))
+    return data[:at] + segments + data[at:]
+
+
+def _riff_chunk(kind: bytes, payload: bytes) -> bytes:
+    return kind + struct.pack('<I', len(payload)) + payload + b'\0' * (len(payload) % 2)
+
+
+def _webp_with_profile(data: bytes, profile: bytes, image: np.ndarray) -> bytes:
+    """An ``ICCP`` chunk in the WebP's extended (``VP8X``) layout, which a simple ``VP8 ``/``VP8L`` file is turned
+    into (its canvas size and alpha flag from ``image``)."""
+    if data[:4] != b'RIFF' or data[8:12] != b'WEBP':
+        return data
+    first = data[12:16]
+    iccp = _riff_chunk(b'ICCP', profile)
+    if first == b'VP8X':
+        flags = data[20] | 0x20
+        body = data[12:20] + bytes([flags]) + data[21:30] + iccp + data[30:]
+    else:
+        height, width = image.shape[:2]
+        alpha = 0x10 if image.ndim == 3 and image.shape[2] == 4 else 0
+        header = bytes([0x20 | alpha, 0, 0, 0]) + (width - 1).to_bytes(3, 'little') + (height - 1).to_bytes(3, 'little')
+        body = _riff_chunk(b'VP8X', header) + iccp + data[12:]
+    return b'RIFF' + struct.pack('<I', 4 + len(body)) + b'WEBP' + body
