@@ -22,6 +22,8 @@ DEMO = ['gradio>=6,<7']
 PLOTS = ['matplotlib']
 # tests/test_web_demo.py drives the page in the OS's Chromium (apt-get install chromium) through Playwright
 BROWSER_TEST = ['playwright']
+# esc/spandrel.py: ESC in spandrel's registry, for chaiNNer and ComfyUI (tested: 0.4.2)
+SPANDREL = ['spandrel>=0.4.2,<0.5']
 
 setup(
     name='esc-sr',
@@ -33,7 +35,7 @@ setup(
     python_requires='>=3.9',
     install_requires=requirements(),
     extras_require={'export': EXPORT, 'iqa': IQA, 'test': ['pytest', *EXPORT, *IQA], 'demo': DEMO, 'plots': PLOTS,
-                    'browser-test': BROWSER_TEST},
+                    'browser-test': BROWSER_TEST, 'spandrel': SPANDREL},
     license='MIT',
     classifiers=[
         'Programming Language :: Python :: 3',

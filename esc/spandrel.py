@@ -1,0 +1,87 @@
+"""ESC in spandrel, the loader behind chaiNNer and ComfyUI: ``esc.spandrel.install()``, then
+``spandrel.ModelLoader().load_from_file(path)`` opens ESC checkpoints like any other architecture.
+
+spandrel hands an architecture nothing but the state dict (the file's ``params_ema``, else ``params``, else the
+file itself; safetensors metadata is dropped), so the network is read off the parameter names and shapes by
+:func:`esc.upscaler.detect_network`, the detector every other entry point uses: the official layouts (ESC,
+ESC-light, ESC-FP, ESC-Real, ESC-XL, ESC-Real-XL, FlashBias) and this project's files, ``.pth`` or
+``.safetensors``. The descriptor runs the network as it is: its attention pads each feature map to whole windows
+itself, so any image size is accepted as given (no size requirement) and the stored official outputs are
+reproduced. ESC+LTE serves any scale, which a spandrel descriptor (one integer scale) cannot express; it is
+refused in one line.
+
+spandrel is an optional extra (``pip install -e .[spandrel]``); importing this module without it is a one-line
+:class:`~esc.errors.ESCError`.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional
+
+from torch import nn
+
+from esc.archs import NETWORKS
+from esc.errors import ESCError
+from esc.upscaler import detect_network, variant_name
+
+try:
+    from spandrel import (MAIN_REGISTRY, ArchRegistry, ArchSupport, Architecture, ImageModelDescriptor, ModelTiling,
+                          SizeRequirements, StateDict)
+except ImportError:
+    raise ESCError('esc.spandrel needs spandrel (tested: 0.4.2): pip install -e .[spandrel]') from None
+
+ARCH_ID = 'ESC'
+SUPPORTS_HALF = True
+"""fp16 weights and images: tested on the CPU against fp32 (tests/test_spandrel.py); not run on CUDA here."""
+SUPPORTS_BFLOAT16 = True
+"""bf16 weights and images: tested on the CPU against fp32 (tests/test_spandrel.py); not run on CUDA here."""
+
+
+def is_esc_state_dict(state_dict: Mapping[str, Any]) -> bool:
+    """Whether ``state_dict`` is an ESC network's, as :func:`esc.upscaler.detect_network` reads it."""
+    try:
+        detect_network(state_dict)
+    except (ESCError, KeyError, IndexError, AttributeError):  # another architecture's names or shapes
+        return False
+    return True
+
+
+def descriptor_tags(options: Mapping[str, Any]) -> List[str]:
+    """spandrel tags for detected network options: the variant's name, width, depth, window and any FlashBias rank."""
+    tags = [variant_name(options), f"{options['dim']}nf", f"{options['n_blocks']}nb", f"w{options['window_size']}"]
+    rank = options.get('bias_rank')
+    if rank is not None:
+        ranks = sorted(set(rank)) if isinstance(rank, (list, tuple)) else [rank]
+        tags.append('FlashBias r' + '/'.join(map(str, ranks)))
+    return tags
+
+
+class ESCArch(Architecture[nn.Module]):
+    """ESC for spandrel's registry: detection and loading from a state dict alone."""
+
+    def __init__(self) -> None:
+        super().__init__(id=ARCH_ID, name='ESC', detect=is_esc_state_dict)
+
+    def load(self, state_dict: StateDict) -> ImageModelDescriptor[nn.Module]:
+        options: Dict[str, Any] = dict(detect_network(state_dict))
+        network = NETWORKS[options['type']]
+        if not getattr(network, 'fixed_scale', True):
+            raise ESCError(f'{variant_name(options)} upscales to any scale, a spandrel model has one integer scale: '
+                           "use esc.load_model(path, scale=...) or esc/inference.py --scale")
+        config = {key: value for key, value in options.items() if key != 'type'}
+        try:
+            net = network(**config)
+        except TypeError as exc:
+            raise ESCError(f'ESC state dict: {exc}') from None
+        return ImageModelDescriptor(
+            net.eval(), state_dict, architecture=self, purpose='SR', tags=descriptor_tags(options),
+            supports_half=SUPPORTS_HALF, supports_bfloat16=SUPPORTS_BFLOAT16, scale=options['upscaling_factor'],
+            input_channels=3, output_channels=3, size_requirements=SizeRequirements(), tiling=ModelTiling.SUPPORTED)
+
+
+def install(registry: Optional[ArchRegistry] = None) -> ArchSupport:
+    """Add ESC to ``registry`` (spandrel's ``MAIN_REGISTRY``, which ``ModelLoader()`` uses, by default) and return its
+    entry; a registry that already holds ESC keeps the entry it has, so calling this twice is harmless."""
+    registry = MAIN_REGISTRY if registry is None else registry
+    if ARCH_ID not in registry:
+        registry.add(ArchSupport.from_architecture(ESCArch()))
+    return registry[ARCH_ID]
