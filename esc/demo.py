@@ -4,19 +4,20 @@
     esc-demo --model experiments/pretrained_models/ESC_DIV2K_X4.pth      # or: python -m esc.demo --model ...
     esc-demo --model experiments/ --port 7860                             # every ESC checkpoint under a folder
 
-The page (Gradio) upscales with the code of the command line, not a copy of it: the upload is read by
-``esc.inference.read_image``, upscaled by ``esc.load_model(...).upscale`` with the scale, tile and precision chosen
-on the page, and written by ``esc.inference.write_image`` under the name and in the format ``esc/inference.py``
-gives it, so the download is byte for byte what ``python esc/inference.py -i <image> -o <folder> --model <ckpt>``
-writes with the same settings. Uploads and results are kept under ``--output`` (``results/demo`` by default).
+The page (Gradio) runs the command line itself on the upload: ``esc.inference.run`` with the checkpoint, scale,
+tile and precision chosen on the page (so ``esc.load_model(...).upscale`` and the command's reading, naming and
+writing), so the download is byte for byte what ``python esc/inference.py -i <image> -o <folder> --model <ckpt>``
+writes with the same settings, and its errors are the command's one-line messages. Uploads and results are kept
+under ``--output`` (``results/demo`` by default).
 The server listens on 127.0.0.1 unless ``--host`` says otherwise, and makes no outside connection.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
@@ -25,7 +26,7 @@ import cv2
 import numpy as np
 
 from esc.errors import ESCError
-from esc.inference import output_path, read_image, write_image
+from esc.inference import read_image, run as run_inference
 from esc.upscaler import DTYPES, checkpoint_network, load_model, resolve_device, variant_name
 from esc.utils.checkpoint import read_checkpoint
 from esc.utils.cli import run_command
@@ -135,41 +136,40 @@ class Settings:
         return cls(scale, int(tile), int(tile_overlap), precision)
 
     def command_options(self) -> List[str]:
-        """The same settings as ``esc/inference.py`` options, to show beside the result."""
-        options = [f'--tile {self.tile}', f'--tile-overlap {self.tile_overlap}', f'--precision {self.precision}']
-        return ([f'--scale {self.scale:g}'] if self.scale is not None else []) + options
+        """These settings as ``esc/inference.py`` options."""
+        options = ['--tile', str(self.tile), '--tile-overlap', str(self.tile_overlap), '--precision', self.precision]
+        return (['--scale', f'{self.scale:g}'] if self.scale is not None else []) + options
 
 
 def upscale_file(checkpoint: Path, source: Path, settings: Settings, device: str, output: Path,
                  progress: Any = None) -> Tuple[Path, np.ndarray, np.ndarray, str]:
-    """Upscale ``source`` as ``esc/inference.py`` would, into a fresh folder under ``output``.
+    """Upscale ``source`` by running the command itself (``esc.inference.run``, in this process) into a fresh
+    folder under ``output``: the result is the command's by construction, not by imitation.
 
-    Returns the written result, the before/after pair for the slider and a one-line summary. ``progress``
-    (a ``gradio.Progress``) is told the stages; its tqdm tracking follows the tiles of a tiled image."""
+    Returns the written result, the before/after pair for the slider and what the command printed, after the
+    equivalent command line. ``progress`` (a ``gradio.Progress``) is told the stages; its tqdm tracking follows
+    the command's bar over the tiles of a tiled image. The command's one-line errors come through as ESCError."""
     def tell(fraction: float, stage: str) -> None:
         if progress is not None:
             progress(fraction, desc=stage)
 
-    tell(0.0, 'loading the checkpoint')
-    model = load_model(str(checkpoint), scale=settings.scale, device=device, precision=settings.precision,
-                       tile=settings.tile or None, tile_overlap=settings.tile_overlap)
-    model.progress = True
-    tell(0.1, 'reading the image')
-    image = read_image(source)
-    tell(0.2, 'upscaling')
-    start = time.perf_counter()
-    result = model.upscale(image)
-    seconds = time.perf_counter() - start
-    tell(0.9, 'writing the result')
     output.mkdir(parents=True, exist_ok=True)
-    target = output_path(source, Path(tempfile.mkdtemp(prefix='result-', dir=output)), model.scale, None, result)
-    write_image(target, result)
-    after = display_image(result)
-    before = before_image(image, (after.shape[1], after.shape[0]))
-    summary = (f'{model}: {image.shape[1]}x{image.shape[0]} -> {result.shape[1]}x{result.shape[0]} in '
-               f'{seconds:.1f} s; the command: python esc/inference.py -i {source.name} -o <folder> '
-               f'--model {checkpoint} {" ".join(settings.command_options())}')
-    return target, before, after, summary
+    folder = Path(tempfile.mkdtemp(prefix='result-', dir=output))
+    options = ['--model', str(checkpoint), '--device', device, *settings.command_options()]
+    tell(0.0, 'upscaling')
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            run_inference(['-i', str(source), '-o', str(folder), *options])
+    except ESCError:
+        folder.rmdir()  # the command wrote nothing: leave no empty folder behind
+        raise
+    (target,) = (path for path in folder.iterdir() if not path.name.startswith('.'))
+    tell(0.9, 'showing the result')
+    result = display_image(read_image(target))
+    before = before_image(read_image(source), (result.shape[1], result.shape[0]))
+    command = ' '.join(['python esc/inference.py -i', source.name, '-o <folder>', *options])
+    return target, before, result, '\n'.join([command, *printed.getvalue().strip().splitlines()])
 
 
 def build_page(checkpoints: Sequence[Checkpoint], device: str, output: Path) -> 'gradio.Blocks':
@@ -214,7 +214,7 @@ def build_page(checkpoints: Sequence[Checkpoint], device: str, output: Path) -> 
                 slider = gr.ImageSlider(label='Before (bicubic) / after (ESC)', type='numpy', format='png',
                                         image_mode=None, interactive=False, elem_id='esc-slider')
                 download = gr.File(label='Download', interactive=False, elem_id='esc-download')
-                summary = gr.Textbox(label='Run', interactive=False, elem_id='esc-summary')
+                summary = gr.Textbox(label='The command and what it printed', interactive=False, lines=4, elem_id='esc-summary')
         button.click(run, [upload, checkpoint, scale, tile, tile_overlap, precision], [slider, download, summary])
     return page
 

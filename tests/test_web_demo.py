@@ -113,22 +113,25 @@ def test_the_page_writes_what_the_command_writes(tmp_path, checkpoint, kind):
     cv2.imwrite(str(source), image)
     stages = []
     settings = Settings.from_page(None, 16, 8, 'fp32')  # tiled: 24x28 is longer than 16
-    target, before, after, summary = upscale_file(checkpoint, source, settings, 'cpu', tmp_path / 'page',
+    target, before, after, printed = upscale_file(checkpoint, source, settings, 'cpu', tmp_path / 'page',
                                                   progress=lambda fraction, desc: stages.append(desc))
     expected = command_output(source, checkpoint, tmp_path / 'command', ['--tile', '16', '--tile-overlap', '8'])
     assert target.name == expected.name and target.read_bytes() == expected.read_bytes()
     assert target.parent.parent == tmp_path / 'page'
     assert before.shape == after.shape == (48, 56, after.shape[2]) and after.dtype == np.uint8
-    assert stages == ['loading the checkpoint', 'reading the image', 'upscaling', 'writing the result']
-    assert summary.startswith('Upscaler(ESC (custom) x2, cpu, fp32, tile 16/8): 28x24 -> 56x48 in ')
-    assert f'-i {name} -o <folder> --model {checkpoint} --tile 16 --tile-overlap 8 --precision fp32' in summary
+    assert stages == ['upscaling', 'showing the result']
+    command, model_line = printed.splitlines()[:2]
+    assert command == (f'python esc/inference.py -i {name} -o <folder> --model {checkpoint} --device cpu '
+                       '--tile 16 --tile-overlap 8 --precision fp32')
+    assert model_line == f'Upscaler(ESC (custom) x2, cpu, fp32, tile 16/8) from {checkpoint}'
+    assert printed.splitlines()[-1].startswith('done 1, skipped 0, ')
 
 
 def test_the_page_refuses_a_scale_the_checkpoint_does_not_have(tmp_path, checkpoint):
     source = photo_crop(tmp_path / 'photo.png')
     with pytest.raises(ESCError, match=r'^checkpoint is a x2 ESC; it cannot upscale x3$'):
         upscale_file(checkpoint, source, Settings.from_page(3, None, None, 'fp32'), 'cpu', tmp_path / 'page')
-    assert not (tmp_path / 'page').exists()
+    assert list((tmp_path / 'page').iterdir()) == []
 
 
 def test_the_command_fails_in_one_line_without_a_checkpoint(tmp_path, capsys, monkeypatch):
@@ -212,8 +215,9 @@ def test_a_browser_uploads_compares_and_downloads_what_the_command_writes(tmp_pa
                 saved = tmp_path / 'downloaded.png'
                 download.save_as(saved)
                 assert saved.read_bytes() == expected.read_bytes()
-                assert page.locator('#esc-summary textarea').input_value().startswith(
-                    'Upscaler(ESC (custom) x2, cpu, fp32')
+                printed = page.locator('#esc-summary textarea').input_value().splitlines()
+                assert printed[0].startswith('python esc/inference.py -i astronaut.png -o <folder> --model ')
+                assert printed[1] == f'Upscaler(ESC (custom) x2, cpu, fp32, tile 1024/64) from {checkpoint}'
                 page.locator('#esc-scale input').fill('3')
                 page.locator('#esc-run').click()  # a scale this checkpoint lacks: the command's one line, shown
                 page.get_by_text('checkpoint is a x2 ESC; it cannot upscale x3').first.wait_for()
