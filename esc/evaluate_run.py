@@ -38,7 +38,7 @@ if sys.path and osp.abspath(sys.path[0]) == osp.dirname(osp.abspath(__file__)):
 import yaml  # noqa: E402
 
 from esc.errors import ESCError  # noqa: E402
-from esc.utils.checkpoint import read_state_dict  # noqa: E402
+from esc.utils.checkpoint import read_checkpoint  # noqa: E402
 from esc.utils.cli import run_command  # noqa: E402
 from esc.utils.results import RUN_NAME, VARIANT_LABELS, Scores, parse_test_log, table_rows, to_csv, to_markdown  # noqa: E402
 
@@ -103,15 +103,47 @@ def pick_checkpoint(models: Path, iteration: str) -> Checkpoint:
     return Checkpoint(saved[iteration], iteration, f'iteration {iteration}, as asked')
 
 
-def table_key(run_name: str, scale: int, variant: Optional[str]) -> Tuple[str, int, str]:
-    """(variant label, scale, training data) of the paper's row: from ``--variant``, or the run's name."""
+def table_key(run_name: str, scale: int, variant: Optional[str], detected: Optional[str] = None,
+              training_data: Optional[str] = None) -> Tuple[str, int, str]:
+    """(variant label, scale, training data) of the paper's row: from ``--variant``, else the variant read off the
+    checkpoint (``detected``, e.g. 'ESC-light'), else the run's name; the data from the run's name or the name of
+    its training set (``training_data``), DIV2K where neither says DFLIP."""
     match = RUN_NAME.match(run_name)
-    data = (match['data'] if match else None) or 'DIV2K'
+    data = (match['data'] if match else None) or ('DFLIP' if 'DFLIP' in (training_data or '') else 'DIV2K')
+    paper_variants = set(VARIANT_LABELS.values()) - {'Bicubic'}
     if variant is not None:
         return variant, scale, data
+    if detected in paper_variants:
+        return detected, scale, data
     if match and int(match['scale']) == scale:
         return VARIANT_LABELS[match['variant']], scale, data
     return run_name, scale, '-'
+
+
+def read_weights(path: Path, param_key: str) -> Tuple[str, Optional[str], str]:
+    """(what the file holds under the name the logs use, the ``param_key_g`` that reads it, why if not as asked) for the weights
+    ``param_key`` asks for: a checkpoint without ``params_ema`` is evaluated on its ``params``, and said to be."""
+    state_dict, metadata = read_checkpoint(str(path), param_key, option='--param-key')
+    taken = metadata.get('param_key')
+    if taken is None:
+        return 'weights', None, 'a bare state dict (no params/params_ema keys)'
+    if taken != param_key:
+        return taken, taken, f'it holds no {param_key}: its {taken} are evaluated'
+    return taken, taken, ''
+
+
+def detected_variant(path: Path, param_key: Optional[str], network: Dict[str, Any]) -> Optional[str]:
+    """The named configuration ('ESC', 'ESC-light', 'ESC-FP', ...) the checkpoint is, read off its tensors (and the
+    safetensors metadata where there is some); None where it is no named one."""
+    from esc.upscaler import checkpoint_network, variant_name
+
+    state_dict, metadata = read_checkpoint(str(path), param_key, option='--param-key')
+    try:
+        options = checkpoint_network(state_dict, metadata, source=str(path))
+    except ESCError:
+        options = network  # not recognised from its tensors alone: the run's own network options
+    name = variant_name(options)
+    return None if name.endswith('(custom)') else name
 
 
 def check_benchmarks(datasets: Dict[str, Any], options: Path) -> List[Tuple[str, str]]:
@@ -182,21 +214,21 @@ def run(argv: Sequence[str]) -> int:
     trained = run_options(folder)
     run_name, scale = str(trained.get('name', folder.name)), int(trained['scale'])
     checkpoint = pick_checkpoint(folder / 'models', args.iter)
-    read_state_dict(str(checkpoint.path), args.param_key, option='--param-key')  # one line if the key is absent
+    held, param_key, why = read_weights(checkpoint.path, args.param_key)  # one line where neither key is there
     options_file = args.options or CHECKOUT / 'options' / 'test' / 'ESC' / f'test_ESC_X{scale}_DIV2K.yml'
     if not options_file.is_file():
         raise ESCError(f'--options: no such option file {options_file}')
     template = yaml.safe_load(options_file.read_text())
     if int(template.get('scale', 0)) != scale:
         raise ESCError(f"--options: {options_file} evaluates x{template.get('scale')}, the run trained x{scale}")
-    key_label = 'ema' if args.param_key == EMA_KEY else args.param_key
+    key_label = 'ema' if held == EMA_KEY else held
     evaluation, results = f'{run_name}_{checkpoint.label}_{key_label}', Path('results')
-    print(f'Evaluating {checkpoint.path} [{args.param_key}] ({checkpoint.reason}) with the datasets and metrics of '
+    print(f'Evaluating {checkpoint.path} [{held}] ({"; ".join(filter(None, (checkpoint.reason, why)))}) with the datasets and metrics of '
           f'{options_file}; results in {results / evaluation}/', flush=True)
     benchmarks = check_benchmarks(template['datasets'], options_file)
 
     results.mkdir(exist_ok=True)
-    state_file, identity = results / f'{evaluation}.json', {**checkpoint.identity(), 'param_key': args.param_key}
+    state_file, identity = results / f'{evaluation}.json', {**checkpoint.identity(), 'param_key': held}
     started = load_scores(state_file, identity)
     scores = {} if started is None else {**started, **scores_in(results / evaluation)}  # what an interrupted run finished
     scores = {name: value for name, value in scores.items() if name in dict(benchmarks).values()}
@@ -208,7 +240,7 @@ def run(argv: Sequence[str]) -> int:
     if remaining:
         test_opt = {**template, 'name': evaluation, 'datasets': remaining, 'network_g': trained['network_g'],
                     'path': {**(template.get('path') or {}), 'pretrain_network_g': str(checkpoint.path),
-                             'param_key_g': args.param_key, 'strict_load_g': True}}
+                             'param_key_g': param_key, 'strict_load_g': True}}
         options_written = results / f'{evaluation}.yml'
         options_written.write_text(yaml.safe_dump(test_opt, sort_keys=False))
         command = [sys.executable, str(CHECKOUT / 'esc' / 'test.py'), '-opt', str(options_written)]
@@ -226,10 +258,12 @@ def run(argv: Sequence[str]) -> int:
         raise ESCError(f'--options: esc/test.py wrote no PSNR and SSIM for {", ".join(unscored)} (see '
                        f'{results / evaluation}/); the test options need both metrics')
 
-    key = table_key(run_name, scale, args.variant)
+    training_data = str(((trained.get('datasets') or {}).get('train') or {}).get('name', ''))
+    key = table_key(run_name, scale, args.variant, detected_variant(checkpoint.path, param_key, trained['network_g']),
+                    training_data)
     rows = table_rows({key: scores}, {key[:2]: complexity_of(trained['network_g'], scale)}, {}, with_paper=True)
     table = to_markdown(rows)
-    (results / f'{evaluation}.md').write_text(f'{checkpoint.path} [{args.param_key}]\n\n{table}\n')
+    (results / f'{evaluation}.md').write_text(f'{checkpoint.path} [{held}]\n\n{table}\n')
     (results / f'{evaluation}.csv').write_text(to_csv(rows))
     print(table)
     print(f'Written: {results / evaluation}.md and .csv', flush=True)

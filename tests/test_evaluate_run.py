@@ -107,3 +107,38 @@ def test_the_default_test_options_are_the_table2_benchmarks(tmp_path, monkeypatc
                           f'{REPO / "options/test/ESC/test_ESC_X3_DIV2K.yml"}')
     code, _, err = evaluate(capsys, 'ESC_X3_DIV2K', '--param-key', 'params')
     assert code == 2 and err.startswith('error: --param-key') and 'params' in err
+
+
+def test_weights_without_ema_are_named_as_params_and_the_variant_is_read_off_the_checkpoint(tmp_path, monkeypatch,
+                                                                                             capsys):
+    """A run whose checkpoint holds only ``params`` (EMA off) is evaluated on them and says so in its first line, its
+    table, its result names and its test log; an ESC-light checkpoint gets the paper's ESC-light row although the
+    run's name says nothing of the variant."""
+    from esc.archs import build_variant
+
+    models = tmp_path / 'experiments' / 'my_first_run' / 'models'
+    models.mkdir(parents=True)
+    net = build_variant('ESC-light', 2)
+    torch.save({'params': net.state_dict()}, models / 'net_g_latest.pth')
+    network = {'type': 'ESC', 'n_blocks': 3, 'upscaling_factor': 2}
+    (models.parent / 'train_my_first_run.yml').write_text(yaml.safe_dump(
+        {'name': 'my_first_run', 'scale': 2, 'network_g': network, 'datasets': {'train': {'name': 'DIV2K'}}}))
+    options = write(tmp_path / 'test.yml', fake_benchmarks(tmp_path))
+    monkeypatch.chdir(tmp_path)
+
+    code, out, err = evaluate(capsys, 'my_first_run', '--options', str(options))
+    assert code == 0, err[-3000:]
+    first = out.splitlines()[0]
+    assert first.startswith('Evaluating experiments/my_first_run/models/net_g_latest.pth [params] (net_g_latest: '
+                            'written when training ended; it holds no params_ema: its params are evaluated)')
+    assert 'params_ema' not in out.replace('it holds no params_ema', '')
+    results = tmp_path / 'results'
+    assert (results / 'my_first_run_latest_params.md').read_text().startswith(
+        'experiments/my_first_run/models/net_g_latest.pth [params]')
+    assert not list(results.glob('*_ema*'))
+    assert json.loads((results / 'my_first_run_latest_params.json').read_text())['weights']['param_key'] == 'params'
+    assert yaml.safe_load((results / 'my_first_run_latest_params.yml').read_text())['path']['param_key_g'] == 'params'
+    log = next((results / 'my_first_run_latest_params').glob('test_*.log')).read_text()
+    assert 'my_first_run/models/net_g_latest.pth [params]' in log
+    rows = [line.split(' | ')[0] for line in out.splitlines() if line.startswith('| ESC-light')]
+    assert rows == ['| ESC-light (DIV2K)', '| ESC-light (paper)', '| ESC-light (ours − paper)']
