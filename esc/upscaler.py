@@ -91,8 +91,8 @@ def detect_network(state_dict: Mapping[str, Tensor], scale: Optional[float] = No
         opt['window_size'] = (math.isqrt(tables[0][1]) + 1) // 2
     elif factors:
         if factors[0].dim() != 3:
-            raise ESCError(f'checkpoint: a FlashBias query factor has shape {tuple(factors[0].shape)}; an ESC network\'s '
-                           'has 3 dimensions (heads, ws², rank)')
+            raise ESCError(f'checkpoint: a FlashBias query factor has shape {tuple(factors[0].shape)}; an ESC '
+                           'network\'s has 3 dimensions (heads, ws², rank)')
         opt.update(num_heads=factors[0].shape[0], window_size=math.isqrt(factors[0].shape[1]),
                    bias_rank=bias_ranks(sd), attn_type='flashbias')
     kernel = next((tensor_shape(sd, k, 4) for k in ('plk_filter', 'lk_spatial', 'blocks.0.pconvs.0.plk.lk') if k in sd),

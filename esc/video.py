@@ -11,8 +11,8 @@ A damaged or truncated input is refused rather than upscaled with its damage: th
 decoded once before any frame is upscaled (seconds, against minutes or hours of upscaling), and every error
 FFmpeg's demuxer or decoders report (audio included; the audio is decoded for that check only), then or during
 the work, stops the run with a one-line :class:`~esc.errors.ESCError` naming the file. That first pass also counts
-the frames the progress bar runs over; a tiled model shows no bar of its own per frame. Corruption the bitstream format cannot detect (H.264 has no
-checksums) is out of reach of this check, as it is of any player.
+the frames the progress bar runs over; a tiled model shows no bar of its own per frame. Corruption the bitstream
+format cannot detect (H.264 has no checksums) is out of reach of this check, as it is of any player.
 """
 from __future__ import annotations
 
