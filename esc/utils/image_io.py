@@ -258,9 +258,10 @@ def encode_image(image: np.ndarray, suffix: str, icc_profile: Optional[bytes] = 
     return data
 
 
-def write_image(path: Path, image: np.ndarray, icc_profile: Optional[bytes] = None) -> None:
+def write_image(path: Union[str, Path], image: np.ndarray, icc_profile: Optional[bytes] = None) -> None:
     """Encode by ``path``'s extension (:func:`encode_image`) and write atomically: a killed run leaves no
     half-written file, and a failed write is one line naming ``path``."""
+    path = Path(path)
     try:
         data = encode_image(image, path.suffix.lower(), icc_profile)
     except ESCError as exc:
