@@ -1,4 +1,5 @@
-"""Collect ``esc/test.py`` results into the paper's table layout (Tables 2 and 4)."""
+"""Collect ``esc/test.py`` results into the paper's table layout (Tables 2 and 4) and its PSNR-versus-#FLOPs and
+versus-#Params figure, the paper's own points beside the measured ones."""
 from __future__ import annotations
 
 import csv
@@ -6,10 +7,14 @@ import io
 import json
 import re
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from esc.errors import ESCError
+from esc.utils.checkpoint import write_atomic
 from esc.utils.paper import BENCHMARKS, TABLE2, TABLE4, PaperRow
+
+if TYPE_CHECKING:
+    import matplotlib.figure
 
 RUN_NAME = re.compile(r'^(?P<variant>ESC_light|ESC_FP|ESC|Bicubic)_X(?P<scale>\d)(?:_(?P<data>DIV2K|DFLIP))?$')
 VARIANT_LABELS = {'ESC': 'ESC', 'ESC_light': 'ESC-light', 'ESC_FP': 'ESC-FP', 'Bicubic': 'Bicubic'}
@@ -98,3 +103,104 @@ def to_csv(rows: Iterable[List[str]]) -> str:
     writer.writerow(HEADER)
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+class FigurePoint(NamedTuple):
+    """One point of the PSNR-versus-complexity figure: a measured row or the paper's row for the same network."""
+
+    variant: str
+    scale: int
+    data: str  # the training data ('DIV2K', 'DFLIP'), or 'paper'
+    flops_g: float
+    params_k: float
+    psnr: float
+
+    @property
+    def measured(self) -> bool:
+        return self.data != 'paper'
+
+
+def benchmark_index(benchmark: str) -> int:
+    """The place of ``benchmark`` in the paper's rows; an ESCError naming the option where it has none."""
+    if benchmark not in BENCHMARKS:
+        raise ESCError(f"--figure-benchmark: {benchmark!r} is not one of {', '.join(BENCHMARKS)}")
+    return BENCHMARKS.index(benchmark)
+
+
+def figure_points(results: Dict[Tuple[str, int, str], Scores], complexity: Dict[Tuple[str, int], Tuple[int, float]],
+                  benchmark: str) -> List[FigurePoint]:
+    """The points the figure draws on ``benchmark``: every result that has a score there and a complexity count, each
+    followed by the paper's point for that network and training data where the paper has one (its own #FLOPs and
+    #Params, as printed). Bicubic has no count and is left out."""
+    index = benchmark_index(benchmark)
+    points = []
+    for (variant, scale, data), scores in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
+        if benchmark not in scores or (variant, scale) not in complexity:
+            continue
+        params_k, flops_g = complexity[variant, scale]
+        points.append(FigurePoint(variant, scale, data, flops_g, params_k, scores[benchmark][0]))
+        paper: Optional[PaperRow] = (TABLE4 if data == 'DFLIP' else TABLE2).get((variant, scale))
+        if paper is not None and paper.psnr_ssim is not None:
+            paper_psnr = paper.psnr_ssim[index][0]
+            points.append(FigurePoint(variant, scale, 'paper', paper.flops_g, paper.params_k, paper_psnr))
+    return points
+
+
+FIGURE_FORMATS = ('.png', '.svg', '.pdf')
+
+
+def check_figure(path: Path, benchmark: str) -> None:
+    """Refuse a figure file of a format not written here, or a benchmark the paper has no column for, before any
+    work."""
+    benchmark_index(benchmark)
+    if path.suffix.lower() not in FIGURE_FORMATS:
+        raise ESCError(f"--figure: {path} is not one of {', '.join(FIGURE_FORMATS)} (by its extension)")
+
+
+FIGURE_AXES = (('flops_g', '#FLOPs (G, 1280×720 output)'), ('params_k', '#Params (K)'))
+
+
+def draw_figure(points: List[FigurePoint], benchmark: str, path: Path) -> 'matplotlib.figure.Figure':
+    """PSNR on ``benchmark`` against #FLOPs (left) and #Params (right), one row of panels per scale, written to
+    ``path`` (any format matplotlib writes, by extension). Measured points are filled circles named by network and
+    training data; the paper's are hollow diamonds, joined to the measured point of the same network by a dotted
+    line. Returns the figure (closed: nothing stays open in pyplot)."""
+    check_figure(path, benchmark)
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        from matplotlib import pyplot as plt
+    except ImportError:
+        raise ESCError('--figure needs matplotlib: pip install -e ".[plots]"') from None
+    if not points:
+        raise ESCError(f'--figure: no result with a {benchmark} score and a complexity count to draw')
+    scales = sorted({p.scale for p in points})
+    figure, axes = plt.subplots(len(scales), 2, figsize=(10, 3.8 * len(scales)), squeeze=False)
+    for row, scale in enumerate(scales):
+        measured = [p for p in points if p.scale == scale and p.measured]
+        paper = [p for p in points if p.scale == scale and not p.measured]
+        for column, (field, title) in enumerate(FIGURE_AXES):
+            ax = axes[row][column]
+            for point in measured:
+                twin = next((q for q in paper if q.variant == point.variant), None)
+                if twin is not None:
+                    ax.plot([getattr(point, field), getattr(twin, field)], [point.psnr, twin.psnr], ':', color='grey',
+                            linewidth=1)
+                ax.annotate(f'{point.variant} ({point.data})', (getattr(point, field), point.psnr),
+                            textcoords='offset points', xytext=(6, 4), fontsize=8)
+            ax.scatter([getattr(p, field) for p in measured], [p.psnr for p in measured], s=40, color='tab:blue',
+                       label='measured here', zorder=3)
+            if paper:
+                ax.scatter([getattr(p, field) for p in paper], [p.psnr for p in paper], s=50, marker='D',
+                           facecolors='none', edgecolors='tab:red', label='paper (Table 2/4)', zorder=3)
+            ax.set_xlabel(title)
+            ax.set_ylabel(f'PSNR on {benchmark} ×{scale} (dB, Y)')
+            ax.grid(True, alpha=0.3)
+            ax.margins(x=0.25, y=0.25)
+            ax.legend(fontsize=8, loc='lower right')
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=path.suffix.lstrip('.').lower(), dpi=110)
+    plt.close(figure)
+    write_atomic(path, buffer.getvalue())
+    return figure
