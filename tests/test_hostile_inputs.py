@@ -4,6 +4,7 @@ through esc/inference.py and the Python API (esc.utils.image_io.load_image, esc.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -151,6 +152,15 @@ def test_a_declared_size_is_refused_from_the_header_by_default_too(tmp_path):
     with pytest.raises(ESCError, match=r"100000x100000 is 10000.0 MP, over the limit of 89.5 MP \(Pillow's "):
         load_image(tmp_path / 'huge.png')
     assert Image.MAX_IMAGE_PIXELS == 89478485  # Pillow's own limit is put back
+
+
+def test_the_command_refuses_a_huge_declared_size_by_its_memory_limit_in_one_line(tiny, tmp_path, capsys):
+    path, _ = tiny
+    (tmp_path / 'huge.png').write_bytes(png_declaring(100000, 100000))
+    status, _, stderr = command(capsys, '-i', tmp_path / 'huge.png', '-o', tmp_path / 'out', '--model', path)
+    assert status == 2 and len(stderr.strip().splitlines()) == 1
+    assert re.match(rf'error: {re.escape(str(tmp_path / "huge.png"))}: 100000x100000 is 10000.0 MP, over the limit '
+                    r'of \d+\.\d MP \(--max-pixels\)$', stderr.strip()), stderr
 
 
 def test_the_default_pixel_limit_follows_memory_scale_and_tiling(tiny):
