@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esc.archs.attention import bias_form_conflict, normalize_attn_type
-from esc.archs.flashbias import (BiasRank, FactorisedWindowAttention, layer_ranks, network_bias_rank,
-                                 window_attention)
+from esc.archs.flashbias import (BiasRank, FactorisedWindowAttention, adapt_state_dict, layer_ranks,
+                                 network_bias_rank, window_attention)
 from esc.archs.streaming import streamed_forward
 from esc.archs.layers import (ConvAttn, ConvFFN, DecomposedLargeKernelConv, LargeKernel, LayerNorm2d, ReflectConv2d,
                               SharedLargeKernelConv, symmetric_average)
@@ -210,10 +210,7 @@ class _ESCNetwork(nn.Module):
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Load weights; a checkpoint of another scale has its sub-pixel conv resampled, a checkpoint of
         another architecture is refused with one line naming the first key that does not fit."""
-        state_dict = dict(state_dict)
-        for name, module in self.named_modules():  # e.g. factorised attention layers take a bias table
-            if hasattr(module, 'adapt_state_dict'):
-                module.adapt_state_dict(state_dict, f'{name}.' if name else '')
+        state_dict = adapt_state_dict(self, state_dict)  # factorised attention layers take a table or earlier names
         own = self.state_dict()
         weight = state_dict.get('to_img.weight')
         if (weight is not None and 'to_img.weight' in own and weight.shape != own['to_img.weight'].shape

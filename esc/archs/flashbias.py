@@ -156,6 +156,29 @@ class FactorisedWindowAttention(WindowAttention):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+def adapt_state_dict(net: nn.Module, state_dict: Mapping[str, Any]) -> Dict[str, Any]:
+    """A copy of ``state_dict`` in ``net``'s FlashBias layout: every layer that holds its bias as factors takes
+    factors under this project's earlier names renamed, and a table factorised at its rank (see
+    :meth:`FactorisedWindowAttention.adapt_state_dict`); other layers' entries are left as they are."""
+    adapted = dict(state_dict)
+    for name, module in net.named_modules():
+        if isinstance(module, FactorisedWindowAttention):
+            module.adapt_state_dict(adapted, f'{name}.' if name else '')
+    return adapted
+
+
+def network_layout(network: type, config: Mapping[str, Any], state_dict: Mapping[str, Any]) -> Dict[str, Any]:
+    """:func:`adapt_state_dict` for the network ``network(**config)`` without allocating it (built on the meta
+    device: only its layers' ranks and sizes are read), so that a checkpoint can be checked key for key against the
+    network before it is built; options the network refuses leave ``state_dict`` as it is (the build reports them)."""
+    try:
+        with torch.device('meta'):
+            layout = network(**config)
+    except (TypeError, ValueError, ESCError):
+        return dict(state_dict)
+    return adapt_state_dict(layout, state_dict)
+
+
 def window_attention(dim: int, window_size: int, num_heads: int, attn_type: str = 'auto',
                      bias_rank: Optional[int] = None) -> WindowAttention:
     """A window attention layer: the exact one (a bias table) or, with ``bias_rank``, a factorised one."""
