@@ -81,12 +81,16 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.round(np.clip(image, 0, 1) * 255.0).astype(np.uint8)
 
 
+def whole_scale(model: esc.Upscaler) -> int:
+    """The checkpoint's scale, which must be whole: the LR image is the original shrunk by it."""
+    if not float(model.scale).is_integer():
+        raise ESCError(f'--model: the picture needs a whole scale; this checkpoint upscales x{model.scale:g}')
+    return int(model.scale)
+
+
 def make_versions(model: esc.Upscaler, hr: np.ndarray) -> Versions:
     """The LR input the demo validates on, its bicubic and network enlargements, and the mod-cropped original."""
-    scale = model.scale
-    if not float(scale).is_integer():
-        raise ESCError(f'--model: the picture needs a whole scale; this checkpoint upscales x{scale:g}')
-    scale = int(scale)
+    scale = whole_scale(model)
     hr = mod_crop(hr, scale)
     if min(hr.shape[:2]) < 2 * scale:
         raise ESCError(f'--image: {hr.shape[1]}x{hr.shape[0]} is too small to make low-resolution at x{scale}')
@@ -152,23 +156,22 @@ def overview(hr: np.ndarray, box: Box, height: int) -> np.ndarray:
     return np.asarray(picture)
 
 
-def compose(images: Sequence[np.ndarray], captions: Sequence[Sequence[str]],
-            footer: str) -> Tuple[Image.Image, List[int]]:
-    """The images in a row on white, each captioned below, a footer line under all; with each image's left edge."""
+def compose(images: Sequence[np.ndarray], captions: Sequence[Sequence[str]], footer: str) -> Image.Image:
+    """The images in a row on white, ``GAP`` pixels apart and from the edges, each captioned below, a footer line
+    under all."""
     height = max(image.shape[0] for image in images)
     width = sum(image.shape[1] for image in images) + GAP * (len(images) + 1)
     canvas = Image.new('RGB', (width, GAP + height + CAPTION + FONT_SIZE + 2 * GAP), 'white')
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=FONT_SIZE)
-    left, edges = GAP, []
+    left = GAP
     for image, lines in zip(images, captions):
         canvas.paste(Image.fromarray(image), (left, GAP))
         for row, line in enumerate(lines):
             draw.text((left, GAP + height + 4 + row * (FONT_SIZE + 2)), line, fill='black', font=font)
-        edges.append(left)
         left += image.shape[1] + GAP
     draw.text((GAP, GAP + height + CAPTION + GAP // 2), footer, fill=(90, 90, 90), font=font)
-    return canvas, edges
+    return canvas
 
 
 def encode(picture: Image.Image, path: Path) -> bytes:
@@ -212,13 +215,13 @@ def run(argv: Sequence[str]) -> int:
         raise ESCError(f'--zoom: {args.zoom} is not from 1 to 8')
     hr = load_photograph(args.image)
     model = esc.load_model(args.model, device=args.device)
+    scale = whole_scale(model)
+    hr = mod_crop(hr, scale)
+    size = args.size - args.size % scale
+    box = check_box(args.box if args.box is not None else Box(0, 0, size), hr, scale)  # before the work
     versions = make_versions(model, hr)
-    scale = int(model.scale)
-    if args.box is not None:
-        box = check_box(args.box, versions.hr, scale)
-    else:
-        size = args.size - args.size % scale
-        box = worst_bicubic_box(versions, check_box(Box(0, 0, size), versions.hr, scale).size, scale)
+    if args.box is None:
+        box = worst_bicubic_box(versions, size, scale)
     scores = {name: psnr(getattr(versions, name), versions.hr, scale) for name in ('bicubic', 'network')}
     crops = panels(versions, box, scale, args.zoom)
     images = [overview(versions.hr, box, crops[0].shape[0]), *crops]
@@ -227,7 +230,7 @@ def run(argv: Sequence[str]) -> int:
     image_name = Path(args.image).name
     footer = (f'{image_name}, x{scale}: the {box.size}x{box.size} square at ({box.x}, {box.y}), {args.zoom}x; '
               f'PSNR over the whole image (Y, border {scale}); made by scripts/make_crop.py')
-    picture, _ = compose(images, captions, footer)
+    picture = compose(images, captions, footer)
     data = encode(picture, args.output)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(args.output, data)
