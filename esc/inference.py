@@ -8,7 +8,8 @@ The variant, its options and the scale are read off the checkpoint (esc.upscaler
 before any network is built (esc.utils.checkpoint_checks); ``--arch`` and ``--scale`` only confirm or override.
 Images are read by esc.utils.image_io: upright (EXIF orientation applied), their size checked from the header
 against ``--max-pixels`` (by default what the available memory holds at this scale and tiling) before a pixel
-is decoded, damaged, truncated and multi-frame files refused. Grayscale stays grayscale, RGBA keeps its alpha
+is decoded, damaged, truncated and multi-page files refused; animated GIF, WebP and PNG are upscaled frame by frame
+and keep their format, frame durations and loop count. Grayscale stays grayscale, RGBA keeps its alpha
 (upscaled on its own), 16-bit PNG/TIFF stay 16-bit, colour profiles are kept in PNG, JPEG and WebP results;
 images longer than ``--tile`` (1024 LR pixels by default) are processed in overlapping tiles. Outputs are named
 ``<name>_x<scale>.<ext>``, in a format settled before the work (PNG where the input's cannot be written), are
@@ -42,8 +43,8 @@ from esc.archs.streaming import tune_glibc_malloc  # noqa: E402
 from esc.errors import ESCError  # noqa: E402
 from esc.upscaler import DTYPES, Upscaler, load_model  # noqa: E402
 from esc.utils.cli import run_command  # noqa: E402
-from esc.utils.image_io import (DEEP_FORMATS, PROFILE_FORMATS, WRITABLE, check_result_size, load_image,  # noqa: E402
-                                pixel_limit, read_image, result_suffix, write_image)
+from esc.utils.image_io import (DEEP_FORMATS, PROFILE_FORMATS, WRITABLE, Animation, check_result_size,  # noqa: E402
+                                load_image, pixel_limit, read_image, result_suffix, write_animation, write_image)
 from esc.utils.tiling import DEFAULT_OVERLAP  # noqa: E402
 from esc.video import CRF_LIMITS, DEFAULT_CRF, VIDEO_EXTENSIONS, is_video, result_extension, upscale_video  # noqa: E402
 
@@ -190,7 +191,9 @@ class Run:
         remove_stale_temporaries(target)
 
     def image(self, source: Path) -> Path:
-        loaded = load_image(source, self.max_pixels)
+        loaded = load_image(source, self.max_pixels, animations=True)
+        if isinstance(loaded, Animation):
+            return self.animation(source, loaded)
         height, width = loaded.pixels.shape[:2]
         self.say_once(result_suffix(source, self.ext)[1])
         target = output_path(source, self.args.output, self.model.scale, self.ext, loaded.pixels)
@@ -204,6 +207,27 @@ class Run:
         except ESCError as exc:
             raise ESCError(f'{source}: {exc}') from None
         write_image(target, result, loaded.icc_profile)
+        return target
+
+    def animation(self, source: Path, animation: Animation) -> Path:
+        """Every frame upscaled (one bar over the frames), written back in the animation's own format with its
+        durations and loop count."""
+        suffix = animation.suffix
+        if self.ext is not None and self.ext != suffix:
+            self.note(f'{source}: animated; its result keeps the {suffix} format (--ext is for still images)')
+        height, width = animation.frames[0].shape[:2]
+        target = self.args.output / f'{source.stem}_x{self.model.scale:g}{suffix}'
+        check_result_size(source, suffix, round(height * self.model.scale), round(width * self.model.scale))
+        self.check_target(source, target)
+        tile_bar, self.model.progress = self.model.progress, False
+        try:
+            frames = [self.model.upscale(frame) for frame in tqdm(animation.frames, desc=source.name, unit='frame',
+                                                                   leave=False)]
+        except ESCError as exc:
+            raise ESCError(f'{source}: {exc}') from None
+        finally:
+            self.model.progress = tile_bar
+        write_animation(target, frames, animation.durations, animation.loop, animation.icc_profile)
         return target
 
     def video(self, source: Path) -> Path:
@@ -263,7 +287,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--scale', type=_scale, default=None,
                    help="the checkpoint's scale (detected; checked if given); ESC+LTE: any number above 1, e.g. 2.5")
     p.add_argument('--arch', default=None, help='ESC, ESCFP, ESCReal or ESCLTE (detected)')
-    p.add_argument('--param-key', default='params_ema', help="state dict inside the checkpoint (falls back to 'params')")
+    p.add_argument('--param-key', default='params_ema',
+                   help="state dict inside the checkpoint (falls back to 'params')")
     p.add_argument('--tile', type=int, default=1024, help='LR tile size in pixels: images with a longer side are '
                    'processed in overlapping tiles, which bounds memory (default 1024; 0: never tile)')
     p.add_argument('--tile-overlap', type=int, default=DEFAULT_OVERLAP,

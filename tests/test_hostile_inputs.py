@@ -88,9 +88,6 @@ def hostile_images(folder: Path) -> Dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / 'huge_header.png').write_bytes(png_declaring(100000, 100000))
     (folder / 'bomb.png').write_bytes(png_declaring(15000, 15000, rows=15000))
-    save_frames(folder / 'anim.gif', duration=100, loop=0)
-    save_frames(folder / 'anim.webp', duration=100, loop=0)
-    save_frames(folder / 'anim.png', duration=100, loop=0)
     save_frames(folder / 'pages.tif')
     ok, encoded = cv2.imencode('.jpg', photo(48, 64))
     (folder / 'cut.jpg').write_bytes(encoded.tobytes()[:len(encoded) * 6 // 10])
@@ -100,10 +97,7 @@ def hostile_images(folder: Path) -> Dict[str, str]:
     return {
         'huge_header.png': '100000x100000 is 10000.0 MP, over the limit of 1.0 MP (--max-pixels)',
         'bomb.png': '15000x15000 is 225.0 MP, over the limit of 1.0 MP (--max-pixels)',
-        'anim.gif': '3 frames (GIF); only still images are upscaled',
-        'anim.webp': '3 frames (WEBP); only still images are upscaled',
-        'anim.png': '3 frames (PNG); only still images are upscaled',
-        'pages.tif': '3 frames (TIFF); only still images are upscaled',
+        'pages.tif': '3 frames (TIFF); only still images and animated GIF, WebP and PNG are upscaled',
         'cut.jpg': 'damaged or truncated image',
         'empty.png': 'empty file',
         'text.png': 'not an image (no image format recognised)',
@@ -120,6 +114,7 @@ def test_every_hostile_image_is_one_line_in_a_folder_run_and_the_good_ones_are_d
     (src / 'photo.jfif').write_bytes(cv2.imencode('.jpg', photo())[1].tobytes())
     (src / 'no_extension').write_bytes(cv2.imencode('.png', photo())[1].tobytes())
     Image.fromarray(photo()).save(src / 'still.gif')
+    save_frames(src / 'anim.gif', duration=100, loop=0)
     result = subprocess.run([sys.executable, str(REPO / 'esc' / 'inference.py'), '-i', str(src), '-o', str(out),
                              '--model', str(path), '--device', 'cpu', '--max-pixels', '1M'],
                             capture_output=True, text=True, timeout=300)
@@ -129,12 +124,12 @@ def test_every_hostile_image_is_one_line_in_a_folder_run_and_the_good_ones_are_d
     assert len(skipped) == len(refusals)
     for name, reason in refusals.items():
         assert any(line.startswith(f'skipped: {src / name}: {reason}') for line in skipped), (name, skipped)
-    assert f'done 4, skipped {len(refusals)}' in result.stdout
+    assert f'done 5, skipped {len(refusals)}' in result.stdout
     assert 'note: .jfif images give .jpg results' in result.stderr
     assert 'note: extension-less images give .png results' in result.stderr
     assert 'note: .gif images give .png results' in result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ['good_x2.png', 'no_extension_x2.png', 'photo_x2.jpg',
-                                                    'still_x2.png']
+    assert sorted(p.name for p in out.iterdir()) == ['anim_x2.gif', 'good_x2.png', 'no_extension_x2.png',
+                                                    'photo_x2.jpg', 'still_x2.png']
     assert cv2.imread(str(out / 'photo_x2.jpg')).shape == (24, 40, 3)
 
 
@@ -144,6 +139,43 @@ def test_the_api_refuses_every_hostile_image_in_one_line(tmp_path):
             load_image(tmp_path / name, max_pixels=1_000_000)
         message = str(info.value)
         assert message.startswith(f'{tmp_path / name}: {reason}') and '\n' not in message, message
+
+
+def animation_frames(count: int = 3) -> list:
+    """Distinct smooth frames (identical neighbours would be merged by the encoder)."""
+    return [np.roll(photo(), 3 * index, axis=1) for index in range(count)]
+
+
+@pytest.mark.parametrize('ext,loop', [('.gif', 0), ('.gif', None), ('.webp', 2), ('.png', 0)])
+def test_animations_keep_every_frame_their_durations_and_loop(tiny, tmp_path, capsys, ext, loop):
+    path, _ = tiny
+    source = tmp_path / f'anim{ext}'
+    pictures = [Image.fromarray(frame) for frame in animation_frames()]
+    options = dict(save_all=True, append_images=pictures[1:], duration=[100, 200, 300])
+    options.update({} if loop is None else {'loop': loop}, **({'lossless': True} if ext == '.webp' else {}))
+    pictures[0].save(source, **options)
+    with pytest.raises(ESCError, match=rf'an animation of 3 frames \({Image.open(source).format}\); load_image'):
+        load_image(source)
+    animation = load_image(source, animations=True)
+    assert len(animation.frames) == 3 and animation.durations == [100, 200, 300] and animation.loop == loop
+
+    status, _, stderr = command(capsys, '-i', source, '-o', tmp_path / 'out', '--model', path, '--ext', 'jpg')
+    assert status == 0, stderr
+    assert f'note: {source}: animated; its result keeps the {ext} format (--ext is for still images)' in stderr
+    model = esc.load_model(str(path), device='cpu')
+    with Image.open(tmp_path / 'out' / f'anim_x2{ext}') as result:
+        assert result.n_frames == 3 and result.size == (40, 24) and result.info.get('loop') == loop
+        for index, frame in enumerate(animation.frames):
+            result.seek(index)
+            result.load()
+            assert result.info['duration'] == [100, 200, 300][index]
+            got = np.asarray(result.convert('RGB')).astype(int)
+            expected = [model.upscale(each).astype(int) for each in animation.frames]
+            if ext == '.gif':  # 256 colours a frame: this frame's result, quantised, and nearest to it of all
+                errors = [np.abs(got - each).mean() for each in expected]
+                assert errors[index] < 12 and int(np.argmin(errors)) == index, errors
+            else:
+                assert np.array_equal(got, expected[index])
 
 
 def test_a_declared_size_is_refused_from_the_header_by_default_too(tmp_path):

@@ -2,25 +2,28 @@
 
 Reading goes through Pillow, which parses a file's header before any pixel is decoded: the declared size is
 checked against a pixel limit first (a 100000×100000 PNG of a few bytes is refused without allocating anything),
-multi-frame files (animated GIF, WebP and PNG, multi-page TIFF) are refused rather than cut to their first frame,
-and decoding the whole file reports truncation and corruption (OpenCV returns a truncated JPEG grey below the
-cut). The EXIF orientation is applied, as viewers show the photo, and the ICC colour profile is returned to be
-written into the result. Pillow reads 16-bit colour as 8 bits, so those images are decoded by OpenCV and checked
+multi-frame files are never cut to their first frame (animated GIF, WebP and PNG are read as an
+:class:`Animation` where the caller asks for one, and refused otherwise; multi-page TIFFs are refused), and
+decoding the whole file reports truncation and corruption (OpenCV returns a truncated JPEG grey below the cut).
+The EXIF orientation is applied, as viewers show the photo, and the ICC colour profile is returned to be written
+into the result. Pillow reads 16-bit colour as 8 bits, so those images are decoded by OpenCV and checked
 against Pillow's 8-bit reading (orientation included) before they are used.
 
 Writing goes through OpenCV's encoders, by extension; the colour profile is embedded in PNG, JPEG and WebP results,
-which carry no EXIF and so no stale orientation.
+which carry no EXIF and so no stale orientation. Animations are written by Pillow in their own format, with every
+frame's duration and the loop count.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 import struct
 import warnings
 import zlib
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -52,6 +55,28 @@ ORIENTATIONS: Dict[int, Callable[[np.ndarray], np.ndarray]] = {
     8: lambda a: np.rot90(a, 1),
 }
 """EXIF orientation → the array operation that shows the image upright (as Pillow's ``exif_transpose``)."""
+
+
+ANIMATIONS = {'GIF': '.gif', 'WEBP': '.webp', 'PNG': '.png'}
+"""Multi-frame formats (by Pillow's name) read frame by frame and written back in the same format."""
+
+
+@dataclasses.dataclass
+class Animation:
+    """An animated image's frames, each the whole picture as shown (RGB, or RGBA where any frame is not opaque),
+    uint8 and upright, with how long each is shown (milliseconds) and how often the animation plays again (0: for
+    ever; None: the file said nothing, so it plays once)."""
+
+    frames: List[np.ndarray]
+    durations: List[int]
+    loop: Optional[int]
+    format: str
+    icc_profile: Optional[bytes]
+
+    @property
+    def suffix(self) -> str:
+        """The extension the animation is written back as."""
+        return ANIMATIONS[self.format]
 
 
 @dataclasses.dataclass
@@ -110,11 +135,13 @@ def _own_size_limit() -> Iterator[int]:
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def load_image(path: Union[str, Path], max_pixels: Optional[int] = None) -> LoadedImage:
+def load_image(path: Union[str, Path], max_pixels: Optional[int] = None,
+               animations: bool = False) -> Union[LoadedImage, Animation]:
     """Read an image file, upright, refusing in one line what cannot be read whole.
 
-    ``max_pixels``: the largest width × height accepted, checked from the header before any pixel is decoded
-    (None: Pillow's decompression-bomb limit)."""
+    ``max_pixels``: the largest width × height accepted (an animation's: times its frames), checked from the header
+    before any pixel is decoded (None: Pillow's decompression-bomb limit). ``animations``: return an animated GIF,
+    WebP or PNG as an :class:`Animation` instead of refusing it."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -131,11 +158,11 @@ def load_image(path: Union[str, Path], max_pixels: Optional[int] = None) -> Load
         except DAMAGE as exc:
             raise ESCError(f'{path}: damaged image header ({_reason(exc)})') from None
         with image:
-            return _decode(path, image, limit, max_pixels is not None)
+            return _decode(path, image, limit, max_pixels is not None, animations)
 
 
 def read_image(path: Union[str, Path], max_pixels: Optional[int] = None) -> np.ndarray:
-    """The pixels of :func:`load_image`."""
+    """The pixels of a still image (:func:`load_image`)."""
     return load_image(path, max_pixels).pixels
 
 
@@ -143,10 +170,11 @@ def _reason(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _decode(path: Path, image: Image.Image, limit: int, chosen: bool) -> LoadedImage:
+def _decode(path: Path, image: Image.Image, limit: int, chosen: bool,
+            animations: bool) -> Union[LoadedImage, Animation]:
     width, height = image.size
+    option = ' (--max-pixels)' if chosen else " (Pillow's decompression-bomb limit)"
     if width * height > limit:
-        option = ' (--max-pixels)' if chosen else " (Pillow's decompression-bomb limit)"
         raise ESCError(f'{path}: {width}x{height} is {megapixels(width * height)}, over the limit of '
                        f'{megapixels(limit)}{option}')
     if width == 0 or height == 0:
@@ -157,8 +185,16 @@ def _decode(path: Path, image: Image.Image, limit: int, chosen: bool) -> LoadedI
     except DAMAGE as exc:
         raise ESCError(f'{path}: damaged or truncated image ({_reason(exc)})') from None
     if frames > 1 and image.format != 'MPO':  # MPO: a camera's JPEG with previews after it; the first is the photo
-        raise ESCError(f'{path}: {frames} frames ({image.format}); only still images are upscaled, and the first '
-                       'frame alone would not be this file (split it into frames or convert it to a video first)')
+        if image.format in ANIMATIONS and not animations:
+            raise ESCError(f'{path}: an animation of {frames} frames ({image.format}); '
+                           'load_image(..., animations=True) reads every frame')
+        if image.format not in ANIMATIONS:
+            raise ESCError(f'{path}: {frames} frames ({image.format}); only still images and animated GIF, WebP and '
+                           'PNG are upscaled, and its first frame alone would not be this file (split it first)')
+        if frames * width * height > limit:
+            raise ESCError(f'{path}: {frames} frames of {width}x{height} are {megapixels(frames * width * height)}, '
+                           f'over the limit of {megapixels(limit)}{option}')
+        return _decode_animation(path, image, frames, orientation)
     deep_colour = _sixteen_bit_colour(image)
     try:
         image.load()
@@ -168,6 +204,56 @@ def _decode(path: Path, image: Image.Image, limit: int, chosen: bool) -> LoadedI
     eight_bit = _pillow_pixels(path, upright)
     pixels = _opencv_deep_pixels(path, eight_bit, orientation) if deep_colour else eight_bit
     return LoadedImage(pixels=pixels, icc_profile=image.info.get('icc_profile') or None, format=image.format)
+
+
+def _decode_animation(path: Path, image: Image.Image, count: int, orientation: int) -> Animation:
+    """Every frame of an animated GIF, WebP or PNG as Pillow composes it for display, with its duration."""
+    loop = image.info.get('loop')
+    upright = ORIENTATIONS.get(orientation, ORIENTATIONS[1])
+    frames, durations = [], []
+    try:
+        for index in range(count):
+            image.seek(index)
+            image.load()
+            durations.append(int(round(float(image.info.get('duration') or 0))))
+            frames.append(np.ascontiguousarray(upright(np.asarray(image.convert('RGBA')))))
+    except DAMAGE as exc:
+        raise ESCError(f'{path}: damaged or truncated image ({_reason(exc)})') from None
+    if all(frame[..., 3].min() == 255 for frame in frames):
+        frames = [np.ascontiguousarray(frame[..., :3]) for frame in frames]
+    return Animation(frames=frames, durations=durations, loop=None if loop is None else int(loop),
+                     format=image.format, icc_profile=image.info.get('icc_profile') or None)
+
+
+def write_animation(path: Union[str, Path], frames: List[np.ndarray], durations: List[int], loop: Optional[int],
+                    icc_profile: Optional[bytes] = None) -> None:
+    """Write ``frames`` as an animated GIF, WebP (lossless) or PNG by ``path``'s extension, each shown for its
+    duration (milliseconds), playing ``loop`` more times (0: for ever; None: once), atomically. GIF holds 256
+    colours a frame, so each frame is quantised; Pillow merges consecutive identical frames, adding durations."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    formats = {extension: name for name, extension in ANIMATIONS.items()}
+    if suffix not in formats:
+        raise ESCError(f"{path}: animations are written as {', '.join(sorted(formats))}, not {suffix!r}")
+    pictures = [Image.fromarray(frame) for frame in frames]
+    options: Dict[str, object] = dict(save_all=True, append_images=pictures[1:], duration=list(durations))
+    if loop is not None:
+        options['loop'] = loop
+    if suffix == '.webp':
+        options['lossless'] = True
+    if suffix == '.gif' and frames[0].ndim == 3 and frames[0].shape[2] == 4:
+        options['disposal'] = 2  # clear each frame before the next: transparent parts must not show the last one
+    if icc_profile and suffix != '.gif':
+        options['icc_profile'] = icc_profile
+    buffer = io.BytesIO()
+    try:
+        pictures[0].save(buffer, format=formats[suffix], **options)
+    except DAMAGE as exc:
+        raise ESCError(f'{path}: Pillow cannot write this animation ({_reason(exc)})') from None
+    try:
+        write_atomic(path, buffer.getbuffer())
+    except OSError as exc:
+        raise ESCError(f'{path}: cannot be written ({exc.strerror or exc})') from None
 
 
 def _sixteen_bit_colour(image: Image.Image) -> bool:
