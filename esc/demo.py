@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 
 from esc.errors import ESCError
-from esc.inference import read_image, run as run_inference
-from esc.upscaler import DTYPES, checkpoint_network, load_model, resolve_device, variant_name
+from esc.inference import parser as inference_parser, read_image, run as run_inference
+from esc.upscaler import DTYPES, checkpoint_network, resolve_device, variant_name
 from esc.utils.checkpoint import read_checkpoint
 from esc.utils.cli import run_command
 from esc.utils.tiling import DEFAULT_OVERLAP
@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 CHECKPOINT_SUFFIXES = ('.pth', '.safetensors')
 DEFAULT_SEARCH = Path('experiments')
 DEFAULT_OUTPUT = Path('results/demo')
-DEFAULT_TILE = 1024
+DEFAULT_TILE: int = inference_parser().get_default('tile')
+"""The command's ``--tile``, the page's default."""
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,8 @@ def build_page(checkpoints: Sequence[Checkpoint], device: str, output: Path) -> 
                 slider = gr.ImageSlider(label='Before (bicubic) / after (ESC)', type='numpy', format='png',
                                         image_mode=None, interactive=False, elem_id='esc-slider')
                 download = gr.File(label='Download', interactive=False, elem_id='esc-download')
-                summary = gr.Textbox(label='The command and what it printed', interactive=False, lines=4, elem_id='esc-summary')
+                summary = gr.Textbox(label='The command and what it printed', interactive=False, lines=4,
+                                     elem_id='esc-summary')
         button.click(run, [upload, checkpoint, scale, tile, tile_overlap, precision], [slider, download, summary])
     return page
 
