@@ -208,6 +208,11 @@ def test_a_browser_uploads_compares_and_downloads_what_the_command_writes(tmp_pa
                 sizes = page.locator('#esc-slider img').evaluate_all(
                     'images => images.map(i => [i.naturalWidth, i.naturalHeight])')
                 assert sizes == [[64, 64], [64, 64]], sizes  # before and after, both shown at the output's size
+                before_url, after_url = page.locator('#esc-slider img').evaluate_all('images => images.map(i => i.src)')
+                shown = [cv2.imdecode(np.frombuffer(page.request.get(url).body(), np.uint8), cv2.IMREAD_UNCHANGED)
+                         for url in (before_url, after_url)]
+                np.testing.assert_array_equal(shown[1], cv2.imread(str(expected), cv2.IMREAD_UNCHANGED))
+                assert np.abs(shown[0].astype(int) - shown[1].astype(int)).mean() > 1  # the bicubic input, not it
                 with page.expect_download() as download_info:
                     link.click()
                 download = download_info.value
