@@ -25,6 +25,11 @@ BROWSER_TEST = ['playwright']
 # esc/spandrel.py: ESC in spandrel's registry, for chaiNNer and ComfyUI (tested: 0.4.2)
 SPANDREL = ['spandrel>=0.4.2,<0.5']
 
+# every command, also as `python -m esc.<module>` and (from a checkout) `python esc/<module>.py`
+COMMANDS = {'esc-train': 'train', 'esc-test': 'test', 'esc-upscale': 'inference', 'esc-export': 'export',
+            'esc-evaluate-run': 'evaluate_run', 'esc-convert-flashbias': 'convert_flashbias',
+            'esc-convert-safetensors': 'convert_safetensors', 'esc-demo': 'demo'}
+
 setup(
     name='esc-sr',
     version='0.1.0',
@@ -34,8 +39,10 @@ setup(
     packages=find_packages(include=['esc', 'esc.*']),
     python_requires='>=3.9',
     install_requires=requirements(),
-    extras_require={'export': EXPORT, 'iqa': IQA, 'test': ['pytest', *EXPORT, *IQA], 'demo': DEMO, 'plots': PLOTS,
-                    'browser-test': BROWSER_TEST, 'spandrel': SPANDREL},
+    extras_require={'export': EXPORT, 'iqa': IQA, 'demo': DEMO, 'plots': PLOTS, 'browser-test': BROWSER_TEST,
+                    'spandrel': SPANDREL,
+                    'test': ['pytest', *EXPORT, *IQA, *DEMO, *PLOTS, *BROWSER_TEST, *SPANDREL]},
+    entry_points={'console_scripts': [f'{command} = esc.{module}:main' for command, module in COMMANDS.items()]},
     license='MIT',
     classifiers=[
         'Programming Language :: Python :: 3',

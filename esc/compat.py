@@ -6,23 +6,16 @@ as they load, registers the plain-torch networks of :mod:`esc.archs`, and applie
 It sits above everything it registers: no module of the package imports it, so imports run one way.
 (basicsr on current torchvision needs no import order: ``esc/__init__.py`` installs :mod:`esc.torchvision_alias`.)
 
-Every patch, what it replaces and why (targets as basicsr 1.4.2 defines them; ``tests/test_compat.py`` fails,
-naming the target, where one has gone or changed its signature, and applying one that has gone is one line):
+The one patch of basicsr, what it replaces and why (the target as basicsr 1.4.2 defines it; ``tests/test_compat.py``
+fails, naming the target, where it has gone or changed its signature, and applying it where it has gone is one line):
 
-- ``utils.dist_util:init_dist`` and ``utils.options:init_dist``: basicsr's calls ``torch.cuda.set_device`` and
-  defaults to NCCL, so it cannot start on a CPU-only machine; :func:`esc.utils.dist.init_dist` (gloo on CPU).
-- ``train:load_resume_state``: maps the state to the current CUDA device, so resuming fails without a GPU;
-  :func:`esc.utils.checkpoint.load_resume_state`.
-- ``train:parse_options`` and ``test:parse_options``: a missing folder or weight file surfaces deep inside
-  construction; the options are validated and every path checked first
-  (:func:`esc.utils.cli.checked_parse_options`).
-- ``data.paired_image_dataset:PairedImageDataset.__getitem__``: a bad training pair is a bare ValueError naming
-  no file, deep in a loader worker; one line naming the pair.
-- ``train:create_train_val_dataloader``: an interrupted epoch restarts from its first batch and augmentations
-  reseed per epoch; exact resume, per-sample seeds and the batch of an optimizer step
-  (:func:`esc.data.resumable.create_train_val_dataloader`).
-- ``train:dict2str``: the log states the per-GPU batch deep below the options; the batch of an optimizer step
-  (world size, per-GPU batch, accumulation, total) comes first.
+- ``data.paired_image_dataset:PairedImageDataset.__getitem__``: a bad image pair of a validation or test set is a
+  bare ValueError naming no file; one line naming the pair. (Training sets are wrapped by
+  :class:`esc.data.resumable.TrainingSamples`, which names bad samples itself.)
+
+Nothing reaches into basicsr's training or test loop: ESC runs its own (:mod:`esc.train`, :mod:`esc.test`), which
+set up the process group, parse the options, resume and build the data loaders themselves (seven patches of
+basicsr's loop did that before).
 
 pyiqa's networks are built with patches of their own, applied only meanwhile (:mod:`esc.metrics.offline`).
 """
@@ -39,13 +32,8 @@ import esc.losses  # noqa: F401
 import esc.metrics  # noqa: F401
 import esc.models  # noqa: F401
 from esc.archs import NETWORKS
-from esc.data.resumable import create_train_val_dataloader
 from esc.errors import ESCError
 from esc.patching import Patch
-from esc.utils.batch import training_batch_plan
-from esc.utils.checkpoint import load_resume_state
-from esc.utils.cli import checked_parse_options
-from esc.utils.dist import init_dist
 
 BASICSR_VERSION = 'basicsr 1.4.2'
 
@@ -65,31 +53,13 @@ def _named_bad_pairs(getitem: Callable[..., Any]) -> Callable[..., Any]:
     return checked_getitem
 
 
-def _batch_first(options_text: Callable[..., str]) -> Callable[..., str]:
-    @functools.wraps(options_text)
-    def batch_then_options(opt: Dict[str, Any], indent_level: int = 1) -> str:
-        return f'{training_batch_plan(opt).describe()}\n{options_text(opt, indent_level)}'
-
-    return batch_then_options
-
-
 def _patch(target: str, signature: str, why: str, replace: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Patch:
     return Patch(f'basicsr.{target}', signature, why, replace, BASICSR_VERSION)
 
 
-_CPU_LAUNCH = 'distributed set-up on CPU-only machines'
-_OPTIONS_CHECKED = 'options and paths checked before anything is built'
 BASICSR_PATCHES: Tuple[Patch, ...] = (
-    _patch('utils.dist_util:init_dist', "(launcher, backend='nccl', **kwargs)", _CPU_LAUNCH, lambda _: init_dist),
-    _patch('utils.options:init_dist', "(launcher, backend='nccl', **kwargs)", _CPU_LAUNCH, lambda _: init_dist),
-    _patch('train:load_resume_state', '(opt)', 'resuming without a GPU', lambda _: load_resume_state),
-    _patch('train:parse_options', '(root_path, is_train=True)', _OPTIONS_CHECKED, checked_parse_options),
-    _patch('test:parse_options', '(root_path, is_train=True)', _OPTIONS_CHECKED, checked_parse_options),
     _patch('data.paired_image_dataset:PairedImageDataset.__getitem__', '(self, index)',
-           'a bad training pair named in one line', _named_bad_pairs),
-    _patch('train:create_train_val_dataloader', '(opt, logger)', 'exact resume and the batch of an optimizer step',
-           lambda create: functools.partial(create_train_val_dataloader, create)),
-    _patch('train:dict2str', '(opt, indent_level=1)', 'the batch of an optimizer step logged first', _batch_first),
+           'a bad image pair named in one line', _named_bad_pairs),
 )
 """basicsr's functions that ESC replaces (see the table above and :class:`esc.patching.Patch`)."""
 

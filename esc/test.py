@@ -1,21 +1,82 @@
-"""Evaluate ESC networks with basicsr's test pipeline (PSNR/SSIM on Y, saved SR images).
+"""Evaluate ESC networks from an option file (basicsr's format): PSNR/SSIM on Y, saved SR images.
 
-    python esc/test.py -opt options/test/ESC/test_ESC_X2_DIV2K.yml
+    python esc/test.py -opt options/test/ESC/test_ESC_X2_DIV2K.yml      # or: esc-test -opt ...
 
-Paths are relative to the working directory (run from the repository root); results go to
-``results/<name>/``.
+Paths are relative to the working directory; results go to ``results/<name>/`` (an earlier folder of that name is
+archived beside it first, unless a live run holds it). :func:`test` is the whole run: options → the results folder
+(locked while the run lives) → logs → one loader per test set → model → each set evaluated in turn.
 """
-import os
+from __future__ import annotations
+
 import os.path as osp
 import sys
+import time
+from typing import Optional, Sequence
 
-if sys.path and osp.abspath(sys.path[0]) == osp.dirname(osp.abspath(__file__)):
-    # run as a script: import the `esc` package, not the folder esc/ itself, first
-    sys.path[0] = osp.dirname(osp.dirname(osp.abspath(__file__)))
+try:
+    import esc.compat  # noqa: F401  (registers ESC's networks, models, datasets and metrics with basicsr)
+except ModuleNotFoundError as missing:  # `python esc/test.py` from a checkout that was never installed
+    if missing.name != 'esc':
+        raise
+    sys.exit('error: the esc package is not installed: run `pip install -e .` in the checkout first')
 
-import esc.compat  # noqa: E402,F401  (registers ESC with basicsr and applies its patches of basicsr)
-from basicsr.test import test_pipeline  # noqa: E402
-from esc.utils.cli import run_pipeline  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from basicsr.data import build_dataloader, build_dataset  # noqa: E402
+from basicsr.models import build_model  # noqa: E402
+
+from esc.utils.cli import run_command  # noqa: E402
+from esc.utils.experiment import RunLock, RunLog, environment, prepare_results_folder  # noqa: E402
+from esc.utils.option_file import describe_options, parse_options  # noqa: E402
+
+
+def test(argv: Sequence[str]) -> int:
+    """One test run, as ``esc/test.py`` runs it with the command-line arguments ``argv``; the exit status."""
+    opt, _ = parse_options(argv, is_train=False)
+    torch.backends.cudnn.benchmark = True
+    log = RunLog(opt['rank']).start()
+    lock: Optional[RunLock] = None
+    try:
+        if opt['rank'] == 0:
+            lock = RunLock(osp.dirname(opt['path']['results_root']), opt['name']).acquire()
+            messages = prepare_results_folder(opt)
+        else:
+            messages = []
+        if opt['dist']:
+            dist.barrier()
+        log.to_file(osp.join(opt['path']['log'], f"test_{opt['name']}_{time.strftime('%Y%m%d_%H%M%S')}.log"))
+        logger = log.logger
+        logger.info(environment())
+        for message in messages:
+            logger.info(message)
+        logger.info(describe_options(opt))
+
+        loaders = []
+        for _, dataset_opt in sorted(opt['datasets'].items()):
+            test_set = build_dataset(dataset_opt)
+            loaders.append(build_dataloader(test_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
+                                            sampler=None, seed=opt['manual_seed']))
+            logger.info(f"Number of test images in {dataset_opt['name']}: {len(test_set)}")
+        model = build_model(opt)
+        for loader in loaders:
+            logger.info(f"Testing {loader.dataset.opt['name']}...")
+            model.validation(loader, current_iter=opt['name'], tb_logger=None,
+                             save_img=(opt.get('val') or {}).get('save_img', False))
+    finally:
+        log.close()
+        if lock is not None:
+            lock.release()
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """``esc-test`` / ``python esc/test.py`` / ``python -m esc.test``."""
+    try:
+        run_command(test, argv)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
 
 if __name__ == '__main__':
-    run_pipeline(test_pipeline, os.getcwd(), is_train=False)
+    main()

@@ -4,7 +4,6 @@ scaler and its training state, compiled networks (one evaluation graph for many 
 and exact resume of a bf16 run."""
 from __future__ import annotations
 
-import copy
 import re
 
 import pytest
@@ -16,7 +15,7 @@ from torch._dynamo.utils import counters
 
 from esc.acceleration import FastPath
 from esc.errors import ESCError
-from esc.models.amp import Acceleration, ScaledStep, TrainingPrecision
+from esc.models.amp import Acceleration
 from esc.models.lte_model import ESCLTEModel
 from esc.models.real_model import ESCRealESRGANModel
 from esc.utils.options import validate_options
@@ -112,36 +111,12 @@ def test_bf16_channels_last_training_step_and_evaluation():
     assert 0 < (bf16 - model.output).abs().max() < 0.05
 
 
-def test_fp16_gradient_scaler_scales_skips_overflows_and_adapts():
-    """The mechanics, on the CPU: the loss keeps its value while its gradient is scaled; the step unscales
-    (equal to an unscaled step: the scale is a power of two), and skips an overflow, halving the scale."""
-    precision = TrainingPrecision(Acceleration('fp16', device_type='cpu'))
-    scaler = precision.scaler
-    net = nn.Linear(3, 1)
-    reference = copy.deepcopy(net)
-    optimizer, reference_optimizer = (torch.optim.SGD(n.parameters(), lr=0.1) for n in (net, reference))
-    x = torch.rand(4, 3)
-    loss, reference_loss = precision.loss_term(net(x).square().mean()), reference(x).square().mean()
-    assert loss.item() == reference_loss.item()
-    loss.backward()
-    reference_loss.backward()
-    assert torch.equal(net.weight.grad, reference.weight.grad * scaler.get_scale())
-    ScaledStep(optimizer, scaler).step()
-    reference_optimizer.step()
-    assert torch.equal(net.weight, reference.weight) and scaler.get_scale() == 2.0 ** 16
-
-    weights = net.weight.detach().clone()
-    net.weight.grad.fill_(float('inf'))
-    ScaledStep(optimizer, scaler).step()
-    assert torch.equal(net.weight, weights) and scaler.get_scale() == 2.0 ** 15
-
-
-def test_fp16_scaler_in_the_training_step_and_state(tmp_path):
-    """ESCModel's fp16 wiring (scaled loss, ScaledStep, scaler in the training state), run on the CPU by giving a
-    bf16 model an fp16 gradient scaler: the step equals the unscaled one, and resume restores the scale."""
+def test_fp16_gradient_scaler_in_the_training_step_and_state(tmp_path):
+    """ESCModel's fp16 wiring, run on the CPU by giving a bf16 model an fp16 gradient scaler: the loss is logged at
+    its value while backward runs on the scaled one, the step unscales (equal to the unscaled step: the scale is a
+    power of two), an overflowing step is skipped and halves the scale, and resume restores the scale."""
     def fp16_scaled(model):
-        model.training_precision = TrainingPrecision(Acceleration('fp16', device_type='cpu'))
-        model.cri_pix.precision = model.training_precision
+        model.grad_scaler = torch.amp.GradScaler('cpu')
         return model
 
     torch.manual_seed(0)
@@ -155,15 +130,22 @@ def test_fp16_scaler_in_the_training_step_and_state(tmp_path):
     assert scaled.log_dict == plain.log_dict
     for a, b in zip(scaled.net_g.parameters(), plain.net_g.parameters()):
         assert torch.equal(a, b)
-    assert scaled.optimizer_g is scaled.optimizers[0]  # the stand-in is gone after the step
+    assert scaled.grad_scaler.get_scale() == 2.0 ** 16
 
-    scaled.training_precision.scaler.update(new_scale=1024.0)
+    weights = [p.detach().clone() for p in scaled.net_g.parameters()]
+    scaled.optimizer_g.zero_grad()
+    scaled.backward(next(scaled.net_g.parameters()).sum() * float('inf'))  # an fp16 overflow, not a bad loss
+    scaled.optimizer_step(scaled.optimizer_g)
+    assert all(torch.equal(a, b) for a, b in zip(weights, scaled.net_g.parameters()))
+    assert scaled.grad_scaler.get_scale() == 2.0 ** 15
+
+    scaled.grad_scaler.update(new_scale=1024.0)
     scaled.opt['path']['training_states'] = str(tmp_path)
     scaled.save_training_state(epoch=0, current_iter=1)
     state = torch.load(tmp_path / '1.state', weights_only=True)
     resumed = fp16_scaled(training_model(use_amp=True, amp_bf16=True))
     resumed.resume_training(state)
-    assert resumed.training_precision.scaler.get_scale() == 1024.0
+    assert resumed.grad_scaler.get_scale() == 1024.0
 
 
 @pytest.mark.cuda
@@ -184,7 +166,7 @@ def test_fp16_training_on_cuda(tmp_path):
     assert seen[0][0] == torch.float16 and model.output.dtype == torch.float32
     model.save_training_state(epoch=0, current_iter=3)
     state = torch.load(tmp_path / '3.state', weights_only=True)
-    assert state['grad_scaler']['scale'] == model.training_precision.scaler.get_scale() > 0
+    assert state['grad_scaler']['scale'] == model.grad_scaler.get_scale() > 0
 
 
 @pytest.mark.slow

@@ -1,5 +1,8 @@
 """ESCModel: checkpoints through the option-file path, evaluation padding, atomic saves."""
+import contextlib
 import os
+import resource
+import signal
 
 import pytest
 import torch
@@ -74,21 +77,27 @@ def test_evaluation_pads_to_the_window_and_crops_back():
         assert torch.equal(model.output, model.net_g(padded)[..., :22, :26])
 
 
-def test_atomic_save_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """Writes beyond ``limit`` bytes fail with the OS's EFBIG ('File too large'), as on a full disk, in this process."""
+    previous_signal = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the OS's error instead of a killed process
+    previous = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, previous[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, previous)
+        signal.signal(signal.SIGXFSZ, previous_signal)
+
+
+def test_a_failed_write_is_one_line_with_the_reason_and_leaves_the_old_file(tmp_path):
     path = tmp_path / 'net.pth'
     atomic_torch_save({'v': torch.ones(2)}, str(path))
-
-    def broken_save(obj, f):
-        with open(f, 'wb') as handle:
-            handle.write(b'partial')
-        raise OSError('disk full')
-
-    monkeypatch.setattr(torch, 'save', broken_save)
-    with pytest.raises(OSError, match='disk full'):
-        atomic_torch_save({'v': torch.zeros(2)}, str(path))
-    monkeypatch.undo()
+    with file_size_limit(64 * 1024), pytest.raises(ESCError) as info:
+        atomic_torch_save({'v': torch.zeros(1_000_000)}, str(path))
+    assert str(info.value) == f'cannot write {path}: File too large; the previous checkpoint is untouched'
     assert torch.equal(torch.load(path, weights_only=True)['v'], torch.ones(2))
-    assert os.listdir(tmp_path) == ['net.pth']
+    assert os.listdir(tmp_path) == ['net.pth']  # the partial file is gone
 
 
 def test_tiled_evaluation_through_the_model():

@@ -1,9 +1,9 @@
 """Training data that resumes exactly and survives bad files.
 
-basicsr's training loop restarts an interrupted epoch from its first batch, and its augmentations
-draw from per-worker generators that are reseeded whenever an epoch starts, so a run resumed from
-iteration k sees other patches than an uninterrupted one. :func:`create_train_val_dataloader`
-(installed in basicsr's training pipeline by :mod:`esc.compat`) builds basicsr's loaders and then:
+A loop that restarts an interrupted epoch from its first batch, with augmentations drawn from per-worker
+generators reseeded whenever an epoch starts (basicsr's), resumes from iteration k on other patches than an
+uninterrupted run. :func:`create_train_val_dataloader` (the training loop's, :mod:`esc.train`) builds the
+loaders from basicsr's datasets and:
 
 - orders samples with basicsr's ``EnlargedSampler`` (same shuffles), but skips the batches of the
   resumed epoch that the interrupted run had already trained on (:class:`ResumableSampler`);
@@ -31,13 +31,13 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from basicsr.data import build_dataloader
+from basicsr.data import build_dataloader, build_dataset
+from basicsr.data.data_sampler import EnlargedSampler
 from basicsr.utils import get_root_logger
 from torch.utils import data
 
 from esc.errors import ESCError
 from esc.utils.batch import training_batch_plan
-from esc.utils.checkpoint import training_state_position
 from esc.utils.options import BAD_SAMPLE_MODES
 
 MAX_CONSECUTIVE_BAD = 10
@@ -69,6 +69,10 @@ class ResumableSampler(data.Sampler):
     def __init__(self, inner: data.Sampler, base_seed: int, batch_size: int) -> None:
         self.inner, self.base_seed, self.batch_size = inner, int(base_seed), batch_size
         self._skip: Optional[Tuple[int, int]] = None  # (epoch, samples to skip)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch``: its shuffle (``EnlargedSampler``'s, seeded by the epoch)."""
+        self.inner.set_epoch(epoch)
 
     def batches_per_epoch(self) -> int:
         return len(self.inner) // self.batch_size  # basicsr's train loader drops the last partial batch
@@ -196,31 +200,43 @@ class _Probe(data.Dataset):
             return self.samples.indices[index], str(exc)
 
 
-def create_train_val_dataloader(basicsr_create: Any, opt: Dict[str, Any], logger: Any):
-    """basicsr's ``create_train_val_dataloader`` (passed in), with the training loader rebuilt on
-    :class:`ResumableSampler` and :class:`TrainingSamples` and private generators for every loader."""
+def create_train_val_dataloader(opt: Dict[str, Any], logger: Any, resume_at: Optional[Tuple[int, int]] = None
+                                ) -> Tuple[data.DataLoader, ResumableSampler, List[data.DataLoader], int, int]:
+    """The training loader (basicsr's dataset and ``EnlargedSampler`` order, through :class:`ResumableSampler` and
+    :class:`TrainingSamples`, one optimizer step's samples per iteration) and the validation loaders, each with a
+    private generator; the number of epochs and iterations. ``resume_at`` is the (epoch, iteration) a resumed run
+    continues after."""
     plan = training_batch_plan(opt)
-    dataset_opt = {**opt['datasets']['train'], 'batch_size_per_gpu': plan.per_process}  # what basicsr's loader reads
-    train_loader, train_sampler, val_loaders, total_epochs, total_iters = basicsr_create(
-        {**opt, 'datasets': {**opt['datasets'], 'train': dataset_opt}}, logger)
-    samples = TrainingSamples(train_loader.dataset, 'train', dataset_opt.get('bad_samples', 'error'))
-    if dataset_opt.get('scan'):
-        samples = _scanned(samples, dataset_opt, logger)
-    sampler = ResumableSampler(train_sampler, opt['manual_seed'], train_loader.batch_size)
-    if opt['path'].get('resume_state'):  # read by load_resume_state already: not loaded a second time
-        sampler.resume_at(*training_state_position(opt['path']['resume_state']))
-    if len(samples) != len(train_loader.dataset):
-        train_sampler.dataset = samples  # EnlargedSampler sizes its epoch from its dataset
+    train_loader, sampler, val_loaders, total_epochs = None, None, [], 0
+    total_iters = int(opt['train']['total_iter'])
+    for phase, dataset_opt in opt['datasets'].items():
+        if phase != 'train':
+            val_set = build_dataset(dataset_opt)
+            loader = build_dataloader(val_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'], sampler=None,
+                                      seed=opt['manual_seed'])
+            logger.info(f'Number of val images/folders in {dataset_opt["name"]}: {len(val_set)}')
+            val_loaders.append(loader)
+            continue
+        dataset_opt = {**dataset_opt, 'batch_size_per_gpu': plan.per_process}  # what basicsr's loader reads
+        samples = TrainingSamples(build_dataset(dataset_opt), 'train', dataset_opt.get('bad_samples', 'error'))
+        if dataset_opt.get('scan'):
+            samples = _scanned(samples, dataset_opt, logger)
         ratio = dataset_opt.get('dataset_enlarge_ratio', 1)
-        train_sampler.num_samples = math.ceil(len(samples) * ratio / train_sampler.num_replicas)
-        train_sampler.total_size = train_sampler.num_samples * train_sampler.num_replicas
-    train_loader = build_dataloader(samples, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'], sampler=sampler,
-                                    seed=opt['manual_seed'])
+        order = EnlargedSampler(samples, opt['world_size'], opt['rank'], ratio)
+        sampler = ResumableSampler(order, opt['manual_seed'], plan.per_process)
+        if resume_at is not None:
+            sampler.resume_at(*resume_at)
+        train_loader = build_dataloader(samples, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
+                                        sampler=sampler, seed=opt['manual_seed'])
+        per_epoch = max(sampler.batches_per_epoch(), 1)  # the loader drops the last partial batch
+        total_epochs = math.ceil(total_iters / per_epoch)
+        logger.info(f'Training statistics: {len(samples)} training samples, dataset enlarge ratio {ratio}, '
+                    f'{per_epoch} iterations per epoch; {total_epochs} epochs for {total_iters} iterations.')
+    if train_loader is None:
+        raise ESCError('datasets.train: missing (required for training)')
     for loader in (train_loader, *val_loaders):
         loader.generator = torch.Generator().manual_seed(int(opt['manual_seed']))
-    # basicsr counts ceil(samples / batch) iterations per epoch, but its loader drops the last partial batch
-    total_epochs = max(total_epochs, math.ceil(total_iters / max(sampler.batches_per_epoch(), 1)))
-    return train_loader, train_sampler, val_loaders, total_epochs, total_iters
+    return train_loader, sampler, val_loaders, total_epochs, total_iters
 
 
 def _scanned(samples: TrainingSamples, dataset_opt: Dict[str, Any], logger: Any) -> TrainingSamples:

@@ -1,5 +1,5 @@
-"""Mixed precision, ``torch.compile`` and channels-last for training and evaluation: the options, and the
-training step's autocast and fp16 gradient scaling.
+"""Mixed precision, ``torch.compile`` and channels-last for training and evaluation: the options and what each
+phase runs with (the training step applies them in :meth:`esc.models.esc_model.ESCModel.optimize_parameters`).
 
 Four switches, under the names users of traiNNer-redux and neosr know, in the ``train`` section for the
 training step and in ``val`` for evaluation (esc/test.py, and validation during training, where a key left
@@ -7,8 +7,8 @@ out of ``val`` takes its value from ``train``); all default to false:
 
 - ``use_amp``: autocast the network's forward pass and the losses; the network's output comes back in fp32;
 - ``amp_bf16``: bf16 instead of fp16 under ``use_amp``. bf16 runs on CPU and CUDA and needs no gradient
-  scaling; fp16 is CUDA-only and trains with a gradient scaler (:class:`ScaledStep`) whose state is part of
-  the training state, so resumed runs stay exact;
+  scaling; fp16 is CUDA-only and trains with a gradient scaler whose state is part of the training state, so
+  resumed runs stay exact;
 - ``use_compile``: ``torch.compile`` of the whole network, in place (:class:`esc.acceleration.FastPath`:
   parameter names, checkpoints, EMA and resume are untouched). Training compiles for its fixed patch shape;
   evaluation marks the input's height and width dynamic (:func:`mark_dynamic_size`), so a test set of any
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, ContextManager, Dict, Iterator, Mapping, Optional
+from typing import Any, ContextManager, Dict, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -74,29 +74,6 @@ def read_acceleration(opt: Mapping[str, Any], device: torch.device) -> Dict[str,
     return phases
 
 
-def accelerated_forward(net: nn.Module, *args: Any, **kwargs: Any) -> Any:
-    """``net``'s own forward; in training mode with its ``training_acceleration`` (channels-last inputs where
-    asked, autocast, an fp32 output). Installed by :func:`accelerate_training`; evaluation prepares its inputs
-    and autocasts itself."""
-    forward = type(net).forward
-    if not net.training:
-        return forward(net, *args, **kwargs)
-    acceleration: Acceleration = net.training_acceleration
-    args = tuple(acceleration.fast.input(a) if isinstance(a, Tensor) and a.dim() == 4 else a for a in args)
-    with acceleration.autocast():
-        output = forward(net, *args, **kwargs)
-    if acceleration.precision != 'fp32' and isinstance(output, Tensor) and output.is_floating_point():
-        output = output.float()
-    return output
-
-
-def accelerate_training(net: nn.Module, acceleration: Acceleration) -> None:
-    """Make ``net``'s training-mode forward run with ``acceleration``'s precision and input layout (in place: the
-    module keeps its class, parameters and their names; a deep copy keeps the behaviour)."""
-    net.training_acceleration = acceleration
-    net.forward = accelerated_forward.__get__(net)
-
-
 def mark_dynamic_size(x: Tensor) -> Tensor:
     """Let a compiled network take ``x``'s height and width as symbols: one graph for every image size."""
     torch._dynamo.maybe_mark_dynamic(x, 2)
@@ -120,54 +97,3 @@ def uncompiled(net: nn.Module) -> Iterator[None]:
         yield
     finally:
         net._compiled_call_impl = compiled
-
-
-class ScaledGradient(torch.autograd.Function):
-    """Identity on a loss term, whose gradient is multiplied by the gradient scaler's scale: the loss is logged
-    and checked at its true value, while backward runs on the scaled one (fp16 training)."""
-
-    @staticmethod
-    def forward(ctx: Any, loss: Tensor, scaler: torch.amp.GradScaler) -> Tensor:
-        ctx.scaler = scaler
-        return loss.clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor):
-        return ctx.scaler.scale(grad), None
-
-
-class ScaledStep:
-    """Stands in for an optimizer during one fp16 training step: ``step()`` unscales the gradients, skips the
-    update where one of them is infinite or NaN (an fp16 overflow, not a bad loss) and adapts the scale."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
-        self.optimizer, self.scaler = optimizer, scaler
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.optimizer, name)
-
-
-class TrainingPrecision:
-    """The training step's precision: autocast for the losses, and for fp16 a gradient scaler."""
-
-    def __init__(self, acceleration: Acceleration) -> None:
-        self.acceleration = acceleration
-        self.scaler: Optional[torch.amp.GradScaler] = (
-            torch.amp.GradScaler(acceleration.device_type) if acceleration.precision == 'fp16' else None)
-
-    def autocast(self) -> ContextManager:
-        return self.acceleration.autocast()
-
-    def loss_term(self, term: Optional[Tensor]) -> Optional[Tensor]:
-        """A loss term in fp32, its gradient scaled under fp16."""
-        if term is None or self.acceleration.precision == 'fp32':
-            return term
-        term = term.float()
-        return term if self.scaler is None else ScaledGradient.apply(term, self.scaler)

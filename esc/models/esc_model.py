@@ -41,14 +41,13 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from esc.archs.attention import describe_attention
 from esc.archs.layers import pad_to_multiple
 from esc.errors import ESCError
-from esc.models.amp import (AMP_KEYS, ScaledStep, TrainingPrecision, accelerate_training, is_compiled,
-                            mark_dynamic_size, read_acceleration, uncompiled)
+from esc.models.amp import AMP_KEYS, is_compiled, mark_dynamic_size, read_acceleration, uncompiled
 from esc.utils.batch import BatchPlan, training_batch_plan
 from esc.utils.checkpoint import atomic_torch_save, prune_checkpoints, read_state_dict, save_weights
 from esc.utils.options import INT, MODEL_KEYS, STR, optional
@@ -56,6 +55,8 @@ from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
 
 NONFINITE_MODES = ('stop', 'skip')
+DEFAULT_MAX_SKIPS = 10
+"""``train.nonfinite_max_skips``: non-finite steps in a row that ``nonfinite_loss: skip`` skips before stopping."""
 
 
 def rng_states() -> Dict[str, Any]:
@@ -86,66 +87,14 @@ def set_rng_states(states: Dict[str, Any]) -> None:
 class NonFiniteLoss(Exception):
     """A loss term came out NaN or infinite (raised before backward, so nothing was updated)."""
 
-    def __init__(self, name: str, value: float) -> None:
+    def __init__(self, name: str, value: float, losses: Dict[str, Tensor]) -> None:
         super().__init__(f'loss {name} is {value}')
-        self.name, self.value = name, value
+        self.name, self.value, self.losses = name, value, losses
 
 
-class FiniteLoss(nn.Module):
-    """A loss module whose result terms (``names``, in the order it returns them) are checked finite;
-    under DDP the ranks agree first, so that all of them stop or skip together."""
-
-    def __init__(self, loss: nn.Module, names: Sequence[str], precision: Optional[TrainingPrecision] = None) -> None:
-        super().__init__()
-        self.loss, self.names, self.precision = loss, tuple(names), precision
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with self.precision.autocast() if self.precision else contextlib.nullcontext():
-            result = self.loss(*args, **kwargs)
-        terms = result if isinstance(result, tuple) else (result,)
-        for name, value in zip(self.names, terms):
-            if value is None:
-                continue
-            finite = torch.isfinite(value.detach()).all().float()
-            if dist.is_available() and dist.is_initialized():
-                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-            if not finite:
-                raise NonFiniteLoss(name, value.detach().float().mean().item())
-        if self.precision is None:
-            return result
-        return tuple(map(self.precision.loss_term, result)) if isinstance(result, tuple) else self.precision.loss_term(result)
-
-
-class AccumulatedStep:
-    """Stands in for the optimizer (or :class:`esc.models.amp.ScaledStep`) during micro-batch ``index`` of ``count``
-    whose gradients make one optimizer step: gradients are zeroed before the first micro-batch only; after the
-    last, their sum is divided by ``count`` — the mean over the whole batch, as one pass over it gives with a
-    mean-reduced loss — and the optimizer steps."""
-
-    def __init__(self, optimizer: Any, index: int, count: int) -> None:
-        self.optimizer, self.index, self.count = optimizer, index, count
-
-    @property
-    def steps(self) -> bool:
-        """Whether this micro-batch ends the optimizer step."""
-        return self.index == self.count - 1
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        if self.index == 0:
-            self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        if not self.steps:
-            return
-        with torch.no_grad():
-            for group in self.optimizer.param_groups:
-                for parameter in group['params']:
-                    if parameter.grad is not None:
-                        parameter.grad.div_(self.count)
-        self.optimizer.step()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.optimizer, name)
+def mean_losses(parts: Sequence[Dict[str, Tensor]]) -> 'OrderedDict[str, Tensor]':
+    """The micro-batches' loss terms averaged, term by term (what one pass over the whole batch logs)."""
+    return OrderedDict((key, sum(part[key].detach() for part in parts) / len(parts)) for key in parts[0])
 
 
 @MODEL_REGISTRY.register()
@@ -201,10 +150,16 @@ class ESCModel(SRModel):
         return stack
 
     def init_training_settings(self) -> None:
-        mode = self.opt['train'].get('nonfinite_loss', 'stop')
+        train = self.opt['train']
+        mode = train.get('nonfinite_loss', 'stop')
         if mode not in NONFINITE_MODES:
             raise ESCError(f"train.nonfinite_loss: {mode!r} is not one of {', '.join(NONFINITE_MODES)}")
-        self.nonfinite_loss = mode
+        self.nonfinite_loss, self.skipped_in_a_row = mode, 0
+        self.max_skipped_in_a_row = train.get('nonfinite_max_skips', DEFAULT_MAX_SKIPS)
+        if isinstance(self.max_skipped_in_a_row, bool) or not isinstance(self.max_skipped_in_a_row, int) \
+                or self.max_skipped_in_a_row < 1:
+            raise ESCError(f'train.nonfinite_max_skips: must be a whole number of at least 1, '
+                           f'got {self.max_skipped_in_a_row!r}')
         has_training_data = 'train' in (self.opt.get('datasets') or {})  # not so for a model built by hand
         self.batch_plan: Optional[BatchPlan] = training_batch_plan(self.opt) if has_training_data else None
         if self.batch_plan is not None and self.batch_plan.accumulation > 1 and not self.micro_batch_fields:
@@ -213,75 +168,123 @@ class ESCModel(SRModel):
                            f'max_batch_size_per_gpu or use more GPUs')
         super().init_training_settings()
         training = self.acceleration['train']
-        self.training_precision = TrainingPrecision(training)
-        for attr, names in (('cri_pix', ('l_pix',)), ('cri_perceptual', ('l_percep', 'l_style'))):
-            loss: Optional[nn.Module] = getattr(self, attr, None)
-            if loss is not None:
-                setattr(self, attr, FiniteLoss(loss, names, self.training_precision))
+        self.grad_scaler: Optional[torch.amp.GradScaler] = (
+            torch.amp.GradScaler(training.device_type) if training.precision == 'fp16' else None)
         if hasattr(self, 'net_g_ema'):
             self.net_g_ema.to(memory_format=self.memory_format())
         net = self.get_bare_model(self.net_g)
-        if training.precision != 'fp32' or training.fast.channels_last:
-            accelerate_training(net, training)
         if training.compiled:
             training.fast.apply(net, dynamic=None if self.evaluation_network() is net else False)
 
+    # --- the training step -------------------------------------------------------------------------------------
     def optimize_parameters(self, current_iter: int) -> None:
-        """basicsr's step, refused before backward when a loss term is not finite (see the module doc); under
-        fp16 with a gradient scaler (:class:`esc.models.amp.ScaledStep`)."""
-        optimizer, scaler, net = self.optimizer_g, self.training_precision.scaler, self.get_bare_model(self.net_g)
+        """One optimizer step (one iteration), top to bottom:
+
+        1. the batch is split into micro-batches (gradient accumulation: ``datasets.train.total_batch_size``);
+        2. for each: the forward pass and the losses under ``train``'s autocast (:meth:`training_losses`), a check
+           that every term is finite on every rank, and backward of their sum divided by the number of
+           micro-batches (the mean over the whole batch), scaled by the fp16 gradient scaler where there is one;
+           DDP synchronises gradients on the last micro-batch only;
+        3. the optimizer step (with fp16: unscaled, and skipped on an overflow by the scaler);
+        4. the EMA update.
+
+        A non-finite loss stops the run in one line, or with ``train.nonfinite_loss: skip`` skips the step (at most
+        ``train.nonfinite_max_skips`` in a row); nothing is updated either way, and the log shows the real value."""
+        net = self.get_bare_model(self.net_g)
+        compiled_for_evaluation_only = is_compiled(net) and not self.acceleration['train'].compiled
+        count = 1 if self.batch_plan is None else self.batch_plan.accumulation
+        self.optimizer_g.zero_grad(set_to_none=True)
+        parts = []
         try:
-            stepper = optimizer if scaler is None else ScaledStep(optimizer, scaler)
-            compiled_for_evaluation_only = is_compiled(net) and not self.acceleration['train'].compiled
             with uncompiled(net) if compiled_for_evaluation_only else contextlib.nullcontext():
-                self._accumulated_step(stepper, current_iter)
+                for index, batch in enumerate(self.micro_batches(count, current_iter)):
+                    with self.gradient_sync(last=index == count - 1):
+                        with self.acceleration['train'].autocast():
+                            losses = self.training_losses(batch)
+                        losses = OrderedDict((key, value.float()) for key, value in losses.items())
+                        self.check_finite(losses)
+                        self.backward(sum(losses.values()) / count)
+                    parts.append(losses)
         except NonFiniteLoss as exc:
             self.optimizer_g.zero_grad(set_to_none=True)
-            # GAN steps update G before D computes its losses (l_d_real, l_d_fake)
-            untouched = 'the discriminator was' if exc.name.startswith('l_d_') else 'the weights were'
-            message = f'iteration {current_iter}: {exc}; {untouched} not updated'
-            if self.nonfinite_loss == 'stop':
-                raise ESCError(f'{message} (train.nonfinite_loss: skip would skip such steps)') from None
-            get_root_logger().warning(f'{message}: step skipped')
-        finally:
-            self.optimizer_g = optimizer
-
-    def _accumulated_step(self, stepper: Any, current_iter: int) -> None:
-        """The parent class's training step, once per micro-batch of :attr:`batch_plan` (once for the whole batch
-        without accumulation); the logged losses are the micro-batches' mean."""
-        count = 1 if self.batch_plan is None else self.batch_plan.accumulation
-        if count == 1:
-            self.optimizer_g = stepper
-            super().optimize_parameters(current_iter)
+            self.skip_step(exc, current_iter, 'the weights were')
             return
+        self.skipped_in_a_row = 0
+        self.optimizer_step(self.optimizer_g)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+        self.log_dict = self.reduce_loss_dict(mean_losses(parts))
+
+    def training_losses(self, batch: Dict[str, Tensor]) -> 'OrderedDict[str, Tensor]':
+        """The loss terms of one (micro-)batch: L1 (``pixel_opt``) and perceptual/style (``perceptual_opt``) of
+        ``net_g(lq)`` against ``gt``. Subclasses with another data flow override this and nothing else."""
+        self.output = self.net_g(self.acceleration['train'].fast.input(batch['lq'])).float()
+        losses: 'OrderedDict[str, Tensor]' = OrderedDict()
+        if self.cri_pix:
+            losses['l_pix'] = self.cri_pix(self.output, batch['gt'])
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(self.output, batch['gt'])
+            for key, value in (('l_percep', l_percep), ('l_style', l_style)):
+                if value is not None:
+                    losses[key] = value
+        return losses
+
+    def micro_batches(self, count: int, current_iter: int) -> List[Dict[str, Tensor]]:
+        """The batch's :attr:`micro_batch_fields`, split into ``count`` equal parts along the batch."""
         whole = {name: getattr(self, name) for name in self.micro_batch_fields if hasattr(self, name)}
+        if count == 1:
+            return [whole]
         sizes = {batch.shape[0] for batch in whole.values()}
         if len(sizes) != 1 or next(iter(sizes)) % count:
             raise ESCError(f'iteration {current_iter}: a batch of {sorted(sizes)} samples does not split into {count} '
                            f'equal micro-batches ({self.batch_plan.describe()})')
         parts = {name: batch.chunk(count) for name, batch in whole.items()}
-        logs = []
-        try:
-            for index in range(count):
-                for name in whole:
-                    setattr(self, name, parts[name][index])
-                self.optimizer_g = AccumulatedStep(stepper, index, count)
-                synchronise = index == count - 1 or not isinstance(self.net_g, DistributedDataParallel)
-                with contextlib.nullcontext() if synchronise else self.net_g.no_sync():
-                    super().optimize_parameters(current_iter)
-                logs.append(self.log_dict)
-        finally:
-            for name, batch in whole.items():
-                setattr(self, name, batch)
-            self.optimizer_g = stepper
-        self.log_dict = OrderedDict((key, sum(log[key] for log in logs) / count) for key in logs[0])
+        return [{name: parts[name][index] for name in whole} for index in range(count)]
 
-    def model_ema(self, decay: float = 0.999) -> None:
-        """basicsr's EMA update, after optimizer steps only (not after a micro-batch that only accumulated)."""
-        step = getattr(self, 'optimizer_g', None)
-        if isinstance(step, AccumulatedStep) and not step.steps:
+    def gradient_sync(self, last: bool) -> ContextManager:
+        """DDP all-reduces gradients on the last micro-batch only; the others accumulate locally."""
+        if last or not isinstance(self.net_g, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.net_g.no_sync()
+
+    def check_finite(self, losses: Dict[str, Tensor]) -> None:
+        """Raise :class:`NonFiniteLoss` naming the first term that is NaN or infinite; under DDP every rank stops
+        or skips together (the ranks agree first)."""
+        finite = torch.stack([torch.isfinite(value.detach()).all() for value in losses.values()]).all().float()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite:
             return
-        super().model_ema(decay)
+        bad = next((key for key, value in losses.items() if not torch.isfinite(value.detach()).all()),
+                   next(iter(losses)))  # another rank's term was the bad one
+        raise NonFiniteLoss(bad, losses[bad].detach().float().mean().item(), losses)
+
+    def backward(self, loss: Tensor) -> None:
+        """Backward of ``loss``, scaled by the fp16 gradient scaler where there is one."""
+        (loss if self.grad_scaler is None else self.grad_scaler.scale(loss)).backward()
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Step ``optimizer``; under fp16 through the gradient scaler (which skips a step whose gradients overflowed
+        and adapts its scale)."""
+        if self.grad_scaler is None:
+            optimizer.step()
+            return
+        self.grad_scaler.step(optimizer)
+        self.grad_scaler.update()
+
+    def skip_step(self, exc: NonFiniteLoss, current_iter: int, untouched: str) -> None:
+        """After a non-finite loss: stop in one line (``nonfinite_loss: stop``), or log the real values and skip the
+        step, stopping once ``nonfinite_max_skips`` steps in a row were skipped."""
+        message = f'iteration {current_iter}: {exc}; {untouched} not updated'
+        if self.nonfinite_loss == 'stop':
+            raise ESCError(f'{message} (train.nonfinite_loss: skip would skip such steps)')
+        self.skipped_in_a_row += 1
+        self.log_dict = OrderedDict((key, value.detach().float().mean().item()) for key, value in exc.losses.items())
+        if self.skipped_in_a_row >= self.max_skipped_in_a_row:
+            raise ESCError(f'{message}: {self.skipped_in_a_row} steps in a row skipped for non-finite losses '
+                           f'(train.nonfinite_max_skips: {self.max_skipped_in_a_row}); the run has diverged: resume '
+                           f'from an earlier state with a lower learning rate')
+        get_root_logger().warning(f'{message}: step skipped ({self.skipped_in_a_row} in a row)')
 
     def memory_format(self) -> torch.memory_format:
         """The networks' weight layout: channels-last where training or evaluation asks for it."""
@@ -367,6 +370,12 @@ class ESCModel(SRModel):
             key: {k: v.cpu() for k, v in self.get_bare_model(n).state_dict().items()} for n, key in zip(nets, keys)
         }
         label = 'latest' if current_iter == -1 else current_iter
+        nonfinite = {key: sum(int((~torch.isfinite(v)).sum()) for v in weights.values() if v.is_floating_point())
+                     for key, weights in save_dict.items()}
+        if any(nonfinite.values()):
+            counts = ', '.join(f'{count} in {key}' for key, count in nonfinite.items() if count)
+            get_root_logger().error(f'{net_label}_{label}: the weights hold non-finite values ({counts}); they are '
+                                    'written as they are, but the run has diverged: resume from an earlier state')
         network_key = 'network_' + net_label[len('net_'):] if net_label.startswith('net_') else None
         fixed_scale = getattr(self.get_bare_model(nets[0]), 'fixed_scale', True)  # ESC+LTE serves any scale
         save_weights(osp.join(self.opt['path']['models'], f'{net_label}_{label}'), save_dict,
@@ -406,14 +415,14 @@ class ESCModel(SRModel):
             'schedulers': [s.state_dict() for s in self.schedulers],
             'ranks': getattr(self, '_rank_states', [self.rank_training_state()]),
         }
-        if self.training_precision.scaler is not None:
-            state['grad_scaler'] = self.training_precision.scaler.state_dict()
+        if self.grad_scaler is not None:
+            state['grad_scaler'] = self.grad_scaler.state_dict()
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state: Dict[str, Any]) -> None:
         """Optimizers and schedulers (basicsr), then this rank's :meth:`rank_training_state` as it was saved."""
         super().resume_training(resume_state)
-        scaler = self.training_precision.scaler
+        scaler = self.grad_scaler
         if scaler is not None and 'grad_scaler' in resume_state:
             scaler.load_state_dict(resume_state['grad_scaler'])
         elif scaler is not None:
@@ -432,6 +441,6 @@ class ESCModel(SRModel):
             self.load_rank_training_state(states[rank])
 
 
-MODEL_KEYS['ESCModel'] = {'train': {'nonfinite_loss': STR, **AMP_KEYS},
+MODEL_KEYS['ESCModel'] = {'train': {'nonfinite_loss': STR, 'nonfinite_max_skips': INT, **AMP_KEYS},
                           'val': {'pad_to_multiple': optional(INT), 'tile': optional(INT), 'tile_overlap': INT,
                                   **AMP_KEYS}}

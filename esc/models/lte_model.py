@@ -24,7 +24,6 @@ from typing import Any, Dict
 
 import torch
 import torch.distributed as dist
-from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from esc.archs.lte_arch import ESCLTE
@@ -39,28 +38,20 @@ def crop_border(scale: float, y_channel: bool) -> int:
     return math.ceil(scale - 1e-9) + (0 if y_channel else 6)
 
 
-class _QueryStep(SRModel):
-    """basicsr's training step for a network queried by coordinates: L1 of ``net_g(lq, coord, cell)``."""
-
-    def optimize_parameters(self, current_iter: int) -> None:
-        self.optimizer_g.zero_grad()
-        self.output = self.net_g(self.lq, self.coord, self.cell)
-        l_pix = self.cri_pix(self.output, self.gt)
-        l_pix.backward()
-        self.optimizer_g.step()
-        self.log_dict = self.reduce_loss_dict(OrderedDict(l_pix=l_pix))
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
-
-
 @MODEL_REGISTRY.register()
-class ESCLTEModel(ESCModel, _QueryStep):
+class ESCLTEModel(ESCModel):
     """Arbitrary-scale SR: ``ESCLTE`` (or the ``Bicubic`` baseline) trained on sampled queries, evaluated whole.
     ``use_amp``/``amp_bf16``/``use_channels_last`` work as in ESCModel; ``use_compile`` is refused (evaluation
     queries the network through ``upscale``, which an in-place compile of the forward does not reach)."""
 
     supports_compile = False
     micro_batch_fields = ('lq', 'coord', 'cell', 'gt')
+
+    def training_losses(self, batch: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
+        """L1 between the network queried at the batch's coordinates and cells and the targets there."""
+        self.output = self.net_g(self.acceleration['train'].fast.input(batch['lq']), batch['coord'],
+                                 batch['cell']).float()
+        return OrderedDict(l_pix=self.cri_pix(self.output, batch['gt']))
 
     def __init__(self, opt: Dict[str, Any]) -> None:
         for name, metric in ((opt.get('val') or {}).get('metrics') or {}).items():

@@ -14,6 +14,7 @@ downloads VGG weights (:class:`esc.losses.OfflinePerceptualLoss`).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Dict
 
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 
 import esc.losses  # noqa: F401  (registers OfflinePerceptualLoss)
 from esc.errors import ESCError
-from esc.models.esc_model import ESCModel, FiniteLoss
+from esc.models.esc_model import ESCModel, NonFiniteLoss
 
 MAX_GT_SIZE = 400
 """basicsr's RealESRGANDataset pads or crops every GT image to 400×400 before the model crops ``gt_size``."""
@@ -123,24 +124,11 @@ class ESCRealESRNetModel(_QueueInTrainingState, ESCModel, _DegradationsOnDevice,
     required_options = ('gt_usm',)
 
 
-class _FiniteGANLoss(nn.Module):
-    """basicsr's GANLoss, its result checked finite under the name the GAN step logs it by
-    (``l_g_gan``, ``l_d_real``, ``l_d_fake``)."""
-
-    def __init__(self, loss: nn.Module) -> None:
-        super().__init__()
-        self.loss = loss
-        self._checks = {name: FiniteLoss(loss, (name,)) for name in ('l_g_gan', 'l_d_real', 'l_d_fake')}
-
-    def forward(self, prediction: torch.Tensor, target_is_real: bool, is_disc: bool = False) -> torch.Tensor:
-        name = ('l_d_real' if target_is_real else 'l_d_fake') if is_disc else 'l_g_gan'
-        return self._checks[name](prediction, target_is_real, is_disc=is_disc)
-
-
 @MODEL_REGISTRY.register()
 class ESCRealESRGANModel(_QueueInTrainingState, ESCModel, _DegradationsOnDevice, RealESRGANModel):
     """The GAN stage of ESC-Real: RealESRGAN training (L1 + VGG perceptual + U-Net discriminator). Under
-    ``use_amp`` the generator and its losses run in bf16 and the discriminator in fp32; fp16 training is refused."""
+    ``use_amp`` the generator and its losses run in bf16 and the discriminator in fp32; fp16 training is refused.
+    basicsr's ``ldl_opt`` (LDL artefact maps) is not supported: the option is refused."""
 
     supports_fp16_training = False
     micro_batch_fields = ()  # the generator's and the discriminator's steps interleave
@@ -152,6 +140,8 @@ class ESCRealESRGANModel(_QueueInTrainingState, ESCModel, _DegradationsOnDevice,
         if not self.opt.get('network_d'):
             raise ESCError('network_d: missing; the GAN stage needs a discriminator '
                            '(e.g. type: UNetDiscriminatorSN, num_in_ch: 3, num_feat: 64, skip_connection: true)')
+        if train.get('ldl_opt'):
+            raise ESCError('train.ldl_opt: LDL artefact maps are not supported by ESCRealESRGANModel; remove the option')
         for key in ('gan_opt', 'optim_d'):
             if not train.get(key):
                 raise ESCError(f'train.{key}: missing; the GAN stage needs it')
@@ -161,4 +151,63 @@ class ESCRealESRGANModel(_QueueInTrainingState, ESCModel, _DegradationsOnDevice,
             get_root_logger().info('train.perceptual_opt: PerceptualLoss built as OfflinePerceptualLoss '
                                    '(VGG weights from a local file, never downloaded)')
         super().init_training_settings()
-        self.cri_gan = _FiniteGANLoss(self.cri_gan)
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        """One GAN iteration, top to bottom, with :class:`ESCModel`'s pieces (finite check, fp32 backward, step):
+
+        1. the generator, every ``net_d_iters`` iterations after ``net_d_init_iters``, with the discriminator frozen:
+           L1 (``pixel_opt``), perceptual/style (``perceptual_opt``) and adversarial (``gan_opt``) losses against
+           the USM-sharpened or plain HR image (``l1_gt_usm``, ``percep_gt_usm``, ``gan_gt_usm``); the generator
+           and its losses run under ``train``'s autocast, the discriminator in fp32;
+        2. the discriminator on the HR image (real) and the detached SR image (fake);
+        3. the EMA update.
+
+        A non-finite generator loss leaves both networks as they were; a non-finite discriminator loss leaves the
+        discriminator so (the generator has stepped by then)."""
+        l1_gt = self.gt_usm if self.opt['l1_gt_usm'] else self.gt
+        percep_gt = self.gt_usm if self.opt['percep_gt_usm'] else self.gt
+        gan_gt = self.gt_usm if self.opt['gan_gt_usm'] else self.gt
+        logged: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
+        try:
+            self.net_d.requires_grad_(False)
+            self.optimizer_g.zero_grad(set_to_none=True)
+            with self.acceleration['train'].autocast():
+                self.output = self.net_g(self.acceleration['train'].fast.input(self.lq)).float()
+                generator_losses: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
+                if current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters:
+                    if self.cri_pix:
+                        generator_losses['l_g_pix'] = self.cri_pix(self.output, l1_gt)
+                    if self.cri_perceptual:
+                        l_percep, l_style = self.cri_perceptual(self.output, percep_gt)
+                        for key, value in (('l_g_percep', l_percep), ('l_g_style', l_style)):
+                            if value is not None:
+                                generator_losses[key] = value
+            if generator_losses:
+                generator_losses['l_g_gan'] = self.cri_gan(self.net_d(self.output), True, is_disc=False)
+                generator_losses = OrderedDict((key, value.float()) for key, value in generator_losses.items())
+                self.check_finite(generator_losses)
+                self.backward(sum(generator_losses.values()))
+                self.optimizer_step(self.optimizer_g)
+                logged.update(generator_losses)
+
+            self.net_d.requires_grad_(True)
+            self.optimizer_d.zero_grad(set_to_none=True)
+            real_prediction = self.net_d(gan_gt)
+            fake_prediction = self.net_d(self.output.detach().clone())
+            discriminator_losses = OrderedDict(l_d_real=self.cri_gan(real_prediction, True, is_disc=True),
+                                               l_d_fake=self.cri_gan(fake_prediction, False, is_disc=True))
+            self.check_finite(discriminator_losses)
+            self.backward(sum(discriminator_losses.values()))
+            self.optimizer_step(self.optimizer_d)
+        except NonFiniteLoss as exc:
+            self.optimizer_g.zero_grad(set_to_none=True)
+            self.optimizer_d.zero_grad(set_to_none=True)
+            self.skip_step(exc, current_iter, 'the discriminator was' if exc.name.startswith('l_d_') else
+                           'the weights were')
+            return
+        self.skipped_in_a_row = 0
+        logged.update(discriminator_losses, out_d_real=real_prediction.detach().mean(),
+                      out_d_fake=fake_prediction.detach().mean())
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+        self.log_dict = self.reduce_loss_dict(logged)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import json
 import logging
 import os
@@ -35,10 +36,17 @@ from esc.utils.checkpoint_checks import check_tensors
 torch.serialization.add_safe_globals([collections.Counter])
 
 
+def _write_error(path: str, exc: OSError) -> ESCError:
+    """A failed write as one line: the OS's reason (``No space left on device``, ``Permission denied``) and the path."""
+    reason = exc.strerror or _reason(exc)
+    return ESCError(f'cannot write {path}: {reason}; the previous checkpoint is untouched')
+
+
 @contextlib.contextmanager
 def atomic_path(path: Union[str, 'os.PathLike[str]']) -> Iterator[str]:
     """A hidden temporary path beside ``path`` to write to; when the block ends normally the file is
-    flushed to disk and renamed to ``path`` in one step, otherwise it is removed and ``path`` is untouched."""
+    flushed to disk and renamed to ``path`` in one step, otherwise it is removed and ``path`` is untouched.
+    A write the OS refuses (a full disk, a file-size limit, permissions) is one line naming ``path``."""
     path = os.fspath(path)
     tmp = osp.join(osp.dirname(path), f'.{osp.basename(path)}.{os.getpid()}.tmp')
     try:
@@ -49,6 +57,8 @@ def atomic_path(path: Union[str, 'os.PathLike[str]']) -> Iterator[str]:
         finally:
             os.close(fd)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     finally:
         if osp.exists(tmp):
             os.remove(tmp)
@@ -61,9 +71,12 @@ def write_atomic(path: Union[str, 'os.PathLike[str]'], data: bytes) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` to ``path`` through :func:`atomic_path`."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` to ``path`` through :func:`atomic_path`. The object is serialised in memory first and written
+    with Python's file calls, so a failed write reports the OS's reason (torch's writer reports only 'file write
+    failed')."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getbuffer())
 
 
 WEIGHTS_FORMATS = ('pth', 'safetensors')
@@ -202,7 +215,7 @@ def weights_metadata(network: Optional[Mapping[str, Any]] = None, scale: Optiona
 def write_safetensors(state_dict: Mapping[str, Tensor], path: str, metadata: Mapping[str, str]) -> None:
     """Write ``state_dict`` to the safetensors file ``path`` with ``metadata``, atomically (:func:`atomic_path`).
     Tensors go to the CPU, contiguous; tensors sharing memory (which the format refuses) are copied apart."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors: Dict[str, Tensor] = {}
     seen = set()
@@ -215,8 +228,7 @@ def write_safetensors(state_dict: Mapping[str, Tensor], path: str, metadata: Map
             tensor = tensor.clone()
         seen.add(tensor.untyped_storage().data_ptr())
         tensors[key] = tensor
-    with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata=dict(metadata))
+    write_atomic(path, save(tensors, metadata=dict(metadata)))
 
 
 def save_weights(base: str, state_dicts: Mapping[str, Mapping[str, Tensor]], weights_format: str = 'pth',
@@ -247,18 +259,6 @@ def newest_training_state(folder: str) -> Optional[str]:
     return osp.join(folder, f'{max(iters)}.state') if iters else None
 
 
-_POSITIONS: Dict[str, Tuple[int, int]] = {}
-"""(epoch, iteration) of the training states this process has read, by absolute path."""
-
-
-def training_state_position(path: str) -> Tuple[int, int]:
-    """(epoch, iteration) of a training state, reading the file only if this process has not yet."""
-    key = osp.abspath(path)
-    if key not in _POSITIONS:
-        read_training_state(path)
-    return _POSITIONS[key]
-
-
 def read_training_state(path: str, map_location: Any = 'cpu') -> Dict[str, Any]:
     """A ``<iter>.state`` file's contents; an unreadable file is a one-line error naming it."""
     if not osp.isfile(path):
@@ -270,7 +270,6 @@ def read_training_state(path: str, map_location: Any = 'cpu') -> Dict[str, Any]:
         raise ESCError(f'path.resume_state: cannot read training state {path}: {reason}') from None
     if not isinstance(state, dict) or 'iter' not in state:
         raise ESCError(f'path.resume_state: {path} is not a training state')
-    _POSITIONS[osp.abspath(path)] = (state['epoch'], state['iter'])
     return state
 
 
@@ -290,32 +289,53 @@ def prune_checkpoints(models: str, training_states: str, keep_last: int) -> None
             os.remove(osp.join(models, name))
 
 
+def weights_of_state(opt: Dict[str, Any], iteration: int) -> Dict[str, str]:
+    """The weight files a training state of ``iteration`` resumes from, by option (``pretrain_network_g``, ...):
+    ``net_<x>_<iteration>.pth``, or ``.safetensors`` where the run wrote those (``logger.weights_format``).
+    Networks listed in ``path.ignore_resume_networks`` keep their own ``pretrain_network_*``."""
+    ignored = opt['path'].get('ignore_resume_networks') or ()
+    files = {}
+    for network in (key for key in opt if key.startswith('network_') and key not in ignored):
+        base = osp.join(opt['path']['models'], f"net_{network[len('network_'):]}_{iteration}")
+        written = base + SAFETENSORS_SUFFIX
+        files[f'pretrain_{network}'] = written if not osp.isfile(base + '.pth') and osp.isfile(written) else base + '.pth'
+    return files
+
+
+def _state_problem(opt: Dict[str, Any], path: str, device: Any) -> Tuple[Optional[Dict[str, Any]], str]:
+    """(the state, '') where ``path`` and the weights it needs all read; (None, the reason) otherwise."""
+    try:
+        state = read_training_state(path, device)
+        for option, weights in weights_of_state(opt, state['iter']).items():
+            read_checkpoint(weights, 'params', option=f'path.{option}')
+    except ESCError as exc:
+        return None, str(exc)
+    return state, ''
+
+
 def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """basicsr's ``load_resume_state`` for CPU and GPU: ``--auto_resume`` takes the newest state of this
-    experiment, ``path.resume_state`` a given one; tensors go to this process's device."""
-    from basicsr.utils import check_resume
-
-    if opt['auto_resume']:
-        path = newest_training_state(opt['path']['training_states'])
-        if path is not None:
-            opt['path']['resume_state'] = path
-    else:
-        path = opt['path'].get('resume_state')
-    if path is None:
-        return None
+    """The training state a run continues from, its tensors on this process's device, or None for a new run:
+    ``path.resume_state`` where set (one line where it does not read); with ``--auto_resume``, the newest complete
+    state of this experiment — a damaged newest one (truncated, empty, unreadable, or its weights so) is passed
+    over with a warning naming it. ``path.pretrain_network_*`` are set to the weights of that iteration (the raw
+    ``params``, which training continues from)."""
+    logger = logging.getLogger('basicsr')
     device = torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
-    state = read_training_state(path, device)
-    check_resume(opt, state['iter'])
-    _resume_from_safetensors_where_written(opt)
+    state = None
+    if opt.get('auto_resume'):
+        folder = opt['path']['training_states']
+        for iteration in sorted(_state_iterations(folder), reverse=True):
+            path = osp.join(folder, f'{iteration}.state')
+            state, problem = _state_problem(opt, path, device)
+            if state is not None:
+                opt['path']['resume_state'] = path
+                break
+            logger.warning(f'--auto_resume: passing over {path}: {problem}')
+    elif opt['path'].get('resume_state'):
+        state = read_training_state(opt['path']['resume_state'], device)
+    if state is None:
+        return None
+    opt['path'].update(weights_of_state(opt, state['iter']))
+    for key in [k for k in opt['path'] if k.startswith('param_key_')]:
+        opt['path'][key] = 'params'
     return state
-
-
-def _resume_from_safetensors_where_written(opt: Dict[str, Any]) -> None:
-    """basicsr's ``check_resume`` points every ``path.pretrain_network_*`` at ``net_*_<iter>.pth``; a run that wrote
-    its weights as safetensors (``logger.weights_format``) resumes from ``net_*_<iter>.safetensors`` instead."""
-    for key, value in opt['path'].items():
-        if key.startswith('pretrain_network_') and isinstance(value, str) and value.endswith('.pth'):
-            written = value[:-len('.pth')] + SAFETENSORS_SUFFIX
-            if not osp.isfile(value) and osp.isfile(written):
-                opt['path'][key] = written
-                print(f'Set {key} to {written}')  # as check_resume reports it, before the logger exists

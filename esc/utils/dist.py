@@ -2,7 +2,7 @@
 
 basicsr's own ``init_dist`` pins every process to a CUDA device and uses NCCL, which fails on a
 machine without GPUs. This version picks NCCL when CUDA is available and gloo otherwise, and
-reports a missing launcher variable in one line. :mod:`esc.compat` installs it into basicsr.
+reports a missing launcher variable in one line. The training and test commands call it for ``--launcher``.
 """
 from __future__ import annotations
 
@@ -43,6 +43,13 @@ def first_slurm_host(node_list: str) -> str:
         raise ESCError(f'--launcher slurm: `scontrol show hostnames {node_list}` failed: '
                        f'{result.stderr.strip() or "no host printed"}')
     return hosts[0]
+
+
+def get_dist_info() -> tuple:
+    """(rank, world size) of this process: (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def init_dist(launcher: str, backend: str | None = None, port: int | None = None, **kwargs) -> None:
