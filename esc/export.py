@@ -1,15 +1,19 @@
-"""Export a trained ESC checkpoint to ONNX for deployment, with dynamic height and width.
+"""Export a trained ESC checkpoint to ONNX for deployment: dynamic batch, height and width; fp32, fp16 or bf16.
 
     python esc/export.py --model ESC_DIV2K_X4.pth -o esc_x4.onnx
+    python esc/export.py --model ESC_DIV2K_X4.pth -o esc_x4_fp16.onnx --precision fp16 --verify photo.png
 
 The network is read off the checkpoint as ``esc/inference.py`` reads it, folded for inference
 (:func:`fold_for_export`: the 8-symmetric large kernel and every window's relative position bias become
 constants; with ``--attn-type flashbias`` the biases stay low-rank factors instead, factorised here with
-``--bias-rank``/``--bias-energy`` unless the checkpoint already holds them) and traced once by ``torch.onnx.export(dynamo=True)`` with symbolic H and W. Before
-anything is written, onnxruntime and the PyTorch network upscale an image of another size, whose
-sides are no multiple of the attention window; a difference above ``--tolerance`` is an error and
-nothing is written. The batch is fixed at 1: the dynamic kernels are a grouped convolution with
-batch × channels groups, and ONNX wants a constant group count.
+``--bias-rank``/``--bias-energy`` unless the checkpoint already holds them), cast to ``--precision`` and traced
+once by ``torch.onnx.export(dynamo=True)`` with symbolic batch, H and W. The per-sample dynamic kernels, a grouped
+convolution with batch × channels groups in PyTorch (ONNX wants a constant group count), are nine shifted products
+in the graph. Before anything is written, the exported graph and the PyTorch network in the same precision
+upscale a batch of two images of another size, whose sides are no multiple of the attention window; a difference
+above ``--tolerance`` is an error and nothing is written. The graph runs on onnxruntime (fp32, fp16) or, for bf16,
+which onnxruntime's CPU provider does not run, on onnx's reference evaluator. ``--verify`` repeats the comparison
+on a photograph and prints the largest difference, against fp32 PyTorch too.
 
 Other formats were tried and left out: a ``torch.export`` program keeps guards of its traced size
 (say, sides that are no multiple of the window) and refuses other inputs; a TorchScript trace bakes
@@ -24,19 +28,23 @@ import os.path as osp
 import re
 import sys
 import time
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
+import types
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 if sys.path and osp.abspath(sys.path[0]) == osp.dirname(osp.abspath(__file__)):
     # run as a script: import the `esc` package, not the folder esc/ itself, first
     sys.path[0] = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from esc.archs.attention import WindowAttention  # noqa: E402
 from esc.archs.flashbias import describe_conversion, factorised_copy  # noqa: E402
+from esc.archs.layers import DecomposedLargeKernelConv, SharedLargeKernelConv, symmetric_average  # noqa: E402
+from esc.convert_flashbias import DEFAULT_CROP, DEFAULT_PHOTO, photograph  # noqa: E402
 from esc.errors import ESCError  # noqa: E402
-from esc.upscaler import load_model  # noqa: E402
+from esc.upscaler import DTYPES, load_model  # noqa: E402
 from esc.utils.checkpoint import write_atomic  # noqa: E402
 from esc.utils.cli import run_command  # noqa: E402
 
@@ -46,6 +54,10 @@ if TYPE_CHECKING:
 FORMATS = ('onnx',)
 EXPORT_ATTN_TYPES = ('sdpa', 'naive', 'flashbias')
 MIN_OPSET = 18
+DEFAULT_TOLERANCE: Dict[str, float] = {'fp32': 1e-4, 'fp16': 2e-2, 'bf16': 5e-2}
+"""Largest max abs difference accepted between the graph and PyTorch in the same precision (``--tolerance``)."""
+CHECK_BATCH = 2
+"""Images in the batch the export is traced and checked with (a batch of one would be fixed in the graph)."""
 
 
 def _fold(module: nn.Module, method: str, value: Tensor) -> None:
@@ -55,6 +67,46 @@ def _fold(module: nn.Module, method: str, value: Tensor) -> None:
     setattr(module, method, functools.partial(getattr, module, name))  # an instance attribute shadows the method
 
 
+def per_sample_depthwise_3x3(x: Tensor, kernels: Tensor) -> Tensor:
+    """Depthwise 'same' 3×3 convolution of each sample of ``x`` (B, C, H, W) with its own ``kernels`` (B, C, 3, 3),
+    written as nine shifted products so that no shape but the kernel's is fixed: PyTorch's grouped convolution
+    (``esc.archs.layers.depthwise_conv_per_sample``) has batch × channels groups, a constant in ONNX."""
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1))
+    out = padded[:, :, :height, :width] * kernels[:, :, 0, 0, None, None]
+    for tap in range(1, 9):
+        row, column = divmod(tap, 3)
+        out = out + padded[:, :, row:row + height, column:column + width] * kernels[:, :, row, column, None, None]
+    return out
+
+
+def _shared_large_kernel_conv(self: SharedLargeKernelConv, att: Tensor, lk: Optional[Tensor],
+                              dk: Optional[Tensor] = None) -> Tensor:
+    """``SharedLargeKernelConv.forward`` for export: the dynamic kernels through :func:`per_sample_depthwise_3x3`."""
+    if hasattr(self, 'lk'):
+        lk = symmetric_average(self.lk)
+    out = F.conv2d(att, lk, padding=lk.shape[-1] // 2)
+    dk = self.dynamic_kernels(att) if dk is None else dk
+    return out if dk is None else out + per_sample_depthwise_3x3(att, dk)
+
+
+def _decomposed_large_kernel_conv(self: DecomposedLargeKernelConv, att: Tensor, lk: Tuple[Tensor, Tensor],
+                                  dk: Optional[Tensor] = None) -> Tensor:
+    """``DecomposedLargeKernelConv.forward`` (ESC-FP) for export: its k×k kernel LK^s + ZP(DK) is applied as its two
+    terms, LK^s as a depthwise convolution (one kernel for every sample) and DK through
+    :func:`per_sample_depthwise_3x3` (convolving with a sum is the sum of the convolutions)."""
+    lk_channel, lk_spatial = lk
+    x = F.conv2d(att, lk_channel)
+    dk = self.dynamic_kernels(att) if dk is None else dk
+    k = lk_spatial.shape[-1]
+    spatial = F.conv2d(x, lk_spatial.reshape(self.pdim, 1, k, k), padding=k // 2, groups=self.pdim)
+    return spatial + per_sample_depthwise_3x3(x, dk)
+
+
+BATCH_FREE_FORWARDS = {SharedLargeKernelConv: _shared_large_kernel_conv,
+                       DecomposedLargeKernelConv: _decomposed_large_kernel_conv}
+
+
 def fold_for_export(net: nn.Module, attn_type: str = 'sdpa') -> nn.Module:
     """An inference-only copy of an ESC network whose forward computes the same output with fewer ops.
 
@@ -62,7 +114,8 @@ def fold_for_export(net: nn.Module, attn_type: str = 'sdpa') -> nn.Module:
     its dense (heads, N, N) bias, as buffers (``folded_large_kernel``, ``folded_bias``) instead of
     recomputing them from ``plk_filter`` and the bias tables (or factors), which are dropped.
     Attention runs on ``attn_type`` ('sdpa' or 'naive'; flex reads the table; 'flashbias' keeps the
-    factors of a factorised network and folds no dense bias), row-strip streaming is off and no
+    factors of a factorised network and folds no dense bias), row-strip streaming is off, the large-kernel
+    convolutions apply their per-sample kernels without fixing the batch (:data:`BATCH_FREE_FORWARDS`) and no
     parameter requires a gradient. ``net`` itself is not changed.
     """
     if attn_type not in EXPORT_ATTN_TYPES:
@@ -76,6 +129,9 @@ def fold_for_export(net: nn.Module, attn_type: str = 'sdpa') -> nn.Module:
         if isinstance(getattr(folded, 'plk_filter', None), nn.Parameter):
             del folded.plk_filter
     for module in folded.modules():
+        batch_free = BATCH_FREE_FORWARDS.get(type(module))
+        if batch_free is not None:
+            module.forward = types.MethodType(batch_free, module)  # an instance attribute shadows the method
         if isinstance(module, WindowAttention):
             module.attn_type = attn_type
             if attn_type == 'flashbias':
@@ -90,15 +146,15 @@ def fold_for_export(net: nn.Module, attn_type: str = 'sdpa') -> nn.Module:
     return folded
 
 
-def example_input(window_size: int, extra: int = 0) -> Tensor:
-    """A deterministic (1, 3, H, W) LR image in [0, 1] whose sides are no multiple of ``window_size``."""
+def example_input(window_size: int, extra: int = 0, batch: int = 1) -> Tensor:
+    """A deterministic (batch, 3, H, W) LR image in [0, 1] whose sides are no multiple of ``window_size``."""
     generator = torch.Generator().manual_seed(extra)
     h, w = window_size + 5 + extra, 2 * window_size + 3 + 2 * extra
-    return torch.rand(1, 3, h, w, generator=generator)
+    return torch.rand(batch, 3, h, w, generator=generator)
 
 
 def _dynamic_shapes() -> dict:
-    return {'x': {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}}
+    return {'x': {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}}
 
 
 def _failed(step: str, exc: Exception) -> ESCError:
@@ -106,8 +162,8 @@ def _failed(step: str, exc: Exception) -> ESCError:
     return ESCError(f'{step} failed: {type(exc).__name__}: {first}')
 
 
-def check_options(fmt: str, opset: int, attn_type: str) -> None:
-    """One line naming the option, for a format, opset or attention backend that cannot be exported."""
+def check_options(fmt: str, opset: int, attn_type: str, precision: str = 'fp32') -> None:
+    """One line naming the option, for a format, opset, attention backend or precision that cannot be exported."""
     if fmt not in FORMATS:
         raise ESCError(f'--format: {fmt!r} is not supported, only onnx (torch.export programs keep the traced '
                        'size class, TorchScript traces fail below half a window)')
@@ -115,11 +171,14 @@ def check_options(fmt: str, opset: int, attn_type: str) -> None:
         raise ESCError(f'--opset: {opset} is too old; the exporter writes opset {MIN_OPSET} or newer')
     if attn_type not in EXPORT_ATTN_TYPES:
         raise ESCError(f"--attn-type: {attn_type!r} cannot be exported; choose one of {', '.join(EXPORT_ATTN_TYPES)}")
+    if precision not in DTYPES:
+        raise ESCError(f"--precision: {precision!r} is not one of {', '.join(DTYPES)}")
 
 
-def _name_dims(model: 'onnx.ModelProto', names: Sequence[str]) -> None:
-    """Call the input's symbolic H and W ``names`` everywhere the graph's shapes mention them."""
-    dims = model.graph.input[0].type.tensor_type.shape.dim[2:]
+def _name_dims(model: 'onnx.ModelProto', names: Dict[int, str]) -> None:
+    """Call the input's symbolic dimensions ``names`` (by axis) everywhere the graph's shapes mention them."""
+    input_dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims, names = [input_dims[axis] for axis in names], list(names.values())
     renames = {dim.dim_param: name for dim, name in zip(dims, names) if dim.dim_param}
     for value in (*model.graph.input, *model.graph.output, *model.graph.value_info):
         for dim in value.type.tensor_type.shape.dim:
@@ -128,25 +187,36 @@ def _name_dims(model: 'onnx.ModelProto', names: Sequence[str]) -> None:
 
 
 def export_onnx(folded: nn.Module, example: Tensor, opset: int = MIN_OPSET) -> bytes:
-    """The ONNX model (bytes) of a folded network, input ``lr`` and output ``sr`` with dynamic H and W."""
+    """The ONNX model (bytes) of a folded network, input ``lr`` and output ``sr`` with dynamic batch, H and W, in the
+    network's precision (``example`` has its dtype). An example batch of one is traced as two identical images:
+    torch.export fixes a dimension traced at size 1."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as exc:
         raise ESCError(f'--format onnx needs onnx and onnxscript ({exc.name} is missing): '
                        'pip install -e .[export]') from None
+    if example.shape[0] == 1:
+        example = example.expand(CHECK_BATCH, -1, -1, -1)
     try:
         program = torch.onnx.export(folded, (example,), dynamo=True, opset_version=opset, input_names=['lr'],
                                     output_names=['sr'], dynamic_shapes=_dynamic_shapes(), verbose=False)
     except Exception as exc:  # torch.export / ONNX translation: report the exporter's reason in one line
         raise _failed('ONNX export', exc) from None
     model = program.model_proto
-    _name_dims(model, ('height', 'width'))
+    _name_dims(model, {0: 'batch', 2: 'height', 3: 'width'})
     return model.SerializeToString()
 
 
 def onnx_runner(model: bytes) -> Callable[[Tensor], Tensor]:
-    """Run an exported ONNX model on the CPU with onnxruntime: (1, 3, H, W) → (1, 3, rH, rW)."""
+    """Run an exported ONNX model on the CPU: (B, 3, H, W) → (B, 3, rH, rW) in the model's precision. fp32 and fp16
+    graphs run on onnxruntime; bf16 ones, which its CPU provider has no kernels for, on onnx's reference evaluator
+    (NumPy, slow: small images only)."""
+    import onnx
+
+    graph_input = onnx.load_from_string(model).graph.input[0]
+    if graph_input.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16:
+        return _reference_runner(model, graph_input.name)
     try:
         import onnxruntime
     except ImportError:
@@ -156,30 +226,63 @@ def onnx_runner(model: bytes) -> Callable[[Tensor], Tensor]:
     return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
 
+def _reference_runner(model: bytes, name: str) -> Callable[[Tensor], Tensor]:
+    """A bf16 graph on onnx's reference evaluator; ml_dtypes (onnx's own dependency) gives NumPy its bfloat16."""
+    import ml_dtypes
+    import numpy as np
+    from onnx.reference import ReferenceEvaluator
+
+    evaluator = ReferenceEvaluator(model)
+
+    def run(x: Tensor) -> Tensor:
+        out = evaluator.run(None, {name: x.float().numpy().astype(ml_dtypes.bfloat16)})[0]
+        return torch.from_numpy(out.astype(np.float32)).to(torch.bfloat16)
+
+    return run
+
+
 def max_difference(run: Callable[[Tensor], Tensor], net: nn.Module, x: Tensor) -> float:
-    """Max abs difference between an exported model and the PyTorch network on ``x``."""
+    """Max abs difference between an exported model and the PyTorch network on ``x``, each in the dtype of ``x``
+    (``net`` is run on a copy in that dtype; the comparison is in fp32)."""
     with torch.no_grad():
-        expected = net(x)
+        expected = copy.deepcopy(net).to(x.dtype)(x)
         got = run(x)
     if got.shape != expected.shape:
         raise ESCError(f'verification: the export returns {tuple(got.shape)} for a {tuple(x.shape)} input, '
                        f'PyTorch {tuple(expected.shape)}')
-    return (got - expected).abs().max().item()
+    return (got.float() - expected.float()).abs().max().item()
 
 
-def export(net: nn.Module, opset: int = MIN_OPSET, attn_type: str = 'sdpa',
-           tolerance: float = 1e-4) -> Tuple[bytes, float]:
-    """Fold, export to ONNX with dynamic H and W, and check with onnxruntime on an input of another size:
-    (the file's bytes, the max abs difference)."""
-    check_options('onnx', opset, attn_type)
-    window = getattr(net, 'window_size', 8)
-    trace_input, check_input = example_input(window), example_input(window, extra=window // 2 + 1)
-    data = export_onnx(fold_for_export(net, attn_type), trace_input, opset)
+def export(net: nn.Module, opset: int = MIN_OPSET, attn_type: str = 'sdpa', tolerance: Optional[float] = None,
+           precision: str = 'fp32') -> Tuple[bytes, float]:
+    """Fold, cast to ``precision``, export to ONNX with dynamic batch, H and W, and check the graph against PyTorch
+    in that precision on a batch of two inputs of another size: (the file's bytes, the max abs difference).
+    ``tolerance``: :data:`DEFAULT_TOLERANCE` of the precision unless given."""
+    check_options('onnx', opset, attn_type, precision)
+    tolerance = DEFAULT_TOLERANCE[precision] if tolerance is None else tolerance
+    window, dtype = getattr(net, 'window_size', 8), DTYPES[precision]
+    trace_input = example_input(window, batch=CHECK_BATCH).to(dtype)
+    check_input = example_input(window, extra=window // 2 + 1, batch=CHECK_BATCH).to(dtype)
+    data = export_onnx(fold_for_export(net, attn_type).to(dtype), trace_input, opset)
     difference = max_difference(onnx_runner(data), net, check_input)
     if not difference <= tolerance:
-        raise ESCError(f'verification: the export differs from PyTorch by {difference:.3g} (> {tolerance:g}) '
-                       f'on a {check_input.shape[-2]}×{check_input.shape[-1]} input; nothing was written')
+        raise ESCError(f'verification: the {precision} export differs from PyTorch by {difference:.3g} '
+                       f'(> {tolerance:g}) on a {check_input.shape[0]}×{check_input.shape[-2]}×{check_input.shape[-1]} '
+                       'input; nothing was written')
     return data, difference
+
+
+def verify_on_photograph(data: bytes, net: nn.Module, image: Tensor, precision: str) -> Dict[str, float]:
+    """``--verify``: the written graph against PyTorch on a photograph (1, 3, H, W): the largest difference to
+    PyTorch in the export's precision (``same``) and to fp32 PyTorch (``fp32``), on outputs clamped to [0, 1]
+    as an image is saved."""
+    run = onnx_runner(data)
+    x = image.to(DTYPES[precision])
+    with torch.no_grad():
+        got = run(x).float().clamp(0, 1)
+        same = copy.deepcopy(net).to(x.dtype)(x).float().clamp(0, 1)
+        exact = net(image.float()).clamp(0, 1)
+    return {'same': (got - same).abs().max().item(), 'fp32': (got - exact).abs().max().item()}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -193,7 +296,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--arch', default=None, help='ESC, ESCFP or ESCReal (detected)')
     p.add_argument('--param-key', default='params_ema', help="state dict inside the checkpoint (falls back to 'params')")
     p.add_argument('--attn-type', default='sdpa', help=f"attention in the exported graph: {', '.join(EXPORT_ATTN_TYPES)}")
-    p.add_argument('--tolerance', type=float, default=1e-4, help='largest max abs difference accepted (default 1e-4)')
+    p.add_argument('--precision', default='fp32', help=f"weights, activations, input and output: {', '.join(DTYPES)}")
+    p.add_argument('--tolerance', type=float, default=None,
+                   help='largest max abs difference to PyTorch in the same precision accepted (default: '
+                        + ', '.join(f'{value:g} for {name}' for name, value in DEFAULT_TOLERANCE.items()) + ')')
+    p.add_argument('--verify', nargs='?', const='', default=None, metavar='IMAGE',
+                   help="after writing, run the file on a photograph (default: scikit-image's coffee) against PyTorch "
+                        'and print the largest difference')
+    p.add_argument('--verify-crop', type=int, default=DEFAULT_CROP,
+                   help='centre-crop the --verify photograph to at most this many pixels a side '
+                        f'(default {DEFAULT_CROP}, 0: whole)')
     p.add_argument('--bias-rank', type=int, default=None,
                    help='with --attn-type flashbias: factorise every position bias at this rank first')
     p.add_argument('--bias-energy', type=float, default=None,
@@ -219,11 +331,17 @@ def factorise_for_export(net: nn.Module, rank: Optional[int], energy: Optional[f
 
 def run(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
-    check_options(args.format, args.opset, args.attn_type)
+    check_options(args.format, args.opset, args.attn_type, args.precision)
     if args.attn_type != 'flashbias' and (args.bias_rank is not None or args.bias_energy is not None):
         raise ESCError('--bias-rank/--bias-energy: they apply to --attn-type flashbias only')
     if not osp.isdir(osp.dirname(osp.abspath(args.output))):
         raise ESCError(f'-o: no such folder {osp.dirname(osp.abspath(args.output))}')
+    image = None
+    if args.verify is not None:  # read first: a bad path fails before the export's work
+        try:
+            image = photograph(args.verify or None, args.verify_crop)
+        except ESCError as exc:
+            raise ESCError(f'--verify: {exc}') from None
     model = load_model(args.model, scale=args.scale, arch=args.arch, device='cpu', param_key=args.param_key)
     print(f'{model} from {args.model}', flush=True)
     start = time.perf_counter()
@@ -232,10 +350,18 @@ def run(argv: Sequence[str]) -> int:
         net, lines = factorise_for_export(net, args.bias_rank, args.bias_energy)
         for line in lines:
             print(line, flush=True)
-    data, difference = export(net, args.opset, args.attn_type, args.tolerance)
+    data, difference = export(net, args.opset, args.attn_type, args.tolerance, args.precision)
     write_atomic(args.output, data)
-    print(f'ONNX written to {args.output} ({len(data) / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s); '
-          f'max abs difference to PyTorch {difference:.2g}', flush=True)
+    print(f'ONNX ({args.precision}, dynamic batch, height and width) written to {args.output} '
+          f'({len(data) / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s); max abs difference to PyTorch '
+          f'{difference:.2g}', flush=True)
+    if image is not None:
+        engine = "onnx's reference evaluator" if args.precision == 'bf16' else 'onnxruntime'
+        differences = verify_on_photograph(data, net, image, args.precision)
+        name = args.verify or f"scikit-image's {DEFAULT_PHOTO}"
+        print(f'--verify: {engine} against PyTorch on {name} ({image.shape[-2]}×{image.shape[-1]}, clamped to [0, 1]): '
+              f"largest difference {differences['same']:.2g} to PyTorch {args.precision}"
+              + ('' if args.precision == 'fp32' else f", {differences['fp32']:.2g} to PyTorch fp32"), flush=True)
     return 0
 
 

@@ -1,4 +1,6 @@
-"""Deployment export (esc/export.py): folding, ONNX checked with onnxruntime, the command line."""
+"""Deployment export (esc/export.py): folding, ONNX with dynamic batch, height and width in fp32, fp16 and bf16,
+checked with onnxruntime (onnx's reference evaluator for bf16), FlashBias factors kept, the command line."""
+import copy
 import subprocess
 import sys
 
@@ -8,9 +10,11 @@ import torch
 
 from esc.archs import NETWORKS
 from esc.archs.attention import relative_position_bias
-from esc.archs.layers import symmetric_average
+from esc.archs.layers import depthwise_conv_per_sample, symmetric_average
 from esc.errors import ESCError
-from esc.export import example_input, export_onnx, fold_for_export, main, onnx_runner
+from esc.export import (DEFAULT_TOLERANCE, example_input, export, export_onnx, fold_for_export, main, onnx_runner,
+                        per_sample_depthwise_3x3)
+from esc.upscaler import DTYPES
 from tests.conftest import REPO
 from tests.test_networks import randomise, small
 
@@ -48,20 +52,27 @@ def test_folding_keeps_the_output_and_the_original(arch, overrides, attn_type):
         fold_for_export(net, 'flex')
 
 
+def test_per_sample_kernels_without_a_fixed_batch_equal_the_grouped_convolution():
+    x, kernels = torch.randn(3, 5, 7, 4), torch.randn(3, 5, 3, 3)
+    assert (per_sample_depthwise_3x3(x, kernels) - depthwise_conv_per_sample(x, kernels)).abs().max() <= 1e-5
+
+
 @pytest.mark.parametrize('arch', ['ESC', 'ESCFP', 'ESCReal'])
-def test_onnx_matches_pytorch_with_dynamic_height_and_width(arch):
+def test_onnx_matches_pytorch_with_dynamic_batch_height_and_width(arch):
     onnx = _onnx_modules()
     net = tiny(arch)
     model = onnx.load_from_string(export_onnx(fold_for_export(net), example_input(net.window_size)))
     inputs, outputs = model.graph.input[0].type.tensor_type.shape.dim, model.graph.output[0].type.tensor_type.shape.dim
-    assert [d.dim_param or d.dim_value for d in inputs] == [1, 3, 'height', 'width']
-    assert [d.dim_param for d in outputs[2:]] == [f'{net.upscaling_factor}*height', f'{net.upscaling_factor}*width']
+    assert [d.dim_param or d.dim_value for d in inputs] == ['batch', 3, 'height', 'width']
+    r = net.upscaling_factor
+    assert [d.dim_param or d.dim_value for d in outputs] == ['batch', 3, f'{r}*height', f'{r}*width']
     assert model.opset_import[0].version >= 17
     run_onnx = onnx_runner(model.SerializeToString())
-    for size in ((16, 24), (11, 30), (5, 3)):  # window multiples, not, smaller than a window; traced: 13×19
-        x = torch.rand(1, 3, *size)
+    for size in ((1, 16, 24), (3, 11, 30), (2, 5, 3)):  # window multiples, not, smaller than a window; traced: 2×13×19
+        x = torch.rand(3, *size[1:])[None].repeat(size[0], 1, 1, 1) + torch.rand(size[0], 1, 1, 1) * 0.1
         with torch.no_grad():
-            assert (run_onnx(x) - net(x)).abs().max() <= 1e-4, size
+            singles = torch.cat([net(x[i:i + 1]) for i in range(size[0])])  # each image on its own: no batch mixing
+        assert (run_onnx(x) - singles).abs().max() <= 1e-4, size
 
     # folded: constants in the graph, no table or raw LK to gather from or average
     initializers = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -71,6 +82,42 @@ def test_onnx_matches_pytorch_with_dynamic_height_and_width(arch):
     assert any(v.size == dense.size and np.array_equal(v.reshape(dense.shape), dense) for v in initializers.values())
     if arch != 'ESCFP':
         assert np.array_equal(initializers['folded_large_kernel'], symmetric_average(net.plk_filter.detach()).numpy())
+
+
+@pytest.mark.parametrize('arch,precision,elem_type', [('ESC', 'fp16', 'FLOAT16'), ('ESCFP', 'bf16', 'BFLOAT16')])
+def test_half_precision_exports(arch, precision, elem_type):
+    """fp16 and bf16 files: weights, input and output in that precision, checked before they are returned against
+    PyTorch in the same precision (onnxruntime; bf16 on onnx's reference evaluator), with a dynamic batch."""
+    onnx = _onnx_modules()
+    net = tiny(arch)
+    data, difference = export(net, precision=precision)
+    model = onnx.load_from_string(data)
+    dtype = getattr(onnx.TensorProto, elem_type)
+    assert model.graph.input[0].type.tensor_type.elem_type == dtype == model.graph.output[0].type.tensor_type.elem_type
+    others = {i.name for i in model.graph.initializer if i.data_type not in (dtype, onnx.TensorProto.INT64)}
+    resize_scales = {node.input[2] for node in model.graph.node if node.op_type == 'Resize'}  # fp32 in ONNX's spec
+    assert others <= resize_scales and any(i.data_type == dtype for i in model.graph.initializer)
+    assert 0 < difference <= DEFAULT_TOLERANCE[precision]
+    x = torch.rand(3, 3, 9, 14)
+    got = onnx_runner(data)(x.to(DTYPES[precision]))
+    with torch.no_grad():
+        to_fp32 = (got.float() - net(x)).abs().max()
+    assert got.dtype == DTYPES[precision] and to_fp32 <= {'fp16': 3e-3, 'bf16': 3e-2}[precision]
+
+
+def test_flashbias_form_is_kept(precision='fp16'):
+    """A FlashBias network exports its factors (heads, ws², R), no dense ws²×ws² bias, with a dynamic batch."""
+    onnx = _onnx_modules()
+    net = tiny('ESC', attn_type='flashbias', bias_rank=5)
+    data, difference = export(net, attn_type='flashbias', precision=precision)
+    assert difference <= DEFAULT_TOLERANCE[precision]
+    shapes = [tuple(i.dims) for i in onnx.load_from_string(data).graph.initializer]
+    positions = net.window_size ** 2
+    assert shapes.count((2, positions, 5)) == 2 and (2, positions, positions) not in shapes
+    x = torch.rand(2, 3, 10, 21)
+    with torch.no_grad():
+        expected = net.to(DTYPES[precision])(x.to(DTYPES[precision])).float()
+    assert (onnx_runner(data)(x.to(DTYPES[precision])).float() - expected).abs().max() <= DEFAULT_TOLERANCE[precision]
 
 
 def _run_cli(*args):
@@ -92,13 +139,44 @@ def test_cli_writes_a_verified_onnx_file(checkpoint, tmp_path):
     _onnx_modules()
     path, net = checkpoint
     out = tmp_path / 'tiny.onnx'
-    proc = _run_cli('--model', path, '-o', out)
+    proc = _run_cli('--model', path, '-o', out, '--verify', '--verify-crop', '24')
     assert proc.returncode == 0, proc.stderr
-    assert f'ONNX written to {out}' in proc.stdout and 'max abs difference to PyTorch' in proc.stdout
+    assert f'ONNX (fp32, dynamic batch, height and width) written to {out}' in proc.stdout
+    assert 'max abs difference to PyTorch' in proc.stdout
+    verified = proc.stdout.strip().splitlines()[-1]  # the default photograph; fp32 has one difference to print
+    assert verified.startswith("--verify: onnxruntime against PyTorch on scikit-image's coffee (24×24, clamped to "
+                               '[0, 1]): largest difference ') and verified.endswith(' to PyTorch fp32')
+    assert float(verified.split('largest difference ')[1].split(' ')[0]) <= 1e-4
     assert [p.name for p in tmp_path.iterdir()] == ['tiny.onnx']  # no temporary left beside it
-    x = torch.rand(1, 3, 9, 26)
+    x = torch.rand(2, 3, 9, 26)
     with torch.no_grad():
         assert (onnx_runner(out.read_bytes())(x) - net(x)).abs().max() <= 1e-4
+
+
+def test_verify_runs_the_file_on_a_photograph(checkpoint, tmp_path, capsys, precision='fp16'):
+    """--verify IMAGE: the written fp16 file against PyTorch on a real photograph (Set5's butterfly, cropped), the
+    largest difference to PyTorch fp16 printed and equal to what the file gives, then the one to fp32."""
+    _onnx_modules()
+    from esc.convert_flashbias import photograph
+    from tests.conftest import shared_path
+
+    photo = shared_path('datasets', 'Set5', 'butterfly.png')
+    path, net = checkpoint
+    out = tmp_path / 'tiny.onnx'
+    with pytest.raises(SystemExit) as exit_:
+        main(['--model', str(path), '-o', str(out), '--precision', precision, '--verify', str(photo),
+              '--verify-crop', '40'])
+    assert exit_.value.code == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f'--verify: onnxruntime against PyTorch on {photo} (40×40, clamped to [0, 1]): largest '
+                           'difference ')
+    printed = float(line.split('largest difference ')[1].split(' ')[0])
+    x = photograph(str(photo), 40).to(DTYPES[precision])
+    with torch.no_grad():
+        expected = copy.deepcopy(net).to(x.dtype)(x).float().clamp(0, 1)
+    measured = (onnx_runner(out.read_bytes())(x).float().clamp(0, 1) - expected).abs().max().item()
+    assert float(f'{measured:.2g}') == printed and printed <= DEFAULT_TOLERANCE[precision]
+    assert line.split(f'{printed:.2g} ')[1].startswith('to PyTorch fp16, ') and line.endswith(' to PyTorch fp32')
 
 
 def test_failed_verification_writes_nothing(checkpoint, tmp_path, monkeypatch, capsys):
@@ -109,8 +187,8 @@ def test_failed_verification_writes_nothing(checkpoint, tmp_path, monkeypatch, c
         main(['--model', str(path), '-o', str(tmp_path / 'bad.onnx')])
     assert exit_.value.code == 2 and list(tmp_path.iterdir()) == []
     message = capsys.readouterr().err.strip()
-    assert message == ('error: verification: the export differs from PyTorch by 0.5 (> 0.0001) on a 18×29 input; '
-                       'nothing was written')
+    assert message == ('error: verification: the fp32 export differs from PyTorch by 0.5 (> 0.0001) on a 2×18×29 '
+                       'input; nothing was written')
 
 
 @pytest.mark.parametrize('args,message', [
@@ -118,6 +196,8 @@ def test_failed_verification_writes_nothing(checkpoint, tmp_path, monkeypatch, c
     (['--format', 'torchscript'], "error: --format: 'torchscript' is not supported, only onnx"),
     (['--attn-type', 'flex'], "error: --attn-type: 'flex' cannot be exported; choose one of sdpa, naive"),
     (['-o', 'missing/x.onnx'], 'error: -o: no such folder'),
+    (['--precision', 'fp8'], "error: --precision: 'fp8' is not one of fp32, fp16, bf16"),
+    (['--verify', 'missing.png'], 'error: --verify: missing.png: cannot be read (No such file or directory)'),
     ([], 'error: checkpoint is not an ESC network (no proj.weight / blocks.0.*)'),
 ])
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys, args, message):
