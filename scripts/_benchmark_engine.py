@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 import _checkout  # noqa: F401  (this checkout's esc on sys.path; before any esc import)
@@ -422,40 +421,58 @@ def train_spec(variant: str, scale: int, settings: RunSettings, attn_type: str =
                 size=list(lr_size), batch=batch, settings=asdict(settings))
 
 
+def training_model(spec: Dict[str, Any], settings: RunSettings) -> Any:
+    """The model a training-step case steps: :class:`esc.models.ESCModel` with L1 and AdamW on the variant, under
+    ``settings``' precision (``use_amp``/``amp_bf16``) and fast path, so the benchmark times the very training step
+    esc/train.py runs (:meth:`ESCModel.optimize_parameters`), EMA off. On the fast path the CUDA optimizer is AdamW's
+    fused kernel (the plain path keeps torch's default, as the official code does)."""
+    import esc.compat  # noqa: F401  (ESC's models in basicsr's registry)
+    from basicsr.models import build_model
+
+    from esc.models.amp import Acceleration
+
+    device = settings.device
+    fused = device == 'cuda' and not settings.fast.plain
+    network = {**VARIANTS[spec['name']], 'upscaling_factor': spec['scale'], 'attn_type': spec['attn_type']}
+    if spec.get('bias_rank') is not None:
+        network['bias_rank'] = spec['bias_rank']
+    opt = {'name': 'benchmark', 'model_type': 'ESCModel', 'scale': spec['scale'], 'num_gpu': int(device == 'cuda'),
+           'is_train': True, 'dist': False, 'rank': 0, 'world_size': 1, 'network_g': network,
+           'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+           'train': {'ema_decay': 0, 'optim_g': {'type': 'AdamW', 'lr': 1e-4, **({'fused': True} if fused else {})},
+                     'scheduler': {'type': 'MultiStepLR', 'milestones': [10 ** 9], 'gamma': 0.5},
+                     'total_iter': settings.warmup + settings.runs,
+                     'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+                     'use_amp': settings.dtype != 'fp32', 'amp_bf16': settings.dtype == 'bf16'}}
+    model = build_model(opt)
+    model.acceleration['train'] = Acceleration(model.acceleration['train'].precision, settings.fast, device)
+    settings.fast.apply(model.net_g, dynamic=False)
+    return model
+
+
 def run_train_spec(spec: Dict[str, Any], settings: RunSettings) -> BenchmarkRecord:
     """Time ``settings.runs`` training steps after ``settings.warmup`` ones; memory is the process's peak RSS
-    (CPU) or peak allocated memory (CUDA) over the timed steps. On the fast path the CUDA optimizer is
-    AdamW's fused kernel (the plain path keeps torch's default, as the official code does)."""
+    (CPU) or peak allocated memory (CUDA) over the timed steps."""
     device = settings.device
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    net = settings.fast.apply(build_variant(spec['name'], spec['scale'], attn_type=spec['attn_type'],
-                                            bias_rank=spec.get('bias_rank')).to(device), dynamic=False).train()
-    fused = device == 'cuda' and not settings.fast.plain
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=fused or None)
-    scaler = torch.amp.GradScaler(device, enabled=settings.dtype == 'fp16')
+    model = training_model(spec, settings)
     r, (height, width) = spec['scale'], spec['size']
-    lr = settings.fast.input(torch.rand(spec['batch'], 3, height, width, generator=generator).to(device))
-    hr = settings.fast.input(torch.rand(spec['batch'], 3, height * r, width * r, generator=generator).to(device))
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, settings.dtype):
-            loss = F.l1_loss(net(lr), hr)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+    batch = {'lq': torch.rand(spec['batch'], 3, height, width, generator=generator).to(device),
+             'gt': torch.rand(spec['batch'], 3, height * r, width * r, generator=generator).to(device)}
+    model.feed_data(batch)
+    lr, hr = model.lq, model.gt
 
     with _cpu_threads(settings.threads) as threads:
-        for _ in range(settings.warmup):
-            step()
+        for step in range(settings.warmup):
+            model.optimize_parameters(step + 1)
         _synchronize(device)
         if device == 'cuda':
             torch.cuda.reset_peak_memory_stats()
         latencies: List[float] = []
-        for _ in range(settings.runs):
+        for step in range(settings.runs):
             start = time.perf_counter()
-            step()
+            model.optimize_parameters(settings.warmup + step + 1)
             _synchronize(device)
             latencies.append((time.perf_counter() - start) * 1e3)
     process_peak = _peak_rss_bytes()  # VmHWM only grows: the whole run's peak
