@@ -230,3 +230,20 @@ def test_no_module_of_the_package_rewrites_sys_path():
     offenders = [str(path.relative_to(REPO)) for path in (REPO / 'esc').rglob('*.py')
                  if 'sys.path' in path.read_text()]
     assert offenders == []
+
+
+def test_validation_images_go_to_tensorboard(tmp_path):
+    """The first ``val.tb_images`` SR images of each validation set are in the run's tensorboard events, as images."""
+    from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
+
+    opt = train_options('pictures', total_iter=2)
+    opt['val'].update(val_freq=2, tb_images=1)
+    result = run([TRAIN, '-opt', str(write(tmp_path / 'o.yml', opt))], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = EventAccumulator(str(tmp_path / 'tb_logger' / 'pictures'), size_guidance={IMAGES: 0})
+    events.Reload()
+    tags = events.Tags()['images']
+    assert tags == ['images/skimage_coffee/coffee']
+    shown = events.Images(tags[0])
+    assert [image.step for image in shown] == [2, 2]  # the validation at iteration 2 and the one after training
+    assert (shown[0].width, shown[0].height) == (48, 48)  # the SR image, at the size of coffee's HR crop (max_size)

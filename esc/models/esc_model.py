@@ -38,11 +38,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from basicsr.models.sr_model import SRModel
-from basicsr.utils import get_root_logger
+from basicsr.metrics import calculate_metric
+from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor, nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
+from tqdm import tqdm
 
 from esc.archs.attention import describe_attention
 from esc.archs.layers import pad_to_multiple
@@ -55,6 +57,8 @@ from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
 
 NONFINITE_MODES = ('stop', 'skip')
+DEFAULT_TB_IMAGES = 3
+"""``val.tb_images``: SR images per validation set shown in tensorboard during training."""
 DEFAULT_MAX_SKIPS = 10
 """``train.nonfinite_max_skips``: non-finite steps in a row that ``nonfinite_loss: skip`` skips before stopping."""
 
@@ -335,6 +339,56 @@ class ESCModel(SRModel):
         get_root_logger().info(f'Loading {type(net).__name__} from {load_path} [{param_key}].')
         net.load_state_dict(state_dict, strict=strict)
 
+    def nondist_validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool) -> None:
+        """Evaluate every image of ``dataloader`` (:meth:`test`), score it with ``val.metrics``, save it where asked
+        (``val.save_img``) and, during training with tensorboard on, show the first ``val.tb_images`` SR images of
+        each set there (default 3), so that a run's progress can be looked at as well as read."""
+        val_opt = self.opt['val']
+        dataset_name = dataloader.dataset.opt['name']
+        metrics = val_opt.get('metrics') or {}
+        if metrics:
+            self._initialize_best_metric_results(dataset_name)
+        self.metric_results = {name: 0.0 for name in metrics}
+        shown = int(val_opt.get('tb_images', DEFAULT_TB_IMAGES)) if tb_logger is not None else 0
+        bar = tqdm(total=len(dataloader), unit='image') if val_opt.get('pbar', False) else None
+        count = 0
+        for index, data in enumerate(dataloader):
+            image_name = osp.splitext(osp.basename(data['lq_path'][0]))[0]
+            self.feed_data(data)
+            self.test()
+            visuals = self.get_current_visuals()
+            scored = {'img': tensor2img([visuals['result']])}
+            if 'gt' in visuals:
+                scored['img2'] = tensor2img([visuals['gt']])
+                del self.gt
+            del self.lq, self.output
+            if save_img:
+                imwrite(scored['img'], self._visualization_path(dataset_name, image_name, current_iter))
+            if index < shown:
+                tb_logger.add_image(f'images/{dataset_name}/{image_name}', scored['img'][..., ::-1].copy(),
+                                    current_iter, dataformats='HWC')  # BGR to RGB
+            for name, metric in metrics.items():
+                self.metric_results[name] += calculate_metric(scored, metric)
+            count += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_description(f'Test {image_name}')
+        if bar is not None:
+            bar.close()
+        if metrics:
+            for name in self.metric_results:
+                self.metric_results[name] /= max(count, 1)
+                self._update_best_metric_result(dataset_name, name, self.metric_results[name], current_iter)
+            self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+    def _visualization_path(self, dataset_name: str, image_name: str, current_iter: Any) -> str:
+        """Where a validation image goes: ``<image>/<image>_<iter>.png`` in training, ``<set>/<image>_<suffix or
+        name>.png`` in testing (basicsr's layout, which the README's paths follow)."""
+        folder = self.opt['path']['visualization']
+        if self.opt['is_train']:
+            return osp.join(folder, image_name, f'{image_name}_{current_iter}.png')
+        return osp.join(folder, dataset_name, f"{image_name}_{self.opt['val'].get('suffix') or self.opt['name']}.png")
+
     def test(self) -> None:
         """Super-resolve ``self.lq``, whole or in overlapping tiles (``val.tile`` and ``val.tile_overlap``,
         in LR pixels; e.g. ``--force_yml val:tile=256`` for Urban100/Manga109 on a small GPU or the CPU)."""
@@ -443,4 +497,4 @@ class ESCModel(SRModel):
 
 MODEL_KEYS['ESCModel'] = {'train': {'nonfinite_loss': STR, 'nonfinite_max_skips': INT, **AMP_KEYS},
                           'val': {'pad_to_multiple': optional(INT), 'tile': optional(INT), 'tile_overlap': INT,
-                                  **AMP_KEYS}}
+                                  'tb_images': INT, **AMP_KEYS}}

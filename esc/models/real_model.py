@@ -99,9 +99,17 @@ class _DegradationsOnDevice:
         super()._dequeue_and_enqueue()
 
 
-class _QueueInTrainingState:
+class _RealWorldTraining:
     """First in the MRO: ESCModel's per-process training state plus the training-pair queue, so that a resumed
-    run mixes the same degraded pairs as an uninterrupted one."""
+    run mixes the same degraded pairs as an uninterrupted one; validation on the validation set's own LR images
+    (the degradations are for training batches only)."""
+
+    def nondist_validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool) -> None:
+        was_training, self.is_train = self.is_train, False
+        try:
+            super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
+        finally:
+            self.is_train = was_training
 
     def rank_training_state(self) -> Dict[str, Any]:
         state = super().rank_training_state()
@@ -118,14 +126,14 @@ class _QueueInTrainingState:
 
 
 @MODEL_REGISTRY.register()
-class ESCRealESRNetModel(_QueueInTrainingState, ESCModel, _DegradationsOnDevice, RealESRNetModel):
+class ESCRealESRNetModel(_RealWorldTraining, ESCModel, _DegradationsOnDevice, RealESRNetModel):
     """The L1 ("MSE") stage of ESC-Real: RealESRNet training of an ESC network."""
 
     required_options = ('gt_usm',)
 
 
 @MODEL_REGISTRY.register()
-class ESCRealESRGANModel(_QueueInTrainingState, ESCModel, _DegradationsOnDevice, RealESRGANModel):
+class ESCRealESRGANModel(_RealWorldTraining, ESCModel, _DegradationsOnDevice, RealESRGANModel):
     """The GAN stage of ESC-Real: RealESRGAN training (L1 + VGG perceptual + U-Net discriminator). Under
     ``use_amp`` the generator and its losses run in bf16 and the discriminator in fp32; fp16 training is refused.
     basicsr's ``ldl_opt`` (LDL artefact maps) is not supported: the option is refused."""
