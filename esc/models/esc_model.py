@@ -1,8 +1,22 @@
-"""``ESCModel``: basicsr's SRModel with what ESC training and evaluation need on top.
+"""``ESCModel``: ESC's training step and evaluation on basicsr's SRModel (networks, losses, optimizers, schedulers).
 
+- the training step is :meth:`ESCModel.optimize_parameters`, one optimizer step read top to bottom (micro-batches,
+  autocast, finite check, scaled backward, step, EMA); subclasses change only the losses
+  (:meth:`ESCModel.training_losses`) or, for two networks, reuse its pieces (:mod:`esc.models.real_model`);
+- gradient accumulation, so that the batch of an optimizer step is the same on any number of GPUs
+  (``datasets.train.total_batch_size``, :mod:`esc.utils.batch`): each iteration's batch is split into
+  micro-batches, DDP synchronises the last one's gradients only, and each micro-batch's loss is divided by their
+  number (the mean over the whole batch); the learning-rate schedule, the warm-up and checkpoints count
+  iterations, which are optimizer steps;
+- a non-finite loss never reaches the weights: training stops with a line naming the iteration and the loss term,
+  or skips the step (``train.nonfinite_loss: stop | skip``, at most ``train.nonfinite_max_skips`` in a row), on
+  every rank together; weights with non-finite values are saved only with an error line saying so;
+- mixed precision, ``torch.compile`` and channels-last for training and evaluation (``use_amp``, ``amp_bf16``,
+  ``use_compile``, ``use_channels_last`` in ``train`` and ``val``; :mod:`esc.models.amp`);
 - evaluation pads the LR input by reflection to a multiple of ``val.pad_to_multiple`` (the
   official evaluation uses the window size, 32) and crops the output back to ``scale``×; large
-  images can be evaluated in overlapping tiles (``val.tile``) to bound memory;
+  images can be evaluated in overlapping tiles (``val.tile``) to bound memory; validation during training shows
+  the first ``val.tb_images`` SR images of each set in tensorboard;
 - any ``torch.optim`` optimizer (the official recipe uses AdamW);
 - DistributedDataParallel also on CPU (gloo), where basicsr assumes a CUDA device;
 - pretrained weights load with one-line errors (missing file, missing ``param_key_g``, a
@@ -11,19 +25,10 @@
   a save never leaves a truncated file behind; network weights as ``.pth`` or, with
   ``logger.weights_format: safetensors``, as safetensors files that carry the network options and scale
   (:mod:`esc.utils.checkpoint`);
-- a non-finite loss never reaches the weights: training stops with a line naming the iteration and
-  the loss term, or skips the step (``train.nonfinite_loss: stop | skip``), on every rank together;
 - training states carry every rank's random-generator states (and what a subclass adds, see
   :meth:`ESCModel.rank_training_state`), restored on resume, so that with
   :mod:`esc.data.resumable` a resumed run continues exactly as an uninterrupted one; only the newest
-  ``logger.keep_last`` states (and the weights they need) are kept, pruned after the new one is complete;
-- mixed precision, ``torch.compile`` and channels-last for training and evaluation (``use_amp``, ``amp_bf16``,
-  ``use_compile``, ``use_channels_last`` in ``train`` and ``val``; :mod:`esc.models.amp`);
-- gradient accumulation, so that the batch of an optimizer step is the same on any number of GPUs
-  (``datasets.train.total_batch_size``, :mod:`esc.utils.batch`): each iteration's batch is split into
-  micro-batches, DDP synchronises the last one's gradients only, the summed gradients are divided by the
-  number of micro-batches before the (one) optimizer step and EMA update; the learning-rate schedule, the
-  warm-up and checkpoints count iterations, which are optimizer steps.
+  ``logger.keep_last`` states (and the weights they need) are kept, pruned after the new one is complete.
 """
 from __future__ import annotations
 
