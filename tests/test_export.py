@@ -15,7 +15,7 @@ from esc.errors import ESCError
 from esc.export import (DEFAULT_TOLERANCE, example_input, export, export_onnx, fold_for_export, main, onnx_runner,
                         per_sample_depthwise_3x3)
 from esc.upscaler import DTYPES
-from tests.conftest import REPO
+from tests.conftest import REPO, load_script
 from tests.test_networks import randomise, small
 
 ONNXRUNTIME = 'onnxruntime (and onnx, onnxscript) are optional: pip install -e .[export]'
@@ -220,3 +220,32 @@ def test_official_layout_esc_x2_exports_and_reproduces_the_reference(reference):
     data = export_onnx(fold_for_export(net), example_input(window))
     assert ref['input'].shape[-2] % window and ref['input'].shape[-1] % window  # not the traced size either
     assert (onnx_runner(data)(ref['input']) - ref['output']).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--size', '12'], "error: --size: '12' is not HxW (e.g. 180x320)"),
+    (['--size', '1000x90'], 'error: --size: 1000x90 is larger than the image (400x600)'),
+    (['--repeats', '0'], 'error: --repeats: 0; give 1 or more'),
+])
+def test_onnx_benchmark_bad_inputs_are_one_line_errors(capsys, args, message):
+    benchmark = load_script('onnx_vs_pytorch')
+    with pytest.raises(SystemExit) as exit_:
+        benchmark.main(args)
+    assert exit_.value.code == 2 and capsys.readouterr().err.strip() == message
+
+
+@pytest.mark.slow
+def test_onnx_benchmark_prints_both_engines_on_one_image(checkpoint, capsys):
+    """scripts/onnx_vs_pytorch.py: one run, one image, both engines timed and their outputs compared."""
+    _onnx_modules()
+    path, _ = checkpoint
+    benchmark = load_script('onnx_vs_pytorch')
+    with pytest.raises(SystemExit) as exit_:
+        benchmark.main(['--model', str(path), '--size', '20x28', '--repeats', '2', '--threads', '1'])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert exit_.value.code == 0
+    assert lines[0].startswith('CPU: ') and ', 1 threads; torch ' in lines[0] and 'onnxruntime ' in lines[0]
+    assert lines[1].startswith(f'ESC (custom) x2 from {path}; LR 20x28 of coffee; fp32; load average ')
+    assert lines[3].startswith('onnxruntime: median ') and lines[4].startswith('PyTorch (esc.load_model): median ')
+    assert all(line.endswith(' over 2 runs') for line in lines[3:5])
+    assert float(lines[5].rsplit('largest output difference ', 1)[1]) <= 1e-4
