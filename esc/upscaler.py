@@ -23,11 +23,11 @@ from torch import Tensor, nn
 
 from esc.archs.attention import describe_attention
 from esc.archs.esc_arch import NETWORKS, VARIANTS
-from esc.archs.flashbias import bias_ranks, query_factors
+from esc.archs.flashbias import bias_ranks, network_layout, query_factors
 from esc.archs.lte_arch import VARIANTS as LTE_VARIANTS, check_scale
 from esc.errors import ESCError
 from esc.utils.checkpoint import read_checkpoint
-from esc.utils.checkpoint_checks import check_against_network, check_weights, tensor_shape
+from esc.utils.checkpoint_checks import check_against_network, check_option_bounds, check_weights, tensor_shape
 from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
 DEVICES = ('auto', 'cpu', 'cuda')
@@ -325,6 +325,8 @@ def load_model(path: str, scale: Optional[float] = None, arch: Optional[str] = N
     detected.update(options)
     config = dict(detected)
     network = NETWORKS[config.pop('type')]
+    check_option_bounds(config, source)
+    state_dict = network_layout(network, config, state_dict)  # FlashBias: earlier factor names, tables factorised
     check_against_network(network, config, state_dict, source, f'{variant_name(detected)}{scale_text}')
     try:
         net = network(**config)

@@ -358,7 +358,7 @@ def test_hostile_checkpoints_are_one_line_naming_the_key_before_a_network_is_bui
             esc.load_model(str(tmp_path / name), device='cpu')
         message = str(info.value)
         assert message.startswith(f'model: {tmp_path / name}: ') and reason in message, message
-        assert built in ([], ['meta']), (name, built)  # at most the shape check, on the meta device
+        assert set(built) <= {'meta'}, (name, built)  # only shape checks, on the meta device: no memory
         built.clear()
         status, stdout, stderr = command(capsys, '-i', tmp_path / 'a.png', '-o', tmp_path / 'out', '--model',
                                          tmp_path / name)
