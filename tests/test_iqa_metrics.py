@@ -155,3 +155,150 @@ def test_without_pyiqa_the_metric_says_how_to_install_it(monkeypatch, tmp_path):
                                        r'\(pip install -e "\.\[iqa\]"\)$'):
         no_reference.check_metric_options({'type': 'calculate_clipiqa'}, 'val.metrics.clipiqa')
     no_reference.check_metric_options({'type': 'calculate_niqe'}, 'val.metrics.niqe')  # not a pyiqa metric
+
+
+# --- LPIPS, DISTS and FID (esc.metrics.full_reference) ---------------------------------------------------------------
+@pytest.fixture(scope='session')
+def full_reference_files(tmp_path_factory):
+    """Weight files in the published layouts with random weights, written once: torchvision's ImageNet AlexNet and
+    VGG16 (their convolutional features: the classifiers pyiqa drops are left out, as the loader allows), pyiqa's
+    LPIPS linear layers and DISTS alpha/beta, and the FID Inception. Returns {name: path}."""
+    import torchvision
+    from esc.metrics.offline import LocalWeights
+    from pyiqa.archs import inception
+    from pyiqa.archs.lpips_arch import LPIPS
+
+    root = tmp_path_factory.mktemp('iqa_full_reference')
+    torch.manual_seed(0)
+    files = {name: root / f'{name}.pth' for name in ('alexnet', 'vgg16', 'lpips', 'dists', 'dists_other', 'fid',
+                                                      'fid_other')}
+    for name, constructor in (('alexnet', torchvision.models.alexnet), ('vgg16', torchvision.models.vgg16)):
+        features = {k: v for k, v in constructor(weights=None).state_dict().items() if k.startswith('features.')}
+        torch.save(features, files[name])
+    with pyiqa_offline(local_weights={'alexnet': LocalWeights(str(files['alexnet']), 'alexnet', 'AlexNet',
+                                                              ('classifier.',))}):
+        lpips = LPIPS(pretrained=False, net='alex', version='0.1')
+    with torch.no_grad():
+        for parameter in lpips.parameters():  # lin<i> and lins.<i> are one module under two names
+            parameter.uniform_()
+    torch.save({k: v for k, v in lpips.state_dict().items() if k.startswith('lin')}, files['lpips'])
+    for name in ('dists', 'dists_other'):
+        torch.save({'alpha': torch.rand(1, 1475, 1, 1) * 0.1, 'beta': torch.rand(1, 1475, 1, 1) * 0.1}, files[name])
+    original = inception.load_pretrained_network
+    inception.load_pretrained_network = lambda *args, **kwargs: None  # an untrained FID Inception to randomise
+    try:
+        for name in ('fid', 'fid_other'):
+            network = inception.fid_inception_v3()
+            with torch.no_grad():  # He-initialised convolutions: features that tell images apart
+                for module in network.modules():
+                    if isinstance(module, torch.nn.Conv2d):
+                        torch.nn.init.kaiming_normal_(module.weight)
+            torch.save(network.state_dict(), files[name])
+    finally:
+        inception.load_pretrained_network = original
+    return files
+
+
+@pytest.mark.parametrize('metric', ['lpips', 'dists'])
+def test_lpips_and_dists_read_their_two_local_files_and_compare_with_the_ground_truth(metric, full_reference_files,
+                                                                                       offline):
+    from esc.metrics import full_reference
+
+    full_reference._cached_network.cache_clear()
+    backbone = str(full_reference_files['alexnet' if metric == 'lpips' else 'vgg16'])
+    weights = str(full_reference_files[metric])
+    gt = sr_image(64)
+    sr = cv2.GaussianBlur(gt, (5, 5), 2)
+    options = {'type': f'calculate_{metric}', 'weights': weights, 'backbone_weights': backbone, 'crop_border': 2}
+    same = calculate_metric({'img': gt, 'img2': gt}, options)
+    blurred = calculate_metric({'img': sr, 'img2': gt}, options)
+    assert same == pytest.approx(0, abs=1e-6) and blurred > same  # a distance to the ground truth
+    network = full_reference.build_network(metric, weights, backbone)
+    saved = torch.load(weights, weights_only=True)
+    for key, value in saved.items():  # pyiqa's file is what is loaded, the backbone from torchvision's
+        assert torch.equal(network.state_dict()[key], value), key
+    first_conv = 'net.slice1.0.weight' if metric == 'lpips' else 'stage1.0.weight'
+    assert torch.equal(network.state_dict()[first_conv], torch.load(backbone, weights_only=True)['features.0.weight'])
+    if metric == 'dists':
+        other = dict(options, weights=str(full_reference_files['dists_other']))
+        assert calculate_metric({'img': sr, 'img2': gt}, other) != blurred
+    full_reference._cached_network.cache_clear()
+
+
+def test_full_reference_files_missing_or_of_another_network_are_one_line(full_reference_files, tmp_path):
+    from esc.metrics import check_metric_options, full_reference
+
+    with pytest.raises(ESCError) as info:
+        check_metric_options({'type': 'calculate_lpips', 'backbone_weights': str(full_reference_files['alexnet'])},
+                             'val.metrics.lpips')
+    message = str(info.value)
+    assert message.startswith('val.metrics.lpips.weights: no such file '
+                              'experiments/pretrained_models/iqa/LPIPS_v0.1_alex-df73285e.pth')
+    assert 'published at https://huggingface.co/chaofengc/IQA-PyTorch-Weights/blob/main/LPIPS_v0.1_alex-df73285e.pth' \
+        in message and '\n' not in message
+    with pytest.raises(ESCError, match=r'^val\.metrics\.dists\.backbone_weights: no such file nowhere/vgg\.pth .*'
+                                       r'vgg16-397923af\.pth.*published at https://download\.pytorch\.org/models/'):
+        check_metric_options({'type': 'calculate_dists', 'weights': str(full_reference_files['dists']),
+                              'backbone_weights': 'nowhere/vgg.pth'}, 'val.metrics.dists')
+    with pytest.raises(ESCError, match=r'^val\.metrics\.lpips\.backbone_weights: .*vgg16\.pth does not hold '
+                                       r"torchvision's ImageNet AlexNet weights") as info:
+        full_reference.build_network('lpips', str(full_reference_files['lpips']), str(full_reference_files['vgg16']))
+    assert '\n' not in str(info.value)
+    with pytest.raises(ESCError, match=r'^val\.metrics\.dists\.weights: .*lpips\.pth does not hold DISTS weights'):
+        full_reference.build_network('dists', str(full_reference_files['lpips']), str(full_reference_files['vgg16']))
+    with pytest.raises(ESCError, match=r'^val\.metrics\.lpips: LPIPS \(AlexNet, v0\.1\) compares the SR image with its '
+                                       r'ground truth; this dataset has none'):
+        calculate_metric({'img': sr_image(32), 'img2': None},
+                         {'type': 'calculate_lpips', 'weights': str(full_reference_files['lpips']),
+                          'backbone_weights': str(full_reference_files['alexnet'])})
+
+
+def test_lpips_and_dists_are_option_file_metrics():
+    opt = yaml.safe_load((REPO / 'options/test/ESC_Real/test_ESC_Real_X4_RealSR.yml').read_text())
+    validate_options(opt, is_train=False)
+    assert {m['type'] for m in opt['val']['metrics'].values()} == {'calculate_psnr', 'calculate_ssim',
+                                                                   'calculate_lpips', 'calculate_dists'}
+    readme = (REPO / 'README.md').read_text()
+    from esc.metrics import full_reference
+    for spec in full_reference.METRICS.values():  # the README says where each file goes and where it is published
+        for file in (spec.weights, spec.backbone):
+            if file is not None:
+                assert file.name in readme and file.published_at in readme, file.name
+
+
+def image_folders(root):
+    """Two folders of four 48×48 images: flat grey levels and noise."""
+    rng = np.random.default_rng(0)
+    flat, noisy = root / 'flat', root / 'noisy'
+    for folder in (flat, noisy):
+        folder.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(flat / f'{i}.png'), np.full((48, 48, 3), 40 * i + 30, dtype=np.uint8))
+        cv2.imwrite(str(noisy / f'{i}.png'), rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    return flat, noisy
+
+
+def test_fid_weight_file_missing_or_of_another_network_is_one_line(full_reference_files, tmp_path):
+    from esc.metrics.full_reference import fid_between_folders
+
+    flat, noisy = image_folders(tmp_path)
+    with pytest.raises(ESCError, match=r'^--fid-weights: no such file nowhere\.pth .*pt_inception-2015-12-05-6726825d'
+                                       r'\.pth.*published at '):
+        fid_between_folders(str(flat), str(noisy), 'nowhere.pth', device='cpu')
+    with pytest.raises(ESCError, match=r'^--fid-weights: .*dists\.pth does not hold FID \(the FID Inception\) weights'):
+        fid_between_folders(str(flat), str(noisy), str(full_reference_files['dists']), device='cpu')
+    with pytest.raises(ESCError, match=r'^FID: .*empty is not a folder of images'):
+        (tmp_path / 'empty').mkdir()
+        fid_between_folders(str(flat), str(tmp_path / 'empty'), str(full_reference_files['fid']), device='cpu')
+
+
+@pytest.mark.slow
+def test_fid_between_folders_reads_the_local_inception(full_reference_files, offline, tmp_path):
+    """pyiqa's FID over two folders with the FID Inception from the local file: distinct sets score above zero,
+    and another file's Inception scores otherwise (minutes here: the square root of a 2048×2048 matrix, twice)."""
+    from esc.metrics.full_reference import fid_between_folders
+
+    flat, noisy = image_folders(tmp_path)
+    apart = fid_between_folders(str(flat), str(noisy), str(full_reference_files['fid']), device='cpu')
+    other = fid_between_folders(str(flat), str(noisy), str(full_reference_files['fid_other']), device='cpu')
+    assert apart > 1e-3 and other > 1e-3 and abs(other - apart) > 1e-3 * apart

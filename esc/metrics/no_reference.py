@@ -93,7 +93,7 @@ def check_metric_options(metric_options: Mapping[str, Any], option: str) -> None
         return
     if metric_options.get('device', 'auto') not in DEVICES:
         raise ESCError(f"{option}.device: must be one of {', '.join(DEVICES)}, got {metric_options['device']!r}")
-    _require_pyiqa(option)
+    require_pyiqa(option)
     path = weights_path(metric, metric_options.get('weights'))
     if not osp.isfile(path):
         raise ESCError(missing_weights_message(metric, path, f'{option}.weights'))
@@ -104,7 +104,8 @@ def _metric_of_type(metric_type: Any) -> Optional[str]:
     return name[len('calculate_'):] if name.startswith('calculate_') and name[len('calculate_'):] in METRICS else None
 
 
-def _require_pyiqa(option: str) -> None:
+def require_pyiqa(option: str) -> None:
+    """A one-line ESCError (prefixed by ``option``) saying how to install pyiqa where it is missing."""
     try:
         found = importlib.util.find_spec('pyiqa') is not None
     except ValueError:  # in sys.modules as None: blocked
@@ -145,7 +146,8 @@ def _cached_network(metric: str, path: str, device: str) -> nn.Module:
     return build_network(metric, path, device)
 
 
-def _resolve_device(device: str) -> str:
+def resolve_device(device: str) -> str:
+    """A metric's ``device`` option: 'auto' is CUDA where available, else the CPU."""
     if device not in DEVICES:
         raise ESCError(f"device: must be one of {', '.join(DEVICES)}, got {device!r}")
     return ('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device
@@ -162,7 +164,7 @@ def score_image(metric: str, img: np.ndarray, crop_border: int = 0, weights: Opt
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     rgb = np.ascontiguousarray(image[..., 2::-1], dtype=np.float32) / 255.
-    device = _resolve_device(device)
+    device = resolve_device(device)
     network = _cached_network(metric, osp.abspath(weights_path(metric, weights)), device)
     tensor = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).clamp(0, 1).to(device)
     with torch.no_grad():

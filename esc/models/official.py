@@ -1,7 +1,7 @@
 """The official repository's model names, so that its option files run here with ``model_type`` unchanged.
 
 The official ESC code trains and tests through three basicsr models of its own; each is, in what it does, one of
-this project's, and is registered here under the official name as a subclass that adds nothing:
+this project's, and is registered here under the official name as a subclass:
 
 - ``ESRModel`` (every bicubic option file, the FlashBias ones included): basicsr's SRModel with EMA weights, a
   linear warm-up, AdamW and window padding at test time; here :class:`~esc.models.esc_model.ESCModel`.
@@ -13,11 +13,14 @@ this project's, and is registered here under the official name as a subclass tha
 
 A subclass, not a second registration of the same class: basicsr logs and names the model by its class, so a run
 says which name its option file used, and the option checks (:mod:`esc.utils.options`) read the keys of every class
-in the method resolution order, so each official name accepts exactly the options of the model it stands for.
+in the method resolution order, so each official name accepts the options of the model it stands for. The one thing
+a subclass adds is the official evaluation: the official models reflect-pad the LR image to a multiple of the
+window inside their test step, which this project's models do when ``val.pad_to_multiple`` says so; the official
+names set it to ``network_g.window_size`` where the file leaves it out (:class:`OfficialEvaluation`).
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict
 
 from basicsr.utils.registry import MODEL_REGISTRY
 
@@ -26,13 +29,23 @@ from esc.models.real_model import ESCRealESRGANModel, ESCRealESRNetModel
 from esc.utils.options import MODEL_KEYS
 
 
+class OfficialEvaluation:
+    """Evaluate as the official models do: ``val.pad_to_multiple`` defaults to the network's window size."""
+
+    def __init__(self, opt: Dict[str, Any]) -> None:
+        val, window = opt.get('val'), (opt.get('network_g') or {}).get('window_size')
+        if isinstance(val, dict) and isinstance(window, int) and val.get('pad_to_multiple') is None:
+            val['pad_to_multiple'] = window
+        super().__init__(opt)
+
+
 @MODEL_REGISTRY.register()
-class ESRModel(ESCModel):
+class ESRModel(OfficialEvaluation, ESCModel):
     """The official ``model_type: ESRModel`` (bicubic SR, FlashBias fine-tuning and testing): :class:`ESCModel`."""
 
 
 @MODEL_REGISTRY.register()
-class RealHATMSEModel(ESCRealESRNetModel):
+class RealHATMSEModel(OfficialEvaluation, ESCRealESRNetModel):
     """The official ``model_type: RealHATMSEModel`` (ESC-Real's L1 stage): :class:`ESCRealESRNetModel`."""
 
 
@@ -42,7 +55,7 @@ official name accepts it (checked as an optimizer), this project's ESCRealESRNet
 
 
 @MODEL_REGISTRY.register()
-class RealHATGANModel(ESCRealESRGANModel):
+class RealHATGANModel(OfficialEvaluation, ESCRealESRGANModel):
     """The official ``model_type: RealHATGANModel`` (ESC-Real's GAN stage): :class:`ESCRealESRGANModel`."""
 
 
