@@ -25,15 +25,16 @@ import json
 import os
 import os.path as osp
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-if sys.path and osp.abspath(sys.path[0]) == osp.dirname(osp.abspath(__file__)):
-    # run as a script: import the `esc` package, not the folder esc/ itself, first
-    sys.path[0] = osp.dirname(osp.dirname(osp.abspath(__file__)))
+try:
+    import esc  # noqa: F401
+except ModuleNotFoundError as missing:  # `python esc/evaluate_run.py` in a checkout that was never installed
+    sys.exit('error: the esc package is not installed: run `pip install -e .` in the checkout first'
+             if missing.name == 'esc' else f'error: {missing}')
 
 import yaml  # noqa: E402
 
@@ -196,6 +197,17 @@ def complexity_of(network: Dict[str, Any], scale: int) -> Tuple[int, float]:
     return round(count_parameters(net) / 1e3), count_flops(net, scale) / 1e9
 
 
+def run_test(argv: List[str]) -> int:
+    """esc/test.py with ``argv``, in this process; its exit status (2 with its one line for bad input)."""
+    from esc.test import test  # the test loop (registers ESC with basicsr): imported only when there is work
+
+    try:
+        return test(argv)
+    except ESCError as exc:
+        print(f'error: {exc}', file=sys.stderr, flush=True)
+        return 2
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('run', metavar='RUN', help='the run folder (experiments/<name>) or its name')
@@ -243,10 +255,9 @@ def run(argv: Sequence[str]) -> int:
                              'param_key_g': param_key, 'strict_load_g': True}}
         options_written = results / f'{evaluation}.yml'
         options_written.write_text(yaml.safe_dump(test_opt, sort_keys=False))
-        command = [sys.executable, str(CHECKOUT / 'esc' / 'test.py'), '-opt', str(options_written)]
         print(f'Running: python esc/test.py -opt {options_written}  ({", ".join(d["name"] for d in remaining.values())})',
               flush=True)
-        status = subprocess.run(command).returncode
+        status = run_test(['-opt', str(options_written)])
         scores.update(scores_in(results / evaluation))
         save_scores(state_file, identity, scores)
     if status != 0:

@@ -15,10 +15,9 @@ from typing import Optional, Sequence
 
 try:
     import esc.compat  # noqa: F401  (registers ESC's networks, models, datasets and metrics with basicsr)
-except ModuleNotFoundError as missing:  # `python esc/test.py` from a checkout that was never installed
-    if missing.name != 'esc':
-        raise
-    sys.exit('error: the esc package is not installed: run `pip install -e .` in the checkout first')
+except ModuleNotFoundError as missing:  # `python esc/test.py` in a checkout that was never installed
+    sys.exit('error: the esc package is not installed: run `pip install -e .` in the checkout first'
+             if missing.name == 'esc' else f'error: {missing}')
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402

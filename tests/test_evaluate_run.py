@@ -109,20 +109,14 @@ def test_the_default_test_options_are_the_table2_benchmarks(tmp_path, monkeypatc
     assert code == 2 and err.startswith('error: --param-key') and 'params' in err
 
 
-def test_weights_without_ema_are_named_as_params_and_the_variant_is_read_off_the_checkpoint(tmp_path, monkeypatch,
-                                                                                             capsys):
+def test_weights_without_ema_are_named_as_params(tmp_path, monkeypatch, capsys):
     """A run whose checkpoint holds only ``params`` (EMA off) is evaluated on them and says so in its first line, its
-    table, its result names and its test log; an ESC-light checkpoint gets the paper's ESC-light row although the
-    run's name says nothing of the variant."""
-    from esc.archs import build_variant
-
+    table, its result names and its test log."""
     models = tmp_path / 'experiments' / 'my_first_run' / 'models'
     models.mkdir(parents=True)
-    net = build_variant('ESC-light', 2)
-    torch.save({'params': net.state_dict()}, models / 'net_g_latest.pth')
-    network = {'type': 'ESC', 'n_blocks': 3, 'upscaling_factor': 2}
+    torch.save({'params': build_network(dict(TINY_NET)).state_dict()}, models / 'net_g_latest.pth')
     (models.parent / 'train_my_first_run.yml').write_text(yaml.safe_dump(
-        {'name': 'my_first_run', 'scale': 2, 'network_g': network, 'datasets': {'train': {'name': 'DIV2K'}}}))
+        {'name': 'my_first_run', 'scale': 2, 'network_g': dict(TINY_NET), 'datasets': {'train': {'name': 'DIV2K'}}}))
     options = write(tmp_path / 'test.yml', fake_benchmarks(tmp_path))
     monkeypatch.chdir(tmp_path)
 
@@ -140,5 +134,20 @@ def test_weights_without_ema_are_named_as_params_and_the_variant_is_read_off_the
     assert yaml.safe_load((results / 'my_first_run_latest_params.yml').read_text())['path']['param_key_g'] == 'params'
     log = next((results / 'my_first_run_latest_params').glob('test_*.log')).read_text()
     assert 'my_first_run/models/net_g_latest.pth [params]' in log
-    rows = [line.split(' | ')[0] for line in out.splitlines() if line.startswith('| ESC-light')]
-    assert rows == ['| ESC-light (DIV2K)', '| ESC-light (paper)', '| ESC-light (ours − paper)']
+
+
+def test_the_paper_row_follows_the_variant_read_off_the_checkpoint(tmp_path):
+    """An ESC-light checkpoint gets the paper's ESC-light row whatever the run is called; a network that is no
+    named variant gets none; --variant still decides where given."""
+    from esc.archs import build_variant
+
+    path = tmp_path / 'net_g_latest.pth'
+    torch.save({'params': build_variant('ESC-light', 2).state_dict()}, path)
+    detected = evaluate_run.detected_variant(path, 'params', {'type': 'ESC', 'n_blocks': 3})
+    assert detected == 'ESC-light'
+    assert evaluate_run.table_key('my_first_run', 2, None, detected, 'DIV2K') == ('ESC-light', 2, 'DIV2K')
+    assert evaluate_run.table_key('my_first_run', 2, None, detected, 'DFLIP') == ('ESC-light', 2, 'DFLIP')
+    assert evaluate_run.table_key('my_first_run', 2, 'ESC', detected, None) == ('ESC', 2, 'DIV2K')
+    torch.save({'params': build_network(dict(TINY_NET)).state_dict()}, path)
+    assert evaluate_run.detected_variant(path, 'params', dict(TINY_NET)) is None
+    assert evaluate_run.table_key('my_first_run', 2, None, None, 'DIV2K') == ('my_first_run', 2, '-')

@@ -127,9 +127,11 @@ def start_training(tmp_path: Path, opt: dict, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def finished(proc: subprocess.Popen) -> None:
-    _, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 0, stderr[-3000:]
+def train_to_the_end(tmp_path: Path, opt: dict, *extra: str) -> None:
+    """esc/train.py on ``opt``, in this process (no kill is coming)."""
+    path = write(tmp_path / f'{opt["name"]}.yml', opt)
+    result = run([str(REPO / 'esc/train.py'), '-opt', str(path), *extra], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def training_outcome(experiment: Path) -> dict:
@@ -160,7 +162,7 @@ def assert_same(a, b, where='', atol: float = 0.0) -> None:
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory):
     root = tmp_path_factory.mktemp('uninterrupted')
-    finished(start_training(root, resumable_options('run')))
+    train_to_the_end(root, resumable_options('run'))
     return training_outcome(root / 'experiments/run')
 
 
@@ -181,7 +183,7 @@ def test_a_killed_run_resumes_exactly(tmp_path, uninterrupted, kill_after):
     assert proc.returncode == -signal.SIGKILL
     assert not (states / '8.state').exists(), 'the run ended before the kill: nothing was resumed'
 
-    finished(start_training(tmp_path, opt, '--auto_resume'))
+    train_to_the_end(tmp_path, opt, '--auto_resume')
     assert_same(training_outcome(tmp_path / 'experiments/run'), uninterrupted)
 
 
@@ -215,7 +217,7 @@ def test_resumable_sampler_skips_what_was_trained_on():
 def test_keep_last_prunes_old_states_after_the_new_one(tmp_path):
     opt = resumable_options('pruned', keep_last=2)
     opt['datasets']['train']['num_worker_per_gpu'] = 0
-    finished(start_training(tmp_path, opt))
+    train_to_the_end(tmp_path, opt)
     experiment = tmp_path / 'experiments/pruned'
     assert sorted(p.name for p in (experiment / 'training_states').iterdir()) == ['6.state', '8.state']
     assert sorted(p.name for p in (experiment / 'models').iterdir()) == [
