@@ -421,3 +421,27 @@ def test_a_terminated_run_leaves_no_temporary_file(tiny, tmp_path):
     assert 'stopped by SIGTERM: done 0, skipped 0; the file in progress was not written' in stderr
     assert 'Traceback' not in stderr
     assert list(out.iterdir()) == []
+
+
+def test_a_camera_mpo_is_its_first_picture_not_a_refused_animation(tiny, tmp_path, capsys):
+    """Cameras store a JPEG with previews after it as MPO (Pillow counts them as frames); the first is the photo."""
+    path, _ = tiny
+    first, preview = Image.fromarray(photo()), Image.fromarray(photo()[::-1].copy())
+    first.save(tmp_path / 'camera.jpg', format='MPO', save_all=True, append_images=[preview], quality=95)
+    with Image.open(tmp_path / 'camera.jpg') as opened:
+        assert opened.format == 'MPO' and opened.n_frames == 2
+        expected = np.asarray(opened.convert('RGB'))
+    assert np.array_equal(load_image(tmp_path / 'camera.jpg').pixels, expected)
+    status, _, stderr = command(capsys, '-i', tmp_path / 'camera.jpg', '-o', tmp_path / 'out', '--model', path)
+    assert status == 0, stderr
+    assert cv2.imread(str(tmp_path / 'out' / 'camera_x2.jpg')).shape == (24, 40, 3)
+
+
+def test_a_colour_profile_a_result_cannot_hold_is_said(tiny, tmp_path, capsys):
+    pytest.importorskip('PIL.ImageCms', reason='Pillow without LittleCMS cannot make a test profile')
+    path, _ = tiny
+    Image.fromarray(photo()).save(tmp_path / 'scan.tif', icc_profile=srgb_profile())
+    status, _, stderr = command(capsys, '-i', tmp_path / 'scan.tif', '-o', tmp_path / 'out', '--model', path)
+    assert status == 0, stderr
+    assert f'note: {tmp_path / "scan.tif"}: its colour profile is not kept in a .tif result' in stderr
+    assert cv2.imread(str(tmp_path / 'out' / 'scan_x2.tif')).shape == (24, 40, 3)
