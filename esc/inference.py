@@ -20,6 +20,7 @@ included, in one line each, goes on with the rest and ends with a summary; the e
 skipped. A single file that fails is one line and exit status 2.
 """
 import argparse
+import contextlib
 import os
 import os.path as osp
 import re
@@ -33,8 +34,6 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set
 if sys.path and osp.abspath(sys.path[0]) == osp.dirname(osp.abspath(__file__)):
     # run as a script: import the `esc` package, not the folder esc/ itself, first
     sys.path[0] = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-import contextlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
