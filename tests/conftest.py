@@ -66,13 +66,12 @@ def demo_weights(tmp_path_factory) -> Path:
     2-core CPU) but without its validations and tensorboard logs, once for the session: the demo test checks that it
     beats bicubic, and the tiling-seam test judges tiles on weights that have learnt something (random ones are far
     less local)."""
-    import subprocess
+    from tests.test_entrypoints import run  # esc/train.py, in this process
 
     root = tmp_path_factory.mktemp('demo')
-    result = subprocess.run([sys.executable, str(REPO / 'esc/train.py'), '-opt',
-                             str(REPO / 'options/demo/train_ESC_light_X2_demo.yml'), '--force_yml', 'val:val_freq=1000',
-                             'logger:save_checkpoint_freq=300', 'logger:use_tb_logger=false'],
-                            cwd=root, capture_output=True, text=True, timeout=1800)
+    result = run([str(REPO / 'esc/train.py'), '-opt', str(REPO / 'options/demo/train_ESC_light_X2_demo.yml'),
+                  '--force_yml', 'val:val_freq=1000', 'logger:save_checkpoint_freq=300', 'logger:use_tb_logger=false'],
+                 root)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / 'experiments/demo_ESC_light_X2/models/net_g_300.pth'
 

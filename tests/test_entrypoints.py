@@ -127,9 +127,9 @@ def test_train_then_test_through_the_entrypoints(tmp_path):
     assert cv2.imread(str(saved[0])).shape == (40, 40, 3)
 
 
-DEMO_MARGIN_DB = 0.15
-"""How far above bicubic (PSNR on Y, border 2, scikit-image's coffee) the demo's ESC-light must end: a margin, not
-the value, which differs across torch builds and CPUs (30.85-30.95 dB measured, bicubic 30.60; README, Demo)."""
+DEMO_PSNR_RANGE = (30.80, 31.00)
+"""Where the README says the demo's ESC-light ends (PSNR on Y, border 2, scikit-image's coffee): the spread measured
+across machines and torch builds (30.85-30.95 dB) with 0.05 dB either side; bicubic is 30.597 everywhere."""
 
 
 def logged_psnr(results: Path, name: str) -> float:
@@ -148,7 +148,7 @@ def test_the_demo_beats_bicubic_and_saves_its_image_where_the_readme_says(demo_w
     bicubic_psnr = logged_psnr(tmp_path / 'results', 'demo_Bicubic_X2')
     demo_psnr = logged_psnr(tmp_path / 'results', 'demo_ESC_light_X2')
     assert abs(bicubic_psnr - 30.597) < 0.01  # bicubic is deterministic: the README's figure
-    assert demo_psnr > bicubic_psnr + DEMO_MARGIN_DB, (demo_psnr, bicubic_psnr)
+    assert DEMO_PSNR_RANGE[0] <= demo_psnr <= DEMO_PSNR_RANGE[1], (demo_psnr, bicubic_psnr)
     image = tmp_path / 'results/demo_ESC_light_X2/visualization/skimage_coffee/coffee_demo_ESC_light_X2.png'
     assert image.is_file() and image.relative_to(tmp_path).as_posix() in (REPO / 'README.md').read_text()
 
