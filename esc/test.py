@@ -24,7 +24,7 @@ import torch.distributed as dist  # noqa: E402
 from basicsr.data import build_dataloader, build_dataset  # noqa: E402
 from basicsr.models import build_model  # noqa: E402
 
-from esc.utils.cli import run_command  # noqa: E402
+from esc.utils.cli import run_loop  # noqa: E402
 from esc.utils.experiment import RunLock, RunLog, environment, prepare_results_folder  # noqa: E402
 from esc.utils.option_file import describe_options, parse_options  # noqa: E402
 
@@ -70,11 +70,7 @@ def test(argv: Sequence[str]) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """``esc-test`` / ``python esc/test.py`` / ``python -m esc.test``."""
-    try:
-        run_command(test, argv)
-    finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+    run_loop(test, argv)
 
 
 if __name__ == '__main__':

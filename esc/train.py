@@ -34,7 +34,7 @@ from basicsr.models import build_model  # noqa: E402
 from esc.data.resumable import create_train_val_dataloader  # noqa: E402
 from esc.utils.batch import training_batch_plan  # noqa: E402
 from esc.utils.checkpoint import load_resume_state  # noqa: E402
-from esc.utils.cli import run_command  # noqa: E402
+from esc.utils.cli import run_loop  # noqa: E402
 from esc.utils.experiment import (RunLock, RunLog, copy_option_file, environment, free_space_note,  # noqa: E402
                                   prepare_training_folders, tensorboard_enabled, tensorboard_folder)
 from esc.utils.option_file import describe_options, parse_options  # noqa: E402
@@ -97,6 +97,10 @@ def train(argv: Sequence[str]) -> int:
             logger.info(message)
         logger.info(f"{training_batch_plan(opt).describe()}\n{describe_options(opt)}")
         logger.info(free_space_note(opt['path']['experiments_root']))
+        if rank == 0 and tensorboard_enabled(opt) and ((opt['logger'].get('wandb') or {}).get('project')):
+            from basicsr.utils import init_wandb_logger  # wandb mirrors the tensorboard logs, as in basicsr's runs
+
+            init_wandb_logger(opt)
         if rank == 0 and tensorboard_enabled(opt):
             from torch.utils.tensorboard import SummaryWriter
 
@@ -163,11 +167,7 @@ def train(argv: Sequence[str]) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """``esc-train`` / ``python esc/train.py`` / ``python -m esc.train``."""
-    try:
-        run_command(train, argv)
-    finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+    run_loop(train, argv)
 
 
 if __name__ == '__main__':

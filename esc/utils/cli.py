@@ -27,3 +27,15 @@ def run_command(run: Callable[[List[str]], int], argv: Optional[Sequence[str]] =
     with one_line_errors():
         status = run(list(sys.argv[1:] if argv is None else argv))
     sys.exit(status)
+
+
+def run_loop(run: Callable[[List[str]], int], argv: Optional[Sequence[str]] = None) -> None:
+    """:func:`run_command` for the training and test loops: the process group a ``--launcher`` started is left
+    however the run ends, so that no rank waits on a dead one."""
+    import torch.distributed as dist
+
+    try:
+        run_command(run, argv)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
