@@ -7,9 +7,10 @@ Each layer's dense (heads, ws², ws²) bias is factorised once by SVD (esc.archs
 ``--rank`` or at the smallest rank keeping the share ``--energy`` of its energy. The command prints per
 layer the rank, the energy kept and the difference of the layer's output against the exact layer on a
 real photograph (``--image``, by default scikit-image's ``coffee``), then the whole network's difference
-(max abs, PSNR). The file written holds ``params`` and ``params_ema`` in this project's FlashBias layout
-(``bias_factor_q``/``bias_factor_k`` per layer), which esc.load_model, esc/inference.py and esc/export.py
-detect; it runs with ``attn_type: flashbias``.
+(max abs, PSNR). The file written holds ``params`` and ``params_ema`` in the official FlashBias layout
+(``flashbias_q``/``flashbias_k`` per layer, as the official ``ESC_DIV2K_FB_R48_X2.pth``), which esc.load_model,
+esc/inference.py, esc/export.py and the official code read; it runs with ``attn_type: flashbias`` (the official
+``FlashBias``) and ``flashbias_rank`` set to the rank printed.
 """
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ def run(argv: Sequence[str]) -> int:
         print(line, flush=True)
     state_dict = factorised.state_dict()
     atomic_torch_save({'params': state_dict, 'params_ema': state_dict}, args.output)
-    print(f'written to {args.output} ({time.perf_counter() - start:.1f} s; attn_type flashbias, bias_rank '
+    print(f'written to {args.output} ({time.perf_counter() - start:.1f} s; attn_type flashbias, flashbias_rank '
           f'{bias_ranks(state_dict)})', flush=True)
     return 0
 

@@ -239,12 +239,12 @@ def test_onnx_export_keeps_the_factors_and_no_dense_bias(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_training_with_factorised_biases_resumes_exactly(tmp_path):
-    """esc/train.py with attn_type flashbias and bias_rank 8 (a minute or two: three training runs)."""
+    """esc/train.py with the official attn_type FlashBias and flashbias_rank 8 (a minute or two: three training runs)."""
     from tests.test_entrypoints import train_options
     from tests.test_reliability import assert_resumes_exactly
 
     opt = train_options('flashbias')
-    opt['network_g'].update(attn_type='flashbias', bias_rank=8)
+    opt['network_g'].update(attn_type='FlashBias', flashbias_rank=8)  # the official spelling
     opt['val'] = None
     del opt['datasets']['val']
     assert_resumes_exactly(tmp_path, opt)
