@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from esc.data.benchmark_prep import prepare_benchmark
 from esc.data.training_prep import LRFolder, crop_positions, extract_subimages, pack_lmdb
 from esc.errors import ESCError
 from tests.conftest import REPO, load_script, shared_path
+from tests.test_entrypoints import run
 
 # Bicubic rows of the SR literature (PSNR dB / SSIM on Y, border = scale).
 PAPER = {
@@ -36,13 +36,6 @@ PSNR_TOL, SSIM_TOL = 0.05, 0.002
 def script_main(name: str):
     """``main`` of scripts/<name>.py, to call in-process (faster than a subprocess)."""
     return load_script(name).main
-
-
-def run_script(name: str, *args: str) -> subprocess.Popen:
-    """Start scripts/<name>.py in a subprocess that imports this checkout's ``esc``."""
-    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')]))}
-    return subprocess.Popen([sys.executable, str(REPO / 'scripts' / f'{name}.py'), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def noise_image(shape: tuple, seed: int) -> np.ndarray:
@@ -126,7 +119,7 @@ def test_uncropped_hr_is_mod_cropped_by_paired_image_dataset(tiny_root):
     np.testing.assert_array_equal(tensor2img(item['gt']), hr[:36, :48])
 
 
-def test_bad_hr_files_fail_in_one_line_naming_the_file(tmp_path):
+def test_bad_hr_files_fail_in_one_line_naming_the_file(tmp_path, capsys):
     truncated, text = tmp_path / 'Truncated' / 'HR', tmp_path / 'Text' / 'HR'
     for folder in (truncated, text):
         folder.mkdir(parents=True)
@@ -134,13 +127,13 @@ def test_bad_hr_files_fail_in_one_line_naming_the_file(tmp_path):
     data = cv2.imencode('.png', noise_image((40, 40, 3), 4))[1].tobytes()
     (truncated / 'half.png').write_bytes(data[:len(data) // 2])
     (text / 'notes.txt').write_text('not an image\n')
-    procs = {  # both at once: each subprocess spends seconds importing torch and basicsr
-        truncated / 'half.png': (run_script('prepare_benchmarks', str(truncated.parent)), 'truncated PNG'),
-        text / 'notes.txt': (run_script('prepare_benchmarks', str(text.parent), '--scales', '2'), 'not an image file'),
-    }
-    for path, (proc, why) in procs.items():
-        _, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 2, stderr
+    main = script_main('prepare_benchmarks')
+    for path, argv, why in ((truncated / 'half.png', [str(truncated.parent)], 'truncated PNG'),
+                            (text / 'notes.txt', [str(text.parent), '--scales', '2'], 'not an image file')):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        stderr = capsys.readouterr().err
+        assert exit_info.value.code == 2, stderr
         assert stderr.startswith(f'error: {path}: {why}') and 'Traceback' not in stderr, stderr
         assert len(stderr.strip().splitlines()) == 1, stderr
 
@@ -300,8 +293,7 @@ def test_bicubic_set5_x2_through_esc_test(prepared, tmp_path):
                                   'dataroot_lq': str(root / 'LR_bicubic' / 'X2')}}
     opt['val']['pbar'] = False
     (tmp_path / 'bicubic.yml').write_text(yaml.safe_dump(opt, sort_keys=False))
-    result = subprocess.run([sys.executable, str(REPO / 'esc/test.py'), '-opt', 'bicubic.yml'], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = run([str(REPO / 'esc/test.py'), '-opt', 'bicubic.yml'], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     log = next((tmp_path / 'results' / 'Bicubic_X2').glob('test_Bicubic_X2_*.log')).read_text()
     psnr = float(re.search(r'Validation Set5\s*\n\s*# psnr: ([\d.]+)', log).group(1))
@@ -357,13 +349,11 @@ def test_missing_folders_and_mismatched_lr_fail_in_one_line(tiny_root, tmp_path)
         'wrong_scale': f'error: {tiny_root / "HR" / "gray.png"}: HR is 31x29, so its x2 LR image should be 15x14, '
                        f'but {tiny_root / "LR_bicubic" / "X3" / "gray.png"} is 10x9; was it made for another scale?',
     }
-    procs = {name: subprocess.Popen([sys.executable, str(REPO / 'esc/test.py'), '-opt',
-                                     str(options(name, 'X2' if name == 'missing' else 'X3'))],
-                                    cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name in runs}
     for name, message in runs.items():
-        _, stderr = procs[name].communicate(timeout=300)
-        assert procs[name].returncode == 2, stderr[-3000:]
+        result = run([str(REPO / 'esc/test.py'), '-opt', str(options(name, 'X2' if name == 'missing' else 'X3'))],
+                     tmp_path)
+        stderr = result.stderr
+        assert result.returncode == 2, stderr[-3000:]
         assert 'Traceback' not in stderr and stderr.strip().splitlines()[-1].startswith(message), stderr[-3000:]
 
 

@@ -95,7 +95,8 @@ def test_a_failed_write_is_one_line_with_the_reason_and_leaves_the_old_file(tmp_
     atomic_torch_save({'v': torch.ones(2)}, str(path))
     with file_size_limit(64 * 1024), pytest.raises(ESCError) as info:
         atomic_torch_save({'v': torch.zeros(1_000_000)}, str(path))
-    assert str(info.value) == f'cannot write {path}: File too large; the previous checkpoint is untouched'
+    assert str(info.value) == (f'cannot write {path}: File too large; nothing was written there (an earlier file of '
+                               'that name is untouched)')
     assert torch.equal(torch.load(path, weights_only=True)['v'], torch.ones(2))
     assert os.listdir(tmp_path) == ['net.pth']  # the partial file is gone
 

@@ -130,7 +130,8 @@ def test_a_write_error_while_saving_is_one_line_and_the_previous_checkpoint_load
         result = run([TRAIN, '-opt', str(path), '--auto_resume'], tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (f'error: cannot write {models / "net_g_4.pth"}: File too large; '
-                                                      'the previous checkpoint is untouched')
+                                                      'nothing was written there (an earlier file of that name is '
+                                                      'untouched)')
     assert 'Traceback' not in result.stderr
     assert sorted(p.name for p in models.iterdir()) == ['net_g_2.pth', 'net_g_latest.pth']  # no partial file
     assert set(torch.load(models / 'net_g_2.pth', weights_only=True)) == {'params'}

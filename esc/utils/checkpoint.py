@@ -39,7 +39,8 @@ torch.serialization.add_safe_globals([collections.Counter])
 def _write_error(path: str, exc: OSError) -> ESCError:
     """A failed write as one line: the OS's reason (``No space left on device``, ``Permission denied``) and the path."""
     reason = exc.strerror or _reason(exc)
-    return ESCError(f'cannot write {path}: {reason}; the previous checkpoint is untouched')
+    return ESCError(f'cannot write {path}: {reason}; nothing was written there (an earlier file of that name is '
+                    'untouched)')
 
 
 @contextlib.contextmanager
