@@ -22,7 +22,6 @@ skipped. A single file that fails is one line and exit status 2.
 import argparse
 import contextlib
 import os
-import os.path as osp
 import re
 import signal
 import sys
@@ -31,9 +30,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set
 
-if sys.path and osp.abspath(sys.path[0]) == osp.dirname(osp.abspath(__file__)):
-    # run as a script: import the `esc` package, not the folder esc/ itself, first
-    sys.path[0] = osp.dirname(osp.dirname(osp.abspath(__file__)))
+try:
+    import esc  # noqa: F401
+except ModuleNotFoundError as missing:  # `python esc/inference.py` in a checkout that was never installed
+    sys.exit('error: the esc package is not installed: run `pip install -e .` in the checkout first'
+             if missing.name == 'esc' else f'error: {missing}')
 
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
