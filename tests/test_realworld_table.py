@@ -22,7 +22,7 @@ pytest.importorskip('pyiqa', reason='pyiqa is in the test extra: pip install -e 
 def write_dataset(root: Path, name: str, paired: bool, count: int = 2, size: int = 12, scale: int = 2) -> None:
     """LR photographs (crops of scikit-image's astronaut) and, for a paired set, their ground truths, named as the
     released RealSR files are (``<name>_HR.png`` / ``<name>_LR4.png``)."""
-    photo = sr_image(96)
+    photo = sr_image(size * scale + 8 * count)
     for i in range(count):
         hr = photo[i * 8:i * 8 + size * scale, i * 8:i * 8 + size * scale]
         lr = cv2.resize(hr, (size, size), interpolation=cv2.INTER_AREA)
@@ -98,8 +98,8 @@ def test_the_whole_table_on_a_tiny_network(tmp_path, monkeypatch, capsys, small_
                       ('dists', 'DISTS_weights-f5e65c96.pth'), ('vgg16', 'vgg16-397923af.pth'),
                       ('fid', 'pt_inception-2015-12-05-6726825d.pth')):
         shutil.copy(full_reference_files[key], iqa / file)
-    write_dataset(tmp_path / 'datasets', 'RealSR', paired=True, count=3)
-    write_dataset(tmp_path / 'datasets', 'RealSRSet', paired=False)
+    write_dataset(tmp_path / 'datasets', 'RealSR', paired=True, count=3, size=40)  # AlexNet needs 64 pixels or more
+    write_dataset(tmp_path / 'datasets', 'RealSRSet', paired=False, size=104)  # NIQE: 2x2 blocks of 96 pixels
     torch.manual_seed(0)
     torch.save({'params_ema': small('ESC', 2).state_dict()}, tmp_path / 'tiny.pth')
 
