@@ -55,6 +55,8 @@ def test_option_file_is_consistent(path):
         elif metric['type'] in ('calculate_maniqa', 'calculate_musiq', 'calculate_clipiqa'):  # pyiqa's, whole image
             assert metric.get('crop_border', 0) == 0 and metric.get('better', 'higher') == 'higher'
             assert all(d['type'] == 'SingleImageDataset' for d in opt['datasets'].values())
+        elif path.stem.endswith(('_RealSR', '_DRealSR')):  # the official real-world table: pyiqa's, no border
+            assert metric.get('crop_border', 0) == 0 and metric.get('test_y_channel', True)
         else:
             assert metric['crop_border'] == opt['scale'] and metric['test_y_channel']
     if 'network_d' in opt:

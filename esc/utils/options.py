@@ -51,6 +51,7 @@ IO_BACKEND = {'type': STR, 'db_paths': optional(SEQ + STR), 'client_keys': optio
 COMMON_DATASET_KEYS: Dict[str, Spec] = {
     'name': STR, 'type': STR, 'phase': STR, 'scale': NUM, 'io_backend': IO_BACKEND,
     'num_worker_per_gpu': INT, 'batch_size_per_gpu': INT, 'dataset_enlarge_ratio': NUM,
+    'use_shuffle': BOOL,  # unread (basicsr shuffles every training set); the official option files carry it
     'prefetch_mode': optional(STR), 'num_prefetch_queue': INT, 'pin_memory': BOOL, 'persistent_workers': BOOL,
     'bad_samples': STR, 'scan': BOOL,  # ESC: esc.data.resumable
     'total_batch_size': INT, 'accumulate_grad_batches': INT, 'max_batch_size_per_gpu': INT,  # ESC: esc.utils.batch
@@ -66,7 +67,8 @@ _REAL_DEGRADATION = {
 DATASET_KEYS: Dict[str, Dict[str, Spec]] = {
     'PairedImageDataset': _PAIRED,
     'SingleImageDataset': {'dataroot_lq': SEQ + STR, 'meta_info_file': optional(STR), 'mean': optional(SEQ),
-                           'std': optional(SEQ), 'color': optional(STR)},
+                           'std': optional(SEQ), 'color': optional(STR),
+                           'filename_tmpl': STR},  # unread; the official ESC-Real test files carry it
     'RealESRGANDataset': {'dataroot_gt': STR, 'meta_info': STR, 'gt_size': INT, 'use_hflip': BOOL, 'use_rot': BOOL,
                           'final_sinc_prob': NUM, **_REAL_DEGRADATION},
     'RealESRGANPairedDataset': {**_PAIRED, 'meta_info': optional(STR)},
