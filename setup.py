@@ -28,7 +28,8 @@ SPANDREL = ['spandrel>=0.4.2,<0.5']
 # every command, also as `python -m esc.<module>` and (from a checkout) `python esc/<module>.py`
 COMMANDS = {'esc-train': 'train', 'esc-test': 'test', 'esc-upscale': 'inference', 'esc-export': 'export',
             'esc-evaluate-run': 'evaluate_run', 'esc-convert-flashbias': 'convert_flashbias',
-            'esc-convert-safetensors': 'convert_safetensors', 'esc-demo': 'demo'}
+            'esc-convert-safetensors': 'convert_safetensors', 'esc-demo': 'demo',
+            'esc-realworld-table': 'realworld_table'}
 
 setup(
     name='esc-sr',

@@ -217,7 +217,8 @@ def test_every_command_has_a_console_script_and_a_module_entry_point():
     expected = {'esc-train': 'esc.train:main', 'esc-test': 'esc.test:main', 'esc-upscale': 'esc.inference:main',
                 'esc-export': 'esc.export:main', 'esc-evaluate-run': 'esc.evaluate_run:main',
                 'esc-convert-flashbias': 'esc.convert_flashbias:main',
-                'esc-convert-safetensors': 'esc.convert_safetensors:main', 'esc-demo': 'esc.demo:main'}
+                'esc-convert-safetensors': 'esc.convert_safetensors:main', 'esc-demo': 'esc.demo:main',
+                'esc-realworld-table': 'esc.realworld_table:main'}
     assert scripts == expected
     for value in expected.values():
         module, function = value.split(':')
