@@ -20,8 +20,10 @@ from typing import Any, Dict, List, Mapping, Optional
 from torch import nn
 
 from esc.archs import NETWORKS
+from esc.archs.flashbias import network_layout
 from esc.errors import ESCError
 from esc.upscaler import detect_network, variant_name
+from esc.utils.checkpoint_checks import check_against_network, check_weights
 
 try:
     from spandrel import (MAIN_REGISTRY, ArchRegistry, ArchSupport, Architecture, ImageModelDescriptor, ModelTiling,
@@ -30,6 +32,8 @@ except ImportError:
     raise ESCError('esc.spandrel needs spandrel (tested: 0.4.2): pip install -e .[spandrel]') from None
 
 ARCH_ID = 'ESC'
+SOURCE = 'spandrel: ESC state dict'
+"""How errors name what they are about: spandrel passes no file name."""
 SUPPORTS_HALF = True
 """fp16 weights and images: tested on the CPU against fp32 (tests/test_spandrel.py); not run on CUDA here."""
 SUPPORTS_BFLOAT16 = True
@@ -62,16 +66,21 @@ class ESCArch(Architecture[nn.Module]):
         super().__init__(id=ARCH_ID, name='ESC', detect=is_esc_state_dict)
 
     def load(self, state_dict: StateDict) -> ImageModelDescriptor[nn.Module]:
+        """The network the state dict is, checked as ``esc.load_model`` checks a file (finite floating-point weights,
+        bounded options, every key and shape) before it is built, in a spandrel descriptor."""
+        check_weights(state_dict, SOURCE)
         options: Dict[str, Any] = dict(detect_network(state_dict))
         network = NETWORKS[options['type']]
         if not getattr(network, 'fixed_scale', True):
             raise ESCError(f'{variant_name(options)} upscales to any scale, a spandrel model has one integer scale: '
                            "use esc.load_model(path, scale=...) or esc/inference.py --scale")
         config = {key: value for key, value in options.items() if key != 'type'}
+        state_dict = network_layout(network, config, state_dict)  # FlashBias: earlier factor names, tables factorised
+        check_against_network(network, config, state_dict, SOURCE, variant_name(options))  # before any allocation
         try:
             net = network(**config)
         except TypeError as exc:
-            raise ESCError(f'ESC state dict: {exc}') from None
+            raise ESCError(f'{SOURCE}: {exc}') from None
         return ImageModelDescriptor(
             net.eval(), state_dict, architecture=self, purpose='SR', tags=descriptor_tags(options),
             supports_half=SUPPORTS_HALF, supports_bfloat16=SUPPORTS_BFLOAT16, scale=options['upscaling_factor'],

@@ -158,6 +158,17 @@ def test_esc_lte_is_refused_in_one_line(spandrel, tmp_path):
     assert str(error.value).startswith('ESCLTE (custom) upscales to any scale, a spandrel model has one integer scale')
 
 
+def test_damaged_weights_are_refused_in_one_line_before_a_network_is_built(spandrel, tmp_path):
+    state_dict = randomise(small('ESC', 2)).state_dict()
+    state_dict['blocks.0.attn.relative_position_bias'][0, 0] = float('nan')
+    path = tmp_path / 'damaged.pth'
+    torch.save({'params_ema': state_dict}, path)
+    with pytest.raises(ESCError) as error:
+        _load(spandrel, path)
+    assert str(error.value) == ('spandrel: ESC state dict: blocks.0.attn.relative_position_bias holds NaN or infinite '
+                                'values; the checkpoint is damaged')
+
+
 def test_other_architectures_are_not_taken_for_esc(spandrel):
     """spandrel's own networks still load as themselves once ESC is installed, and ESC's detection refuses them;
     no built-in architecture claims an ESC state dict either."""
