@@ -51,7 +51,9 @@ def is_esc_state_dict(state_dict: Mapping[str, Any]) -> bool:
 
 def descriptor_tags(options: Mapping[str, Any]) -> List[str]:
     """spandrel tags for detected network options: the variant's name, width, depth, window and any FlashBias rank."""
-    tags = [variant_name(options), f"{options['dim']}nf", f"{options['n_blocks']}nb", f"w{options['window_size']}"]
+    tags = [variant_name(options), f"{options['dim']}nf", f"{options['n_blocks']}nb"]
+    if 'window_size' in options:  # the Table 3 ablations without self-attention have no window
+        tags.append(f"w{options['window_size']}")
     rank = options.get('bias_rank')
     if rank is not None:
         ranks = sorted(set(rank)) if isinstance(rank, (list, tuple)) else [rank]

@@ -100,6 +100,16 @@ def test_this_projects_files_open_with_their_ema_weights(spandrel, tmp_path):
         assert torch.equal(model(x), expected)
 
 
+def test_a_table_3_ablation_without_self_attention_opens(spandrel):
+    """No attention layer, so no window to read off the tensors: detected, tagged without one, and run."""
+    net = randomise(small('ESC', 2, first_mixer='conv_attn'))
+    model = spandrel.MAIN_REGISTRY.load(net.state_dict())
+    assert model.tags == ['ESC (custom)', '16nf', '1nb'] and model.scale == 2
+    x = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        assert (model(x) - net(x).clamp(0, 1)).abs().max() <= 1e-6
+
+
 def test_flashbias_checkpoints_run_on_their_factors(spandrel, tmp_path):
     """A network holding its position biases as FlashBias factors (the layout the repository loads now: the
     official ``flashbias_q``/``flashbias_k``) opens with its rank and reproduces its PyTorch output."""
