@@ -131,6 +131,7 @@ class RunLog:
         self.rank = rank
         self.logger = logging.getLogger(LOGGER_NAME)
         self._added: list = []
+        self._set_aside: list = []
         self._level = self.logger.level
 
     def _add(self, handler: logging.Handler) -> None:
@@ -142,8 +143,12 @@ class RunLog:
         from basicsr.utils import logger as basicsr_logger
 
         basicsr_logger.initialized_logger[LOGGER_NAME] = True  # basicsr's get_root_logger adds no handler of its own
-        if not any(type(h) is logging.StreamHandler for h in self.logger.handlers):
-            self._add(logging.StreamHandler())
+        # the console is this run's: a console handler set up earlier in this process (basicsr's, or an earlier
+        # run's) may write to another stream, and is set aside until the run ends
+        self._set_aside = [h for h in self.logger.handlers if type(h) is logging.StreamHandler]
+        for handler in self._set_aside:
+            self.logger.removeHandler(handler)
+        self._add(logging.StreamHandler())
         self.logger.setLevel(logging.INFO if self.rank == 0 else logging.ERROR)
         self.logger.propagate = False
         return self
@@ -161,6 +166,9 @@ class RunLog:
             self.logger.removeHandler(handler)
             handler.close()
         self._added.clear()
+        for handler in self._set_aside:
+            self.logger.addHandler(handler)
+        self._set_aside = []
         self.logger.setLevel(self._level)
 
 
