@@ -11,8 +11,8 @@ once by ``torch.onnx.export(dynamo=True)`` with symbolic batch, H and W. The per
 convolution with batch × channels groups in PyTorch (ONNX wants a constant group count), are nine shifted products
 in the graph. Before anything is written, the exported graph and the PyTorch network in the same precision
 upscale a batch of two images of another size, whose sides are no multiple of the attention window; a difference
-above ``--tolerance`` is an error and nothing is written. The graph runs on onnxruntime (fp32, fp16) or, for bf16,
-which onnxruntime's CPU provider does not run, on onnx's reference evaluator. ``--verify`` repeats the comparison
+above ``--tolerance`` is an error and nothing is written. The graph runs on onnxruntime; a bf16 graph, which its CPU
+provider does not run, as its fp32 twin (:func:`fp32_twin`). ``--verify`` repeats the comparison
 on a photograph and prints the largest difference, against fp32 PyTorch too.
 
 Other formats were tried and left out: a ``torch.export`` program keeps guards of its traced size
@@ -209,14 +209,15 @@ def export_onnx(folded: nn.Module, example: Tensor, opset: int = MIN_OPSET) -> b
 
 
 def onnx_runner(model: bytes) -> Callable[[Tensor], Tensor]:
-    """Run an exported ONNX model on the CPU: (B, 3, H, W) → (B, 3, rH, rW) in the model's precision. fp32 and fp16
-    graphs run on onnxruntime; bf16 ones, which its CPU provider has no kernels for, on onnx's reference evaluator
-    (NumPy, slow: small images only)."""
+    """Run an exported ONNX model on the CPU with onnxruntime: (B, 3, H, W) → (B, 3, rH, rW) in the model's
+    precision. A bf16 graph, which onnxruntime's CPU provider has no kernels for, runs as its fp32 twin
+    (:func:`fp32_twin`: the same bf16-valued weights, fp32 arithmetic, as GPUs accumulate bf16 work), its output
+    rounded to bf16."""
     import onnx
 
-    graph_input = onnx.load_from_string(model).graph.input[0]
-    if graph_input.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16:
-        return _reference_runner(model, graph_input.name)
+    if onnx.load_from_string(model).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16:
+        run_twin = onnx_runner(fp32_twin(model))
+        return lambda x: run_twin(x.float()).to(torch.bfloat16)
     try:
         import onnxruntime
     except ImportError:
@@ -226,19 +227,34 @@ def onnx_runner(model: bytes) -> Callable[[Tensor], Tensor]:
     return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
 
-def _reference_runner(model: bytes, name: str) -> Callable[[Tensor], Tensor]:
-    """A bf16 graph on onnx's reference evaluator; ml_dtypes (onnx's own dependency) gives NumPy its bfloat16."""
-    import ml_dtypes
+def fp32_twin(model: bytes) -> bytes:
+    """A bf16 ONNX model with every bf16 tensor made fp32: weights and constants (bf16 values are exact in fp32),
+    casts, inputs and outputs. The graph is otherwise the same, so running the twin checks the bf16 file's graph and
+    weights; onnx's own NumPy evaluator runs bf16 but rounds every sum to bf16, which no GPU does."""
     import numpy as np
-    from onnx.reference import ReferenceEvaluator
+    import onnx
+    from onnx import numpy_helper
 
-    evaluator = ReferenceEvaluator(model)
+    bf16, fp32 = onnx.TensorProto.BFLOAT16, onnx.TensorProto.FLOAT
+    proto = onnx.load_from_string(model)
 
-    def run(x: Tensor) -> Tensor:
-        out = evaluator.run(None, {name: x.float().numpy().astype(ml_dtypes.bfloat16)})[0]
-        return torch.from_numpy(out.astype(np.float32)).to(torch.bfloat16)
+    def widened(tensor: 'onnx.TensorProto') -> 'onnx.TensorProto':
+        return numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name)
 
-    return run
+    graph = proto.graph
+    for index, tensor in enumerate(graph.initializer):
+        if tensor.data_type == bf16:
+            graph.initializer[index].CopyFrom(widened(tensor))
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.type.tensor_type.elem_type == bf16:
+            value.type.tensor_type.elem_type = fp32
+    for node in graph.node:
+        for attribute in node.attribute:
+            if node.op_type == 'Cast' and attribute.name == 'to' and attribute.i == bf16:
+                attribute.i = fp32
+            elif attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == bf16:
+                attribute.t.CopyFrom(widened(attribute.t))
+    return proto.SerializeToString()
 
 
 def max_difference(run: Callable[[Tensor], Tensor], net: nn.Module, x: Tensor) -> float:
@@ -356,7 +372,7 @@ def run(argv: Sequence[str]) -> int:
           f'({len(data) / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s); max abs difference to PyTorch '
           f'{difference:.2g}', flush=True)
     if image is not None:
-        engine = "onnx's reference evaluator" if args.precision == 'bf16' else 'onnxruntime'
+        engine = "onnxruntime (the bf16 graph's fp32 twin)" if args.precision == 'bf16' else 'onnxruntime'
         differences = verify_on_photograph(data, net, image, args.precision)
         name = args.verify or f"scikit-image's {DEFAULT_PHOTO}"
         print(f'--verify: {engine} against PyTorch on {name} ({image.shape[-2]}×{image.shape[-1]}, clamped to [0, 1]): '

@@ -1,5 +1,5 @@
 """Deployment export (esc/export.py): folding, ONNX with dynamic batch, height and width in fp32, fp16 and bf16,
-checked with onnxruntime (onnx's reference evaluator for bf16), FlashBias factors kept, the command line."""
+checked with onnxruntime (a bf16 graph as its fp32 twin), FlashBias factors kept, the command line."""
 import copy
 import subprocess
 import sys
@@ -12,8 +12,8 @@ from esc.archs import NETWORKS
 from esc.archs.attention import relative_position_bias
 from esc.archs.layers import depthwise_conv_per_sample, symmetric_average
 from esc.errors import ESCError
-from esc.export import (DEFAULT_TOLERANCE, example_input, export, export_onnx, fold_for_export, main, onnx_runner,
-                        per_sample_depthwise_3x3)
+from esc.export import (DEFAULT_TOLERANCE, example_input, export, export_onnx, fold_for_export, fp32_twin, main,
+                        onnx_runner, per_sample_depthwise_3x3)
 from esc.upscaler import DTYPES
 from tests.conftest import REPO, load_script
 from tests.test_networks import randomise, small
@@ -87,7 +87,7 @@ def test_onnx_matches_pytorch_with_dynamic_batch_height_and_width(arch):
 @pytest.mark.parametrize('arch,precision,elem_type', [('ESC', 'fp16', 'FLOAT16'), ('ESCFP', 'bf16', 'BFLOAT16')])
 def test_half_precision_exports(arch, precision, elem_type):
     """fp16 and bf16 files: weights, input and output in that precision, checked before they are returned against
-    PyTorch in the same precision (onnxruntime; bf16 on onnx's reference evaluator), with a dynamic batch."""
+    PyTorch in the same precision (onnxruntime; bf16 as its fp32 twin), with a dynamic batch."""
     onnx = _onnx_modules()
     net = tiny(arch)
     data, difference = export(net, precision=precision)
@@ -98,6 +98,14 @@ def test_half_precision_exports(arch, precision, elem_type):
     resize_scales = {node.input[2] for node in model.graph.node if node.op_type == 'Resize'}  # fp32 in ONNX's spec
     assert others <= resize_scales and any(i.data_type == dtype for i in model.graph.initializer)
     assert 0 < difference <= DEFAULT_TOLERANCE[precision]
+    if precision == 'bf16':  # checked as its fp32 twin: the same graph and bf16 weights, widened
+        twin = onnx.load_from_string(fp32_twin(data))
+        assert [n.op_type for n in twin.graph.node] == [n.op_type for n in model.graph.node]
+        assert twin.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        widened = {i.name: onnx.numpy_helper.to_array(i) for i in twin.graph.initializer}
+        for tensor in model.graph.initializer:
+            assert np.array_equal(onnx.numpy_helper.to_array(tensor).astype(np.float32), widened[tensor.name])
+        assert dtype not in {i.data_type for i in twin.graph.initializer}
     x = torch.rand(3, 3, 9, 14)
     got = onnx_runner(data)(x.to(DTYPES[precision]))
     with torch.no_grad():
