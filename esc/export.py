@@ -31,9 +31,11 @@ import time
 import types
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
-if sys.path and osp.abspath(sys.path[0]) == osp.dirname(osp.abspath(__file__)):
-    # run as a script: import the `esc` package, not the folder esc/ itself, first
-    sys.path[0] = osp.dirname(osp.dirname(osp.abspath(__file__)))
+try:
+    import esc  # noqa: F401
+except ModuleNotFoundError as missing:  # `python esc/export.py` in a checkout that was never installed
+    sys.exit('error: the esc package is not installed: run `pip install -e .` in the checkout first'
+             if missing.name == 'esc' else f'error: {missing}')
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
