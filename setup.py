@@ -18,7 +18,7 @@ EXPORT = ['onnx', 'onnxscript', 'onnxruntime']
 IQA = ['pyiqa>=0.1.16,<0.2']
 # esc/demo.py (esc-demo): the page; gr.ImageSlider and launch(theme=..., footer_links=...) are Gradio 6 (tested: 6.31)
 DEMO = ['gradio>=6,<7']
-# scripts/make_tables.py --figure and scripts/make_crop.py draw with matplotlib (tested: 3.11)
+# scripts/make_tables.py --figure draws with matplotlib (tested: 3.11)
 PLOTS = ['matplotlib']
 # tests/test_web_demo.py drives the page in the OS's Chromium (apt-get install chromium) through Playwright
 BROWSER_TEST = ['playwright']

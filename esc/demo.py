@@ -17,15 +17,22 @@ import argparse
 import contextlib
 import io
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-import cv2
-import numpy as np
+try:
+    import esc  # noqa: F401
+except ModuleNotFoundError as missing:  # `python esc/demo.py` in a checkout that was never installed
+    sys.exit('error: the esc package is not installed: run `pip install -e .` in the checkout first'
+             if missing.name == 'esc' else f'error: {missing}')
 
-from esc.errors import ESCError
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from esc.errors import ESCError  # noqa: E402
 from esc.inference import parser as inference_parser, read_image, run as run_inference
 from esc.upscaler import DTYPES, checkpoint_network, resolve_device, variant_name
 from esc.utils.checkpoint import read_checkpoint
