@@ -60,24 +60,34 @@ def test_a_path_as_name_moves_nothing_outside_the_run_folders(tmp_path, how):
     assert (victim / 'keep.txt').read_text() == 'mine'
 
 
+def hold_lock(parent: Path, name: str) -> subprocess.Popen:
+    """Another process holding the run lock of ``name``, as a live run does; it has taken it when this returns."""
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time\nfrom esc.utils.experiment import RunLock\n'
+                               f'lock = RunLock({str(parent)!r}, {name!r}).acquire()\nprint("held", flush=True)\n'
+                               'time.sleep(120)'], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == 'held'
+    return holder
+
+
 def test_a_live_run_holds_its_folder_and_a_second_run_stops_naming_it(tmp_path):
     opt = train_options('shared', total_iter=1)
     path = write(tmp_path / 'o.yml', opt)
     (tmp_path / 'experiments' / 'shared').mkdir(parents=True)
     (tmp_path / 'experiments' / 'shared' / 'live.txt').write_text('a live run writes here')
-    lock = RunLock(str(tmp_path / 'experiments'), 'shared').acquire()  # what a live training run holds
+    holder = hold_lock(tmp_path / 'experiments', 'shared')  # what a live training run holds
     try:
         result = run([TRAIN, '-opt', str(path)], tmp_path)
         assert result.returncode == 2, result.stderr[-2000:]
         message = result.stderr.strip()
         assert message.startswith(f"error: name: {tmp_path / 'experiments' / 'shared'} is in use by a live run (pid "
-                                  f'{os.getpid()}, started ')
+                                  f'{holder.pid}, started ')
         assert len(message.splitlines()) == 1
         result = run([TRAIN, '-opt', str(path), '--auto_resume'], tmp_path)
         assert result.returncode == 2 and 'is in use by a live run' in result.stderr
         assert sorted(p.name for p in (tmp_path / 'experiments').iterdir()) == ['.shared.lock', 'shared']
     finally:
-        lock.release()
+        holder.kill()
+        holder.wait()
     result = run([TRAIN, '-opt', str(path)], tmp_path)  # the lock released: the old folder is archived
     assert result.returncode == 0, result.stderr[-2000:]
     archived = [p for p in (tmp_path / 'experiments').iterdir() if p.name.startswith('shared_archived_')]
@@ -86,10 +96,7 @@ def test_a_live_run_holds_its_folder_and_a_second_run_stops_naming_it(tmp_path):
 
 
 def test_the_lock_of_a_killed_process_does_not_hold_the_folder(tmp_path):
-    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time\nfrom esc.utils.experiment import RunLock\n'
-                               f'lock = RunLock({str(tmp_path)!r}, "x").acquire()\nprint("held", flush=True)\ntime.sleep(60)'],
-                              stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == 'held'
+    holder = hold_lock(tmp_path, 'x')
     with pytest.raises(ESCError, match='is in use by a live run'):
         RunLock(str(tmp_path), 'x').acquire()
     holder.kill()

@@ -5,8 +5,10 @@ A training run writes to ``experiments/<name>/`` (and ``tb_logger/<name>/``), a 
 ever written, renamed or moved. A new run whose folder already exists archives it first as
 ``<name>_archived_<time>`` beside it, as basicsr's runs do, unless a live run holds it:
 
-- every run holds a lock on ``<parent>/.<name>.lock`` (``fcntl.flock``) for as long as its process lives; the
-  file records who holds it;
+- every run holds a lock on ``<parent>/.<name>.lock`` for as long as its process lives; the file records who
+  holds it. It is a POSIX record lock (``fcntl.lockf``), which belongs to the process: data-loader workers forked
+  from the run do not hold it, so it goes the moment the run's own process dies, even while its workers wind down
+  (a lock shared with forked children, as ``flock``'s is, would outlive a killed run by as long as they do);
 - a second run of the same name finds the lock taken and stops in one line naming the live run (its process id,
   start time and command line). The lock of a killed run goes with its process, so ``--auto_resume`` after a kill
   goes ahead.
@@ -46,7 +48,7 @@ class RunLock:
         os.makedirs(osp.dirname(self.path) or '.', exist_ok=True)
         handle = open(self.path, 'a+')
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
             holder = handle.read().strip() or 'another process'
@@ -62,7 +64,7 @@ class RunLock:
 
     def release(self) -> None:
         if self._file is not None:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            fcntl.lockf(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
 
