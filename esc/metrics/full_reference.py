@@ -32,7 +32,8 @@ from basicsr.utils.registry import METRIC_REGISTRY
 from torch import nn
 
 from esc.errors import ESCError
-from esc.metrics.no_reference import DEVICES, PYIQA_WEIGHTS, WEIGHTS_DIR, require_pyiqa, resolve_device
+from esc.metrics.no_reference import (DEVICES, PYIQA_WEIGHTS, WEIGHTS_DIR, as_rgb_tensor, require_pyiqa,
+                                      resolve_device)
 from esc.metrics.offline import LocalWeights, pyiqa_offline
 
 TORCHVISION_WEIGHTS = 'https://download.pytorch.org/models'
@@ -166,20 +167,6 @@ def _cached_network(metric: str, weights: str, backbone_weights: Optional[str], 
     return build_network(metric, weights, backbone_weights, device)
 
 
-def _as_rgb_tensor(img: np.ndarray, crop_border: int, input_order: str, option: str) -> torch.Tensor:
-    """An image as basicsr's validation passes it (uint8 or [0, 255] BGR, HWC or CHW) as a (1, 3, H, W) RGB tensor
-    in [0, 1], its border cropped."""
-    if input_order not in ('HWC', 'CHW'):
-        raise ESCError(f"{option}.input_order: must be 'HWC' or 'CHW', got {input_order!r}")
-    image = np.transpose(img, (1, 2, 0)) if input_order == 'CHW' else img
-    if crop_border:
-        image = image[crop_border:-crop_border, crop_border:-crop_border]
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    rgb = np.ascontiguousarray(image[..., 2::-1], dtype=np.float32) / 255.
-    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).clamp(0, 1)
-
-
 def score_pair(metric: str, img: np.ndarray, img2: np.ndarray, crop_border: int = 0, weights: Optional[str] = None,
                backbone_weights: Optional[str] = None, device: str = 'auto', input_order: str = 'HWC') -> float:
     """LPIPS or DISTS of an SR image ``img`` against its ground truth ``img2`` (basicsr's layout; lower is better)."""
@@ -192,7 +179,7 @@ def score_pair(metric: str, img: np.ndarray, img2: np.ndarray, crop_border: int 
     device = resolve_device(device)
     path, backbone = weight_paths(metric, weights, backbone_weights)
     network = _cached_network(metric, osp.abspath(path), backbone and osp.abspath(backbone), device)
-    sr, gt = (_as_rgb_tensor(i, crop_border, input_order, option).to(device) for i in (img, img2))
+    sr, gt = (as_rgb_tensor(i, crop_border, input_order, option).to(device) for i in (img, img2))
     with torch.no_grad():
         return float(network(sr, gt).reshape(-1)[0])
 

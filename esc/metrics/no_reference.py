@@ -153,22 +153,28 @@ def resolve_device(device: str) -> str:
     return ('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device
 
 
-def score_image(metric: str, img: np.ndarray, crop_border: int = 0, weights: Optional[str] = None,
-                device: str = 'auto', input_order: str = 'HWC') -> float:
-    """The metric of one image as basicsr's validation passes it: uint8 (or [0, 255] float) BGR, HWC or CHW."""
+def as_rgb_tensor(img: np.ndarray, crop_border: int, input_order: str, option: str) -> torch.Tensor:
+    """An image as basicsr's validation passes it (uint8 or [0, 255] BGR, HWC or CHW) as a (1, 3, H, W) RGB tensor
+    in [0, 1], its border cropped; ``option`` names the metric in errors."""
     if input_order not in ('HWC', 'CHW'):
-        raise ESCError(f"val.metrics.{metric}.input_order: must be 'HWC' or 'CHW', got {input_order!r}")
+        raise ESCError(f"{option}.input_order: must be 'HWC' or 'CHW', got {input_order!r}")
     image = np.transpose(img, (1, 2, 0)) if input_order == 'CHW' else img
     if crop_border:
         image = image[crop_border:-crop_border, crop_border:-crop_border]
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     rgb = np.ascontiguousarray(image[..., 2::-1], dtype=np.float32) / 255.
+    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).clamp(0, 1)
+
+
+def score_image(metric: str, img: np.ndarray, crop_border: int = 0, weights: Optional[str] = None,
+                device: str = 'auto', input_order: str = 'HWC') -> float:
+    """The metric of one image as basicsr's validation passes it: uint8 (or [0, 255] float) BGR, HWC or CHW."""
+    tensor = as_rgb_tensor(img, crop_border, input_order, f'val.metrics.{metric}')
     device = resolve_device(device)
     network = _cached_network(metric, osp.abspath(weights_path(metric, weights)), device)
-    tensor = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).clamp(0, 1).to(device)
     with torch.no_grad():
-        return float(network(tensor).reshape(-1)[0])
+        return float(network(tensor.to(device)).reshape(-1)[0])
 
 
 def _register(metric: str) -> Callable[..., float]:
