@@ -3,9 +3,7 @@ baseline rows they reproduce."""
 from __future__ import annotations
 
 import math
-import os
 import re
-import sys
 from pathlib import Path
 
 import cv2

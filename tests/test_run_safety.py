@@ -3,14 +3,12 @@ run, resume past a damaged state, write errors in one line, YAML (never Python) 
 whose aliases would blow up, non-finite losses that stop a diverged run, and the commands' entry points."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from esc.errors import ESCError
 from esc.utils.experiment import RunLock

@@ -15,7 +15,6 @@ ever written, renamed or moved. A new run whose folder already exists archives i
 """
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
@@ -24,7 +23,7 @@ import platform
 import shutil
 import sys
 import time
-from typing import Any, Dict, Iterator, Mapping, Optional, TextIO
+from typing import Any, Dict, Mapping, Optional, TextIO
 
 import torch
 
