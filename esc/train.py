@@ -89,8 +89,9 @@ def train(argv: Sequence[str]) -> int:
         if opt['dist']:
             dist.barrier()  # the other ranks write nothing before rank 0 has made the folders
         if rank == 0:
-            copy_option_file(args.opt, opt['path']['experiments_root'], sys.argv)
-        log_file = log.to_file(osp.join(opt['path']['log'], f"train_{opt['name']}_{time.strftime('%Y%m%d_%H%M%S')}.log"))
+            copy_option_file(args.opt, opt['path']['experiments_root'], ['esc/train.py', *argv])
+        started_at = time.strftime('%Y%m%d_%H%M%S')
+        log_file = log.to_file(osp.join(opt['path']['log'], f"train_{opt['name']}_{started_at}.log"))
         logger = log.logger
         logger.info(environment())
         for message in messages:
