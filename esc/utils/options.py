@@ -1,9 +1,9 @@
 """Option-file validation: every key, at every level, against what basicsr and ESC read.
 
-:func:`validate_options` runs on the YAML file before basicsr parses it and again on the parsed
-options (``--force_yml`` may add keys), so a typo, a value of the wrong type or options that
+:func:`validate_options` runs on the YAML file as read and again on the parsed options
+(:mod:`esc.utils.option_file`; ``--force_yml`` may add keys), so a typo, a value of the wrong type or options that
 contradict each other stop the run in one line naming the key path — ``datasets.train.gt_sizee:
-unknown option (did you mean gt_size?)`` — before any dataset, network or process group is built.
+unknown option (did you mean gt_size?)`` — before any dataset or network is built.
 
 Where the keys come from:
 
@@ -110,7 +110,7 @@ TOP_KEYS: Dict[str, Spec] = {
     'name': STR, 'model_type': STR, 'scale': NUM, 'num_gpu': INT + STR, 'manual_seed': optional(INT),
     'datasets': 'datasets', 'network_g': 'network', 'network_d': 'network', 'path': PATH_KEYS, 'logger': LOGGER_KEYS,
     'dist_params': {'backend': STR, 'port': INT}, 'find_unused_parameters': BOOL,
-    # added by basicsr's parse_options
+    # derived when the options are parsed (esc.utils.option_file.parse_options)
     'is_train': BOOL, 'dist': BOOL, 'rank': INT, 'world_size': INT, 'auto_resume': BOOL, 'root_path': STR,
 }
 REQUIRED_TRAIN = (('train', 'total_iter'), ('train', 'optim_g'), ('logger', 'print_freq'),
