@@ -28,12 +28,11 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
-from basicsr.utils.registry import METRIC_REGISTRY
 from torch import nn
 
 from esc.errors import ESCError
-from esc.metrics.no_reference import (DEVICES, PYIQA_WEIGHTS, WEIGHTS_DIR, as_rgb_tensor, require_pyiqa,
-                                      resolve_device)
+from esc.metrics.no_reference import (DEVICES, PYIQA_WEIGHTS, WEIGHTS_DIR, as_rgb_tensor, register_metric,
+                                      require_pyiqa, resolve_device)
 from esc.metrics.offline import LocalWeights, pyiqa_offline
 
 TORCHVISION_WEIGHTS = 'https://download.pytorch.org/models'
@@ -192,14 +191,10 @@ def _register(metric: str) -> Callable[..., float]:
                   **kwargs: Any) -> float:
         return score_pair(metric, img, img2, crop_border, weights, backbone_weights, device, input_order)
 
-    calculate.__name__ = calculate.__qualname__ = f'calculate_{metric}'
-    calculate.__doc__ = (f'{spec.title} of the SR image against its ground truth (lower is better) through pyiqa, '
-                         f'from the weight files ``weights`` (default {spec.default_path()}; published at '
-                         f'{spec.weights.published_at}) and ``backbone_weights`` (default '
-                         f'{spec.default_path(backbone=True)}; published at {spec.backbone.published_at}).')
-    if calculate.__name__ not in METRIC_REGISTRY:
-        METRIC_REGISTRY.register(calculate)
-    return calculate
+    return register_metric(calculate, metric, f'{spec.title} of the SR image against its ground truth (lower is '
+                           f'better) through pyiqa, from the weight files ``weights`` (default {spec.default_path()}; '
+                           f'published at {spec.weights.published_at}) and ``backbone_weights`` (default '
+                           f'{spec.default_path(backbone=True)}; published at {spec.backbone.published_at}).')
 
 
 calculate_lpips = _register('lpips')

@@ -184,9 +184,16 @@ def _register(metric: str) -> Callable[..., float]:
                   device: str = 'auto', **kwargs: Any) -> float:
         return score_image(metric, img, crop_border, weights, device, input_order)
 
+    return register_metric(calculate, metric, f'{spec.title} of the SR image (higher is better) through pyiqa, from '
+                           f'the weight file ``weights`` (default {spec.default_path()}; published at '
+                           f'{spec.published_at}).')
+
+
+def register_metric(calculate: Callable[..., float], metric: str, doc: str) -> Callable[..., float]:
+    """``calculate`` named ``calculate_<metric>`` with ``doc``, in basicsr's METRIC_REGISTRY (once), for option
+    files' ``val.metrics.*.type``."""
     calculate.__name__ = calculate.__qualname__ = f'calculate_{metric}'
-    calculate.__doc__ = (f'{spec.title} of the SR image (higher is better) through pyiqa, from the weight file '
-                         f'``weights`` (default {spec.default_path()}; published at {spec.published_at}).')
+    calculate.__doc__ = doc
     if calculate.__name__ not in METRIC_REGISTRY:
         METRIC_REGISTRY.register(calculate)
     return calculate

@@ -119,8 +119,6 @@ class ESCModel(SRModel):
     the step cannot accumulate."""
 
     def __init__(self, opt: Dict[str, Any]) -> None:
-        if opt.get('val') is not None:
-            opt['val'].setdefault('suffix', None)  # basicsr reads it unguarded when saving images
         self._attention_lines: set = set()  # what check_attention has logged (it runs inside SRModel.__init__)
         # basicsr's BaseModel picks the device the same way; the options are read before any network is built
         self.acceleration = read_acceleration(opt, torch.device('cuda' if opt['num_gpu'] != 0 else 'cpu'))

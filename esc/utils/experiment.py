@@ -28,6 +28,7 @@ from typing import Any, Dict, Mapping, Optional, TextIO
 import torch
 
 from esc.errors import ESCError
+from esc.utils.checkpoint import write_atomic
 
 LOG_FORMAT = '%(asctime)s %(levelname)s: %(message)s'
 LOGGER_NAME = 'basicsr'
@@ -110,8 +111,6 @@ def copy_option_file(source: str, folder: str, argv: Any) -> str:
     with open(source, encoding='utf-8') as f:
         text = f.read()
     header = f"# GENERATE TIME: {time.asctime()}\n# CMD:\n# {' '.join(argv)}\n\n"
-    from esc.utils.checkpoint import write_atomic  # one home for complete writes
-
     write_atomic(target, (header + text).encode('utf-8'))
     return target
 
