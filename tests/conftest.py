@@ -1,11 +1,14 @@
 """Shared fixtures: the official reference tensors in ../shared (skipped where absent) and paths."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Iterator
 
 import pytest
 import torch
@@ -45,6 +48,41 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker('cuda'):
             item.add_marker(skip)
+
+
+class PeakMemory:
+    """What :func:`measure_peak_memory` measured: the process's peak resident memory above its size at the start."""
+    bytes: int = 0
+
+
+def _status_bytes(field: str) -> int:
+    with open('/proc/self/status') as status:
+        return int(re.search(rf'{field}:\s+(\d+) kB', status.read()).group(1)) * 1024
+
+
+@contextlib.contextmanager
+def measure_peak_memory() -> Iterator[PeakMemory]:
+    """Measure the peak resident memory of this process inside the block, in place (no subprocess): Linux resets the
+    high-water mark (VmHWM) when 5 is written to /proc/self/clear_refs, so the peak read at the end is this block's.
+    A refusal that happens before the allocation it guards shows as a small figure; one that allocates first does
+    not. Skips where the kernel offers no such reset (not Linux)."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as clear:
+            clear.write('5')
+    except OSError as exc:
+        pytest.skip(f'cannot reset the peak-memory mark here ({exc}); peak memory is measured on Linux only')
+    start = _status_bytes('VmRSS')
+    result = PeakMemory()
+    try:
+        yield result
+    finally:
+        result.bytes = max(0, _status_bytes('VmHWM') - start)
+
+
+@pytest.fixture
+def peak_memory():
+    """:func:`measure_peak_memory` as a fixture: ``with peak_memory() as peak: ...; assert peak.bytes < limit``."""
+    return measure_peak_memory
 
 
 @pytest.fixture(scope='session')
