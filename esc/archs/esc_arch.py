@@ -22,6 +22,7 @@ from esc.archs.streaming import streamed_forward
 from esc.archs.layers import (ConvAttn, ConvFFN, DecomposedLargeKernelConv, LargeKernel, LayerNorm2d, ReflectConv2d,
                               SharedLargeKernelConv, symmetric_average)
 from esc.errors import ESCError
+from esc.utils.checkpoint_checks import check_state_dict_fits
 
 
 MIXERS = ('self_attn', 'conv_attn')
@@ -218,23 +219,8 @@ class _ESCNetwork(nn.Module):
             state_dict['to_img.weight'], state_dict['to_img.bias'] = resample_subpixel_conv(
                 weight, state_dict.get('to_img.bias'), self.upscaling_factor)
         if strict:
-            self._check_state_dict(state_dict, own)
+            check_state_dict_fits(type(self).__name__, own, state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-    def _check_state_dict(self, state_dict: Mapping[str, Any], own: Mapping[str, Tensor]) -> None:
-        name = type(self).__name__
-        for key, value in own.items():
-            if key not in state_dict:
-                raise ESCError(f'checkpoint does not fit {name}: key {key!r} is missing '
-                               f'({sum(k not in state_dict for k in own)} missing in all)')
-            got = tuple(getattr(state_dict[key], 'shape', ()))
-            if got != tuple(value.shape):
-                raise ESCError(f'checkpoint does not fit {name}: {key!r} has shape {got} in the checkpoint '
-                               f'but {tuple(value.shape)} in the network')
-        unexpected = [k for k in state_dict if k not in own]
-        if unexpected:
-            raise ESCError(f'checkpoint does not fit {name}: unexpected key {unexpected[0]!r} '
-                           f'({len(unexpected)} unexpected in all)')
 
 
 class ESC(_ESCNetwork):

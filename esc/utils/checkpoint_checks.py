@@ -79,6 +79,23 @@ def check_option_bounds(options: Mapping[str, Any], source: str) -> None:
                            f'whole numbers from 1 to {width}')
 
 
+def check_state_dict_fits(network_name: str, own: Mapping[str, Tensor], state_dict: Mapping[str, Any]) -> None:
+    """``state_dict`` holds exactly the keys of a network's own state dict ``own``, each of its shape; otherwise one
+    line naming the first key that does not fit (what strict ``load_state_dict`` checks, said in one line)."""
+    for key, value in own.items():
+        if key not in state_dict:
+            raise ESCError(f'checkpoint does not fit {network_name}: key {key!r} is missing '
+                           f'({sum(k not in state_dict for k in own)} missing in all)')
+        got = tuple(getattr(state_dict[key], 'shape', ()))
+        if got != tuple(value.shape):
+            raise ESCError(f'checkpoint does not fit {network_name}: {key!r} has shape {got} in the checkpoint '
+                           f'but {tuple(value.shape)} in the network')
+    unexpected = [k for k in state_dict if k not in own]
+    if unexpected:
+        raise ESCError(f'checkpoint does not fit {network_name}: unexpected key {unexpected[0]!r} '
+                       f'({len(unexpected)} unexpected in all)')
+
+
 def check_against_network(network: Type[nn.Module], config: Mapping[str, Any], state_dict: Mapping[str, Tensor],
                           source: str, description: str) -> None:
     """The tensors of ``state_dict`` are those of ``network(**config)``, key for key and shape for shape: the network
