@@ -23,12 +23,11 @@ import argparse
 import contextlib
 import os
 import re
-import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set
+from typing import Callable, Dict, List, Optional, Sequence, Set
 
 try:
     import esc  # noqa: F401
@@ -42,7 +41,7 @@ from tqdm import tqdm  # noqa: E402
 from esc.archs.streaming import tune_glibc_malloc  # noqa: E402
 from esc.errors import ESCError  # noqa: E402
 from esc.upscaler import DTYPES, Upscaler, load_model  # noqa: E402
-from esc.utils.cli import run_command  # noqa: E402
+from esc.utils.cli import Stopped, run_command, stop_signals_as_exception  # noqa: E402
 from esc.utils.image_io import (DEEP_FORMATS, PROFILE_FORMATS, WRITABLE, Animation, check_result_size,  # noqa: E402
                                 load_image, pixel_limit, read_image, result_suffix, write_animation, write_image)
 from esc.utils.tiling import DEFAULT_OVERLAP  # noqa: E402
@@ -132,30 +131,6 @@ def _running(pid: int) -> bool:
     except OSError:  # it exists but belongs to someone else
         return True
     return True
-
-
-class Terminated(BaseException):
-    """SIGTERM or SIGHUP: raised where the run is, so that its temporary file is removed on the way out."""
-
-
-@contextlib.contextmanager
-def terminated_as_exception() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise :class:`Terminated` while the block runs (the default would end the process
-    at once and leave a hidden temporary file behind)."""
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated(signal.Signals(signum).name)
-
-    previous = {}
-    for name in ('SIGTERM', 'SIGHUP'):
-        number = getattr(signal, name, None)
-        if number is not None:
-            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-                previous[number] = signal.signal(number, handler)
-    try:
-        yield
-    finally:
-        for number, old in previous.items():
-            signal.signal(number, old)
 
 
 class Run:
@@ -340,7 +315,7 @@ def run(argv: Sequence[str]) -> int:
     single = args.input.is_file()
     done, skipped, start = 0, 0, time.perf_counter()
     try:
-        with terminated_as_exception():
+        with stop_signals_as_exception():
             for source in tqdm(sources, desc='upscaling', unit='file', disable=len(sources) <= 1):
                 try:
                     job.one(source)
@@ -350,11 +325,11 @@ def run(argv: Sequence[str]) -> int:
                         raise
                     tqdm.write(f'skipped: {exc}', file=sys.stderr)
                     skipped += 1
-    except (KeyboardInterrupt, Terminated) as exc:
-        reason = 'interrupted' if isinstance(exc, KeyboardInterrupt) else f'stopped by {exc}'
+    except Stopped as exc:
+        reason = 'interrupted' if exc.name == 'SIGINT' else f'stopped by {exc.name}'
         print(f'{reason}: done {done}, skipped {skipped}; the file in progress was not written', file=sys.stderr,
               flush=True)
-        return 130 if isinstance(exc, KeyboardInterrupt) else 143
+        return exc.status
     print(f'done {done}, skipped {skipped}, {time.perf_counter() - start:.1f} s -> {args.output}', flush=True)
     return 1 if skipped else 0
 

@@ -37,7 +37,7 @@ def test(argv: Sequence[str]) -> int:
     lock: Optional[RunLock] = None
     try:
         if opt['rank'] == 0:
-            lock = RunLock(osp.dirname(opt['path']['results_root']), opt['name']).acquire()
+            lock = RunLock.of(opt['path']['results_root']).acquire()
             messages = prepare_results_folder(opt)
         else:
             messages = []
@@ -70,7 +70,7 @@ def test(argv: Sequence[str]) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """``esc-test`` / ``python esc/test.py`` / ``python -m esc.test``."""
-    run_loop(test, argv)
+    run_loop(test, argv, stopped='the test sets not finished have no scores')
 
 
 if __name__ == '__main__':

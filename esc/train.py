@@ -36,7 +36,8 @@ from esc.utils.batch import training_batch_plan  # noqa: E402
 from esc.utils.checkpoint import load_resume_state  # noqa: E402
 from esc.utils.cli import run_loop  # noqa: E402
 from esc.utils.experiment import (RunLock, RunLog, copy_option_file, environment, free_space_note,  # noqa: E402
-                                  prepare_training_folders, tensorboard_enabled, tensorboard_folder)
+                                  lock_run_folders, prepare_training_folders, release_all, tensorboard_enabled,
+                                  tensorboard_folder, training_folders)
 from esc.utils.option_file import describe_options, parse_options  # noqa: E402
 
 
@@ -78,12 +79,12 @@ def train(argv: Sequence[str]) -> int:
     torch.backends.cudnn.benchmark = True
     rank = opt['rank']
     log = RunLog(rank).start()
-    lock: Optional[RunLock] = None
+    locks: List[RunLock] = []
     tb_logger = None
     try:
-        # the run's folder: nobody else's while this process lives
+        # the run's folders (and its tensorboard folder): nobody else's while this process lives
         if rank == 0:
-            lock = RunLock(osp.dirname(opt['path']['experiments_root']), opt['name']).acquire()
+            locks = lock_run_folders(training_folders(opt))
         resume_state = load_resume_state(opt)  # --auto_resume: the newest complete state (or None: a new run)
         messages = prepare_training_folders(opt, resuming=resume_state is not None) if rank == 0 else []
         if opt['dist']:
@@ -161,14 +162,14 @@ def train(argv: Sequence[str]) -> int:
         if tb_logger is not None:
             tb_logger.close()
         log.close()
-        if lock is not None:
-            lock.release()
+        release_all(locks)
     return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """``esc-train`` / ``python esc/train.py`` / ``python -m esc.train``."""
-    run_loop(train, argv)
+    run_loop(train, argv, stopped='the run ended before its next checkpoint; --auto_resume continues from the '
+                                  'newest training state')
 
 
 if __name__ == '__main__':

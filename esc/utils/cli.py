@@ -1,9 +1,11 @@
-"""What every command shares: bad input reported as one line (``error: ...``, exit status 2), never a traceback."""
+"""What every command shares: bad input reported as one line (``error: ...``, exit status 2), and a stop signal
+(Ctrl-C, SIGTERM, SIGHUP) as one line too, never a traceback."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 from esc.errors import ESCError
 
@@ -21,6 +23,41 @@ def one_line_errors() -> Iterator[None]:
         sys.exit(2)
 
 
+STOP_SIGNALS = ('SIGINT', 'SIGTERM', 'SIGHUP')
+
+
+class Stopped(BaseException):
+    """A stop signal (Ctrl-C's SIGINT, SIGTERM, SIGHUP), raised where the work is so that its ``finally`` blocks run
+    (temporary files removed, locks released, logs closed) before the process ends."""
+
+    def __init__(self, signum: int) -> None:
+        self.name = signal.Signals(signum).name
+        self.status = 128 + signum
+        """the exit status a shell reports for a process this signal ended"""
+        super().__init__(self.name)
+
+
+@contextlib.contextmanager
+def stop_signals_as_exception() -> Iterator[None]:
+    """The stop signals raise :class:`Stopped` while the block runs (SIGTERM's default would end the process at once,
+    leaving hidden temporary files; Ctrl-C's would print a KeyboardInterrupt traceback). Outside the main thread,
+    where signals cannot be caught, nothing changes."""
+    def handler(signum: int, frame: Any) -> None:
+        raise Stopped(signum)
+
+    previous = {}
+    for name in STOP_SIGNALS:
+        number = getattr(signal, name, None)
+        if number is not None:
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                previous[number] = signal.signal(number, handler)
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
 def run_command(run: Callable[[List[str]], int], argv: Optional[Sequence[str]] = None) -> None:
     """A command's ``main``: ``run(argv)`` (default: the command line) with :func:`one_line_errors`; its
     return value is the exit status."""
@@ -29,13 +66,18 @@ def run_command(run: Callable[[List[str]], int], argv: Optional[Sequence[str]] =
     sys.exit(status)
 
 
-def run_loop(run: Callable[[List[str]], int], argv: Optional[Sequence[str]] = None) -> None:
-    """:func:`run_command` for the training and test loops: the process group a ``--launcher`` started is left
-    however the run ends, so that no rank waits on a dead one."""
+def run_loop(run: Callable[[List[str]], int], argv: Optional[Sequence[str]] = None, stopped: str = '') -> None:
+    """:func:`run_command` for the training and test loops: a stop signal ends the run in one line,
+    ``stopped by SIGINT: <stopped>``, with the shell's exit status for that signal, and the process group a
+    ``--launcher`` started is left however the run ends, so that no rank waits on a dead one."""
     import torch.distributed as dist
 
     try:
-        run_command(run, argv)
+        with stop_signals_as_exception():
+            run_command(run, argv)
+    except Stopped as exc:
+        print(f'stopped by {exc.name}: {stopped}', file=sys.stderr, flush=True)
+        sys.exit(exc.status)
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
