@@ -165,8 +165,9 @@ def checkpoint_network(state_dict: Mapping[str, Tensor], metadata: Mapping[str, 
     return _with_requested_scale(opt, scale)
 
 
-RUN_OPTIONS = ('attn_type', 'streaming', 'bias_rank', 'upscaling_factor')
-"""Network options that say how or at which scale a network runs, not which configuration it is."""
+RUN_OPTIONS = ('attn_type', 'streaming', 'bias_rank', 'upscaling_factor', 'data_norm')
+"""Network options that say how or at which scale a network runs, or the value range its weights expect (ESC+LTE's
+``data_norm``), not which configuration it is."""
 
 
 def variant_name(options: Mapping[str, Any]) -> str:
@@ -233,9 +234,8 @@ class Upscaler:
             raise ESCError(f'tile: ESC+LTE is not tiled (its decoder already runs {LTE_CHUNK} pixels at a time); '
                            f'this {x.shape[-1]}x{x.shape[-2]} image exceeds --tile {self.tile}: raise it or use 0')
         with torch.inference_mode(), autocast(self.device.type, self.precision):
-            if self.arbitrary:  # LTE's evaluation: pad to whole windows, clip the cell beyond the training scales
-                out = self.net.upscale(x, scale=self.scale, chunk=LTE_CHUNK, cell_scale_max=4,
-                                       pad_multiple=self.net.window_size)
+            if self.arbitrary:  # esc_arb's evaluation: the image unpadded, the cell clipped beyond the training scales
+                out = self.net.upscale(x, scale=self.scale, chunk=LTE_CHUNK, cell_scale_max=4)
             elif tiled:
                 out = tiled_forward(self.net, x, self.scale, self.tile, self.tile_overlap, self.progress,
                                     align=getattr(self.net, 'window_size', 1))

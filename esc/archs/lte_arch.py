@@ -18,7 +18,7 @@ always off; use :meth:`ESCLTE.upscale` with ``chunk`` to bound the memory of lar
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -47,37 +47,53 @@ def check_scale(scale: Any, name: str = 'scale') -> float:
     return float(scale)
 
 
-class ESCLTE(ESC):
-    """ESC backbone + LTE upsampler + bilinear image skip: ``forward(x, coord, cell)`` → RGB at the queries."""
+DataNorm = Optional[Sequence[float]]
+
+
+def check_data_norm(value: Any, where: str) -> Optional[Tuple[float, float]]:
+    """``data_norm`` as (sub, div), or None; a one-line ESCError unless it is two finite numbers with div ≠ 0."""
+    if value is None:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            or value[1] == 0):
+        raise ESCError(f'{where}: data_norm must be [sub, div], two finite numbers with div not 0 (esc_arb: '
+                       f'[0.5, 0.5]), got {value!r}')
+    return float(value[0]), float(value[1])
+
+
+class LTEHead:
+    """LTE's head on any encoder, mixed into an ``nn.Module`` that defines :meth:`features` (LR-size features of
+    ``feature_dim`` channels): the estimators and decoder (:meth:`build_lte_head`), the queries (:meth:`query`),
+    ``forward(x, coord, cell)`` and whole-image :meth:`upscale`. One head for every encoder: ESC's
+    (:class:`ESCLTE`) and those of the baselines (:class:`LTE`).
+
+    ``data_norm`` (LIIF/LTE's ``data_norm``, the same for input and output): None, or (sub, div): the network sees
+    (I_LR − sub) / div and its output is multiplied by div and shifted by sub. The official esc_arb runs use
+    (0.5, 0.5), so their weights expect images in [−1, 1]; this project trains in [0, 1] (None).
+    """
 
     fixed_scale = False
+    coef: nn.Conv2d
+    freq: nn.Conv2d
+    phase: nn.Linear
+    imnet: nn.Sequential
 
-    def __init__(self, dim: int = 64, pdim: int = 16, kernel_size: int = 13, n_blocks: int = 5, conv_blocks: int = 5,
-                 window_size: int = 32, num_heads: int = 4, exp_ratio: float = 1.25, attn_type: str = 'auto',
-                 use_ln: bool = False, share_lk: bool = True, dynamic_kernel: bool = True,
-                 first_mixer: str = 'self_attn', inner_mixer: str = 'conv_attn', hidden_dim: int = 256,
-                 mlp_dims: Sequence[int] = (256, 256, 256), streaming: str = 'off', **options: Any) -> None:
-        if 'upscaling_factor' in options:
-            raise ESCError('network_g (ESCLTE): upscaling_factor does not apply; ESCLTE serves every scale '
-                           '(query it by coordinates and cells)')
-        if streaming != 'off':
-            raise ESCError(f"network_g (ESCLTE): streaming must be 'off' (row strips serve fixed-scale passes), "
-                           f'got {streaming!r}')
-        if not isinstance(hidden_dim, int) or hidden_dim < 2 or hidden_dim % 2:
-            raise ESCError(f'network_g (ESCLTE): hidden_dim must be a positive even integer, got {hidden_dim!r}')
-        mlp_dims = list(mlp_dims)
-        if not all(isinstance(d, int) and d > 0 for d in mlp_dims):
-            raise ESCError(f'network_g (ESCLTE): mlp_dims must be positive integers, got {mlp_dims!r}')
-        super().__init__(dim=dim, pdim=pdim, kernel_size=kernel_size, n_blocks=n_blocks, conv_blocks=conv_blocks,
-                         window_size=window_size, num_heads=num_heads, upscaling_factor=None, exp_ratio=exp_ratio,
-                         attn_type=attn_type, use_ln=use_ln, share_lk=share_lk, dynamic_kernel=dynamic_kernel,
-                         first_mixer=first_mixer, inner_mixer=inner_mixer, streaming='off', **options)
+    def build_lte_head(self, feature_dim: int, hidden_dim: int, mlp_dims: Sequence[int], data_norm: DataNorm,
+                       where: str) -> None:
+        """Create the amplitude (coef), frequency and phase estimators and the MLP decoder (LTE, CVPR 2022)."""
+        if not isinstance(hidden_dim, int) or isinstance(hidden_dim, bool) or hidden_dim < 2 or hidden_dim % 2:
+            raise ESCError(f'{where}: hidden_dim must be a positive even integer, got {hidden_dim!r}')
+        mlp_dims = list(mlp_dims) if isinstance(mlp_dims, (list, tuple)) else [mlp_dims]
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in mlp_dims):
+            raise ESCError(f'{where}: mlp_dims must be positive integers, got {mlp_dims!r}')
+        self.data_norm = check_data_norm(data_norm, where)
         self.hidden_dim = hidden_dim
-        # LTE (Lee & Jin, CVPR 2022): amplitude (coef), frequency and phase estimators
-        self.coef = nn.Conv2d(dim, hidden_dim, 3, padding=1)
-        self.freq = nn.Conv2d(dim, hidden_dim, 3, padding=1)
+        self.coef = nn.Conv2d(feature_dim, hidden_dim, 3, padding=1)
+        self.freq = nn.Conv2d(feature_dim, hidden_dim, 3, padding=1)
         self.phase = nn.Linear(2, hidden_dim // 2, bias=False)
-        layers, width = [], hidden_dim
+        layers: List[nn.Module] = []
+        width = hidden_dim
         for out in mlp_dims:  # LTE's decoder: an MLP with ReLU, 256-256-256-256-3 in the paper's setting
             layers += [nn.Linear(width, out), nn.ReLU()]
             width = out
@@ -86,24 +102,28 @@ class ESCLTE(ESC):
 
     # --- encoder --------------------------------------------------------------------------------------------
     def features(self, x: Tensor, pad_multiple: Optional[int] = None) -> Tensor:
-        """F = conv3×3(H(F0)) + F0 at LR size (Eq. 1 without U and S); ``pad_multiple`` reflect-pads I_LR first
-        (the official evaluation pads to the window size) and crops F back."""
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ESCError(f'x: expected an N×3×H×W LR image batch, got shape {tuple(x.shape)}')
-        h, w = x.shape[-2:]
-        padded = pad_to_multiple(x, pad_multiple) if pad_multiple else x
-        f0 = self.proj(padded)
-        return self.fuse(self.deep_features(f0), f0, padded)[..., :h, :w]
+        """The encoder's LR-size features of a (normalised) LR batch; ``pad_multiple`` reflect-pads it first and
+        the features are cropped back."""
+        raise NotImplementedError
 
     def estimate(self, feat: Tensor) -> Tuple[Tensor, Tensor]:
         """LTE's amplitude and frequency maps of the latent codes, channels last: (B, h·w, 256) each."""
         return (self.coef(feat).flatten(2).transpose(1, 2).contiguous(),
                 self.freq(feat).flatten(2).transpose(1, 2).contiguous())
 
+    def normalize(self, x: Tensor) -> Tensor:
+        """I_LR as the network sees it: (x − sub) / div under ``data_norm``, else x."""
+        return x if self.data_norm is None else (x - self.data_norm[0]) / self.data_norm[1]
+
+    def denormalize(self, out: Tensor) -> Tensor:
+        """The network's output back in the image's range: out · div + sub under ``data_norm``, else out."""
+        return out if self.data_norm is None else out * self.data_norm[1] + self.data_norm[0]
+
     # --- decoder --------------------------------------------------------------------------------------------
     def query(self, estimates: Tuple[Tensor, Tensor], feat_size: Tuple[int, int], x: Tensor, coord: Tensor,
               cell: Tensor) -> Tensor:
-        """RGB at ``coord`` (B, Q, 2; (y, x) in [−1, 1]) for pixels of size ``cell`` (B, Q, 2): U + S, (B, Q, 3)."""
+        """RGB at ``coord`` (B, Q, 2; (y, x) in [−1, 1]) for pixels of size ``cell`` (B, Q, 2): U + S, (B, Q, 3),
+        in the normalised range of ``x``."""
         coef, freq = estimates
         b, q = coord.shape[:2]
         h, w = feat_size
@@ -154,14 +174,15 @@ class ESCLTE(ESC):
     def forward(self, x: Tensor, coord: Tensor, cell: Tensor) -> Tensor:
         """I_SR at the queries: LTE(F)(coord, cell) + bilinear(I_LR)(coord), shape (B, Q, 3)."""
         self.check_queries(x, coord, cell)
+        x = self.normalize(x)
         feat = self.features(x)
-        return self.query(self.estimate(feat), feat.shape[-2:], x, coord, cell)
+        return self.denormalize(self.query(self.estimate(feat), feat.shape[-2:], x, coord, cell))
 
     def upscale(self, x: Tensor, size: Optional[Tuple[int, int]] = None, scale: Optional[float] = None,
                 chunk: Optional[int] = None, cell_scale_max: Optional[float] = None,
                 pad_multiple: Optional[int] = None) -> Tensor:
         """The whole SR image (B, 3, H, W) at ``size`` or ``scale`` (output round(h·s)×round(w·s)), queried
-        ``chunk`` pixels at a time. ``cell_scale_max``: LTE's evaluation enlarges the cell by
+        ``chunk`` pixels at a time (None: all at once). ``cell_scale_max``: LTE's evaluation enlarges the cell by
         max(s / s_max, 1) beyond the largest training scale s_max (4 in the paper)."""
         h, w = x.shape[-2:]
         if (size is None) == (scale is None):
@@ -177,6 +198,7 @@ class ESCLTE(ESC):
         cell = coord.new_tensor([2 / size[0], 2 / size[1]])
         if cell_scale_max is not None:
             cell = cell * max(size[0] / h / check_scale(cell_scale_max, 'cell_scale_max'), 1.0)
+        x = self.normalize(x)
         feat = self.features(x, pad_multiple)
         estimates = self.estimate(feat)
         b, n = x.shape[0], coord.shape[0]
@@ -185,7 +207,40 @@ class ESCLTE(ESC):
             self.query(estimates, feat.shape[-2:], x, coord[i:i + step].expand(b, -1, -1),
                        cell.expand(b, min(step, n - i), 2)) for i in range(0, n, step)
         ], dim=1)
-        return out.transpose(1, 2).reshape(b, 3, *size)
+        return self.denormalize(out.transpose(1, 2).reshape(b, 3, *size))
+
+
+class ESCLTE(LTEHead, ESC):
+    """ESC backbone + LTE upsampler + bilinear image skip: ``forward(x, coord, cell)`` → RGB at the queries.
+    The backbone's parameters keep ESC's names (no ``encoder.`` prefix), as this project's checkpoints have them."""
+
+    def __init__(self, dim: int = 64, pdim: int = 16, kernel_size: int = 13, n_blocks: int = 5, conv_blocks: int = 5,
+                 window_size: int = 32, num_heads: int = 4, exp_ratio: float = 1.25, attn_type: str = 'auto',
+                 use_ln: bool = False, share_lk: bool = True, dynamic_kernel: bool = True,
+                 first_mixer: str = 'self_attn', inner_mixer: str = 'conv_attn', hidden_dim: int = 256,
+                 mlp_dims: Sequence[int] = (256, 256, 256), data_norm: DataNorm = None, streaming: str = 'off',
+                 **options: Any) -> None:
+        if 'upscaling_factor' in options:
+            raise ESCError('network_g (ESCLTE): upscaling_factor does not apply; ESCLTE serves every scale '
+                           '(query it by coordinates and cells)')
+        if streaming != 'off':
+            raise ESCError(f"network_g (ESCLTE): streaming must be 'off' (row strips serve fixed-scale passes), "
+                           f'got {streaming!r}')
+        super().__init__(dim=dim, pdim=pdim, kernel_size=kernel_size, n_blocks=n_blocks, conv_blocks=conv_blocks,
+                         window_size=window_size, num_heads=num_heads, upscaling_factor=None, exp_ratio=exp_ratio,
+                         attn_type=attn_type, use_ln=use_ln, share_lk=share_lk, dynamic_kernel=dynamic_kernel,
+                         first_mixer=first_mixer, inner_mixer=inner_mixer, streaming='off', **options)
+        self.build_lte_head(dim, hidden_dim, mlp_dims, data_norm, 'network_g (ESCLTE)')
+
+    def features(self, x: Tensor, pad_multiple: Optional[int] = None) -> Tensor:
+        """F = conv3×3(H(F0)) + F0 at LR size (Eq. 1 without U and S); ``pad_multiple`` reflect-pads I_LR first
+        and crops F back (the attention layers pad to whole windows by themselves, as the official ones do)."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ESCError(f'x: expected an N×3×H×W LR image batch, got shape {tuple(x.shape)}')
+        h, w = x.shape[-2:]
+        padded = pad_to_multiple(x, pad_multiple) if pad_multiple else x
+        f0 = self.proj(padded)
+        return self.fuse(self.deep_features(f0), f0, padded)[..., :h, :w]
 
 
 VARIANTS = {
@@ -194,3 +249,89 @@ VARIANTS = {
 }
 """The paper's arbitrary-scale configuration (supplementary Sec. 6.2: ESC's C 64, N 5, M 5 with LTE as U).
 Kept apart from :data:`esc.archs.esc_arch.VARIANTS`, whose entries are built at a fixed scale."""
+
+
+# --- the official esc_arb checkpoints -------------------------------------------------------------------------
+OFFICIAL_DATA_NORM = [0.5, 0.5]
+"""The ``data_norm`` (sub, div) of every official esc_arb training and test configuration, for input and output
+alike; the checkpoint itself does not record it."""
+OFFICIAL_ENCODERS: Dict[str, Dict[str, Any]] = {
+    'esc': {key: value for key, value in VARIANTS['ESC+LTE'].items() if key not in ('hidden_dim', 'mlp_dims')},
+}
+"""The esc_arb encoder names this project reads, with the network options they stand for. The official ``esc``
+encoder takes no size options (its constructor always builds ESC's C 64, N 5, M 5, 32-pixel windows)."""
+OFFICIAL_ENCODER_ARGS = {'esc': ('no_upsampling', 'deployment')}
+"""The arguments each official encoder accepts; none of them changes the weights."""
+
+
+def is_official_container(checkpoint: Any) -> bool:
+    """Whether a loaded checkpoint is an esc_arb (LIIF/LTE code) file: ``{'model': {'name', 'args', 'sd'}, ...}``
+    (training files add ``optimizer`` and ``epoch``)."""
+    return (isinstance(checkpoint, dict) and isinstance(checkpoint.get('model'), dict)
+            and 'sd' in checkpoint['model'])
+
+
+def _spec(value: Any, where: str, source: str) -> Tuple[str, Dict[str, Any]]:
+    """A LIIF-style ``{'name', 'args'}`` spec as (name, args), or one line naming what is wrong with it."""
+    if not isinstance(value, dict) or not isinstance(value.get('name'), str):
+        raise ESCError(f"{source}: {where} must be a {{'name', 'args'}} spec, got {type(value).__name__}")
+    args = value.get('args') or {}
+    if not isinstance(args, dict):
+        raise ESCError(f'{source}: {where}.args must be a mapping, got {type(args).__name__}')
+    return value['name'], args
+
+
+def official_network(model: Mapping[str, Any], source: str = 'checkpoint') -> Dict[str, Any]:
+    """The network options (``type`` ESCLTE plus constructor options) of an esc_arb ``model`` spec: LTE
+    (``name: lte``) with ``hidden_dim``, an ``mlp`` decoder (``hidden_list``, ``out_dim`` 3) and an encoder
+    named in :data:`OFFICIAL_ENCODERS`; ``data_norm`` is the official one. ``source`` names the file in errors."""
+    name, args = _spec(model, "'model'", source)
+    if name != 'lte':
+        raise ESCError(f"{source}: an esc_arb '{name}' model; this project reads LTE models ('lte') only")
+    unknown = sorted(set(args) - {'encoder_spec', 'imnet_spec', 'hidden_dim'})
+    if unknown:
+        raise ESCError(f"{source}: model.args has unknown key(s) {', '.join(unknown)} (LTE takes encoder_spec, "
+                       'imnet_spec, hidden_dim)')
+    encoder, encoder_args = _spec(args.get('encoder_spec'), 'model.args.encoder_spec', source)
+    if encoder not in OFFICIAL_ENCODERS:
+        raise ESCError(f"{source}: encoder '{encoder}' is not one of {', '.join(OFFICIAL_ENCODERS)}")
+    extra = sorted(set(encoder_args) - set(OFFICIAL_ENCODER_ARGS[encoder]))
+    if extra:
+        raise ESCError(f"{source}: encoder '{encoder}' has unknown argument(s) {', '.join(extra)}")
+    imnet, imnet_args = _spec(args.get('imnet_spec'), 'model.args.imnet_spec', source)
+    if imnet != 'mlp' or imnet_args.get('out_dim') != 3 or not isinstance(imnet_args.get('hidden_list'), list):
+        raise ESCError(f"{source}: the decoder must be an 'mlp' with out_dim 3 and a hidden_list, got '{imnet}' "
+                       f'{imnet_args}')
+    return {**OFFICIAL_ENCODERS[encoder], 'hidden_dim': args.get('hidden_dim', 256),
+            'mlp_dims': list(imnet_args['hidden_list']), 'data_norm': list(OFFICIAL_DATA_NORM)}
+
+
+def from_official_layout(state_dict: Mapping[str, Any], network: Mapping[str, Any],
+                         source: str = 'checkpoint') -> Dict[str, Any]:
+    """An esc_arb state dict in this project's layout for ``network``: the decoder's ``imnet.layers.N`` are
+    ``imnet.N``; ESCLTE's backbone drops the ``encoder.`` prefix (an :class:`LTE` keeps it). Every other key
+    (``coef``, ``freq``, ``phase``) is the same."""
+    prefix = 'encoder.' if network.get('type') == 'ESCLTE' else ''
+    mapped: Dict[str, Any] = {}
+    for key, value in state_dict.items():
+        if key.startswith('imnet.layers.'):
+            mapped['imnet.' + key[len('imnet.layers.'):]] = value
+        elif prefix and key.startswith(prefix):
+            mapped[key[len(prefix):]] = value
+        elif key.split('.')[0] in ('coef', 'freq', 'phase', 'encoder'):
+            mapped[key] = value
+        else:
+            raise ESCError(f"{source}: key {key!r} is not part of an esc_arb LTE model (encoder.*, coef, freq, "
+                           'phase, imnet.layers.*)')
+    return mapped
+
+
+def read_official_container(checkpoint: Mapping[str, Any],
+                            source: str = 'checkpoint') -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """An esc_arb checkpoint (:func:`is_official_container`) as (state dict in this project's layout, network
+    options): what esc_arb's ``models.make(checkpoint['model'], load_sd=True)`` builds."""
+    model = checkpoint['model']
+    network = official_network(model, source)
+    if not isinstance(model['sd'], dict):
+        raise ESCError(f"{source}: model.sd must be a state dict, got {type(model['sd']).__name__}")
+    return from_official_layout(model['sd'], network, source), network

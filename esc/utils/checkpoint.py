@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Unio
 import torch
 from torch import Tensor
 
+from esc.archs.lte_arch import is_official_container, read_official_container
 from esc.errors import ESCError
 from esc.utils.checkpoint_checks import check_tensors
 
@@ -111,7 +112,8 @@ def read_checkpoint(path: str, param_key: Optional[str],
     taken; nothing for a bare state dict or a foreign safetensors file.
 
     PyTorch files: ``param_key`` of a basicsr dict (``params``/``params_ema``, falling back to ``params``), or the
-    file itself when it is a bare state dict. Safetensors files: the file's state dict, or the sibling holding
+    file itself when it is a bare state dict; an official esc_arb checkpoint (``{'model': {'name', 'args', 'sd'}}``),
+    its ESC+LTE weights in this project's layout with the network options as ``network``. Safetensors files: the file's state dict, or the sibling holding
     ``param_key`` where the file holds other weights (see the module doc). ``option`` names the source in errors."""
     if not osp.isfile(path):
         raise ESCError(f'{option}: no such file {path}')
@@ -125,6 +127,8 @@ def read_checkpoint(path: str, param_key: Optional[str],
         raise ESCError(f'{option}: cannot read checkpoint {path}: {_reason(exc)}') from None
     if not isinstance(ckpt, dict):
         raise ESCError(f'{option}: {path} holds a {type(ckpt).__name__}, not a state dict')
+    if is_official_container(ckpt):  # esc_arb's {'model': {'name', 'args', 'sd'}}: ESC+LTE in its own layout
+        return _read_official_container(ckpt, path, option)
     nested = [k for k, v in ckpt.items() if isinstance(v, dict)]
     if not nested:
         check_tensors(ckpt, f'{option}: {path}')
@@ -138,6 +142,15 @@ def read_checkpoint(path: str, param_key: Optional[str],
         raise ESCError(f'{option}: {path}: {taken} is not a state dict but {type(ckpt[taken]).__name__}')
     check_tensors(ckpt[taken], f'{option}: {path}')
     return _without_module_prefix(ckpt[taken]), {'param_key': taken}
+
+
+def _read_official_container(ckpt: Dict[str, Any], path: str, option: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """An esc_arb checkpoint's weights mapped to this project's layout, with the network options its spec names as
+    ``network`` metadata (:func:`esc.archs.lte_arch.read_official_container`); ``param_key`` does not apply."""
+    source = f'{option}: {path}'
+    state_dict, network = read_official_container(ckpt, source)
+    check_tensors(state_dict, source)
+    return state_dict, {'network': network}
 
 
 def read_state_dict(path: str, param_key: Optional[str], option: str = 'path.pretrain_network_g') -> Dict[str, Any]:
