@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from esc.errors import ESCError
-from esc.utils.experiment import RunLock
+from esc.utils.experiment import RUN_MARKER, RunLock
 from esc.utils.option_file import apply_overrides, check_run_name, override_value, read_option_file
 from tests.conftest import REPO
 from tests.test_entrypoints import run, train_options, write
@@ -71,6 +71,7 @@ def test_a_live_run_holds_its_folder_and_a_second_run_stops_naming_it(tmp_path):
     opt = train_options('shared', total_iter=1)
     path = write(tmp_path / 'o.yml', opt)
     (tmp_path / 'experiments' / 'shared').mkdir(parents=True)
+    (tmp_path / 'experiments' / 'shared' / RUN_MARKER).write_text('a run folder, as a run leaves it')
     (tmp_path / 'experiments' / 'shared' / 'live.txt').write_text('a live run writes here')
     holder = hold_lock(tmp_path / 'experiments', 'shared')  # what a live training run holds
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from typing import Any, Callable, Iterator, List, Optional, Sequence
@@ -41,9 +42,17 @@ class Stopped(BaseException):
 def stop_signals_as_exception() -> Iterator[None]:
     """The stop signals raise :class:`Stopped` while the block runs (SIGTERM's default would end the process at once,
     leaving hidden temporary files; Ctrl-C's would print a KeyboardInterrupt traceback). Outside the main thread,
-    where signals cannot be caught, nothing changes."""
+    where signals cannot be caught, nothing changes. A process forked inside the block (a data-loader worker) keeps
+    the signals' usual meaning: its parent does the stopping."""
+    owner = os.getpid()
+
     def handler(signum: int, frame: Any) -> None:
-        raise Stopped(signum)
+        if os.getpid() == owner:
+            raise Stopped(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt  # what a worker expects of Ctrl-C (PyTorch's end quietly on it)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
     previous = {}
     for name in STOP_SIGNALS:

@@ -1,14 +1,19 @@
 """A run's folders, the lock that keeps two live runs out of one folder, and its log and tensorboard files.
 
 A training run writes to ``experiments/<name>/`` (and ``tb_logger/<name>/``), a test run to ``results/<name>/``;
-``name`` is one folder name (:func:`esc.utils.option_file.check_run_name`), so nothing outside those folders is
-ever written, renamed or moved. A new run whose folder already exists archives it first as
-``<name>_archived_<time>`` beside it, as basicsr's runs do, unless a live run holds it:
+``name`` is one folder name (:func:`esc.utils.option_file.check_run_name`). ``path.experiments_root`` and
+``path.results_root`` may name another parent folder, so what a run may do to a folder is settled here, whatever
+the option file says:
 
-- every run holds a lock on ``<parent>/.<name>.lock`` for as long as its process lives; the file records who
-  holds it. It is a POSIX record lock (``fcntl.lockf``), which belongs to the process: data-loader workers forked
-  from the run do not hold it, so it goes the moment the run's own process dies, even while its workers wind down
-  (a lock shared with forked children, as ``flock``'s is, would outlive a killed run by as long as they do);
+- a run folder is this project's when it holds the marker file :data:`RUN_MARKER`, which a run writes into every
+  folder it creates. Only such a folder is archived by a new run of its name (renamed
+  ``<name>_archived_<time>`` beside it, as basicsr's runs do) or resumed into; any other existing folder is left
+  as it is and the run stops in one line;
+- every run folder is locked while its run lives: ``<parent>/.<name>.lock``, created without following a
+  symbolic link, records who holds it. It is a POSIX record lock (``fcntl.lockf``), which belongs to the process:
+  data-loader workers forked from the run do not hold it, so it goes the moment the run's own process dies, even
+  while its workers wind down (a lock shared with forked children, as ``flock``'s is, would outlive a killed run
+  by as long as they do). The tensorboard folder has its own lock, so no run archives the folder of a live one;
 - a second run of the same name finds the lock taken and stops in one line naming the live run (its process id,
   start time and command line). The lock of a killed run goes with its process, so ``--auto_resume`` after a kill
   goes ahead.
@@ -23,7 +28,8 @@ import platform
 import shutil
 import sys
 import time
-from typing import Any, Dict, Mapping, Optional, TextIO
+import stat
+from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 
 import torch
 
@@ -35,18 +41,52 @@ LOGGER_NAME = 'basicsr'
 """The logger every module writes to: basicsr's datasets and models write to it too."""
 
 
+RUN_MARKER = '.esc-run'
+"""The file that marks a folder as a run folder this project created (the only kind it archives or resumes into)."""
+RUN_SUBFOLDERS = ('models', 'training_states', 'visualization')
+
+
+def _refuse(option: str, path: str, exc: OSError) -> ESCError:
+    return ESCError(f'{option}: cannot use {path}: {exc.strerror or exc}')
+
+
 class RunLock:
-    """An exclusive lock on the run ``name`` inside ``parent`` (``experiments/`` or ``results/``), held while
-    the process lives (or until :meth:`release`)."""
+    """An exclusive lock on the run ``name`` inside ``parent`` (``experiments/``, ``results/``, ``tb_logger/``),
+    held while the process lives (or until :meth:`release`)."""
 
     def __init__(self, parent: str, name: str) -> None:
         self.path = osp.join(parent, f'.{name}.lock')
         self.folder = osp.join(parent, name)
         self._file: Optional[TextIO] = None
 
+    @classmethod
+    def of(cls, folder: str) -> 'RunLock':
+        """The lock of the run folder ``folder``."""
+        return cls(osp.dirname(folder), osp.basename(folder))
+
+    def _open(self) -> TextIO:
+        """The lock file, opened for reading and writing without following a symbolic link: a link planted at the
+        lock's path (to a file the run must never truncate) or a folder there is one line, not a write elsewhere."""
+        parent = osp.dirname(self.path) or '.'
+        if osp.lexists(parent) and not osp.isdir(parent):
+            raise ESCError(f'name: the run {self.folder} cannot be made: {parent} is not a folder')
+        try:
+            os.makedirs(parent, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if osp.islink(self.path):
+                raise ESCError(f'name: the run lock {self.path} is a symbolic link; remove it (a run never writes '
+                               'through one)') from None
+            raise _refuse('name', f'the run lock {self.path}', exc) from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(fd)
+            raise ESCError(f'name: the run lock {self.path} is not a plain file of its own (a link to another file?); '
+                           'remove it')
+        return os.fdopen(fd, 'r+')
+
     def acquire(self) -> 'RunLock':
-        os.makedirs(osp.dirname(self.path) or '.', exist_ok=True)
-        handle = open(self.path, 'a+')
+        handle = self._open()
         try:
             fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -69,39 +109,102 @@ class RunLock:
             self._file = None
 
 
+def lock_run_folders(folders: Sequence[str]) -> List[RunLock]:
+    """The locks of every folder a run will write (all taken, or none: a folder in use releases those taken)."""
+    locks: List[RunLock] = []
+    try:
+        for folder in folders:
+            locks.append(RunLock.of(folder).acquire())
+    except BaseException:
+        release_all(locks)
+        raise
+    return locks
+
+
+def release_all(locks: Sequence[RunLock]) -> None:
+    for lock in locks:
+        lock.release()
+
+
+def is_run_folder(folder: str) -> bool:
+    """Whether ``folder`` is a real folder (not a link) marked as a run folder of this project."""
+    return (osp.isdir(folder) and not osp.islink(folder) and osp.isfile(osp.join(folder, RUN_MARKER))
+            and not osp.islink(osp.join(folder, RUN_MARKER)))
+
+
+def _not_ours(option: str, folder: str) -> ESCError:
+    return ESCError(f'{option}: {folder} exists and is not a run folder of this project (it has no {RUN_MARKER} '
+                    'marker): it is left as it is; choose another name, or another path.experiments_root / '
+                    'path.results_root')
+
+
 def archive(folder: str) -> Optional[str]:
-    """Rename an existing ``folder`` to ``<folder>_archived_<time>`` beside it (the new run starts empty); the
-    new name, or None where there was nothing to archive."""
-    if not osp.exists(folder):
+    """Rename the earlier run folder ``folder`` (marked by this project; its lock held by the caller) to
+    ``<folder>_archived_<time>`` beside it, so the new run starts empty; the new name, or None where there was
+    nothing to archive."""
+    if not osp.lexists(folder):
         return None
     archived = f"{folder}_archived_{time.strftime('%Y%m%d_%H%M%S')}"
-    while osp.exists(archived):
+    while osp.lexists(archived):
         archived += '_'
     os.rename(folder, archived)
     return archived
 
 
-def prepare_training_folders(opt: Dict[str, Any], resuming: bool) -> list:
-    """Create the run's folders under ``experiments/<name>/`` (and ``tb_logger/<name>/`` with
-    ``logger.use_tb_logger``), archiving those of an earlier run of that name unless resuming; the messages to log."""
-    paths, messages = opt['path'], []
-    folders = [paths['experiments_root']]
+def claim_run_folder(folder: str, resuming: bool, option: str, subfolders: Sequence[str] = ()) -> Optional[str]:
+    """Make ``folder`` (whose lock the caller holds) this run's: an earlier run folder of this project is archived,
+    unless ``resuming`` (then the run writes on into it); a new one is created with the :data:`RUN_MARKER`, and
+    ``subfolders`` inside it. Any other file or folder at that path stops the run in one line, untouched.
+    Returns the archived name, if any."""
+    archived = None
+    if osp.lexists(folder):
+        if not is_run_folder(folder):
+            raise _not_ours(option, folder)
+        if not resuming:
+            try:
+                archived = archive(folder)
+            except OSError as exc:
+                raise _refuse(option, folder, exc) from None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if not osp.lexists(osp.join(folder, RUN_MARKER)):
+            fd = os.open(osp.join(folder, RUN_MARKER), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, 'w') as marker:
+                marker.write(f"a run folder of ESC, created {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)}\n")
+        for name in subfolders:
+            path = osp.join(folder, name)
+            if osp.islink(path) or (osp.lexists(path) and not osp.isdir(path)):
+                raise ESCError(f'{option}: {path} is not a folder of this run (a link or a file); it is left as it is')
+            os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise _refuse(option, folder, exc) from None
+    return archived
+
+
+def training_folders(opt: Mapping[str, Any]) -> List[str]:
+    """The folders a training run writes: ``experiments/<name>/`` and, with tensorboard, ``tb_logger/<name>/``."""
+    folders = [opt['path']['experiments_root']]
     if tensorboard_enabled(opt):
         folders.append(tensorboard_folder(opt))
-    for folder in folders:
-        if not resuming:
-            archived = archive(folder)
-            if archived:
-                messages.append(f'An earlier run of this name was moved to {archived}')
-    for key in ('experiments_root', 'models', 'training_states', 'visualization'):
-        os.makedirs(paths[key], exist_ok=True)
+    return folders
+
+
+def prepare_training_folders(opt: Dict[str, Any], resuming: bool) -> list:
+    """Claim the run's folders (:func:`claim_run_folder`; their locks held by the caller): ``experiments/<name>/``
+    with ``models``, ``training_states`` and ``visualization``, and ``tb_logger/<name>/`` with
+    ``logger.use_tb_logger``, archiving those of an earlier run of that name unless resuming; the messages to log."""
+    messages = []
+    for folder, option, subfolders in zip(training_folders(opt), ('path.experiments_root', 'logger.use_tb_logger'),
+                                          (RUN_SUBFOLDERS, ())):
+        archived = claim_run_folder(folder, resuming, option, subfolders)
+        if archived:
+            messages.append(f'An earlier run of this name was moved to {archived}')
     return messages
 
 
 def prepare_results_folder(opt: Dict[str, Any]) -> list:
-    """Create ``results/<name>/``, archiving an earlier one; the messages to log."""
-    archived = archive(opt['path']['results_root'])
-    os.makedirs(opt['path']['results_root'])
+    """Claim ``results/<name>/`` (its lock held by the caller), archiving an earlier one; the messages to log."""
+    archived = claim_run_folder(opt['path']['results_root'], False, 'path.results_root')
     return [f'Earlier results of this name were moved to {archived}'] if archived else []
 
 
