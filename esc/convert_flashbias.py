@@ -15,7 +15,6 @@ esc/inference.py, esc/export.py and the official code read; it runs with ``attn_
 from __future__ import annotations
 
 import argparse
-import os.path as osp
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from esc.errors import ESCError  # noqa: E402
 from esc.upscaler import load_model  # noqa: E402
 from esc.utils.checkpoint import atomic_torch_save  # noqa: E402
 from esc.utils.cli import run_command  # noqa: E402
+from esc.utils.writing import check_output_file  # noqa: E402
 
 DEFAULT_PHOTO = 'coffee'
 DEFAULT_CROP = 256
@@ -45,12 +45,10 @@ def photograph(path: Optional[str], crop: int = DEFAULT_CROP, sample: str = DEFA
     """A (1, 3, H, W) RGB image in [0, 1]: the file at ``path``, or else scikit-image's photograph ``sample``,
     centre-cropped to at most ``crop`` pixels a side (0: whole)."""
     if path is not None:
-        from esc.inference import read_image
+        from esc.utils.image_io import colour_of, read_image
 
-        image = read_image(Path(path))
-        peak = float(np.iinfo(image.dtype).max)
-        image = image.astype(np.float32) / peak
-        image = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
+        image = colour_of(read_image(Path(path)))
+        image = image.astype(np.float32) / float(np.iinfo(image.dtype).max)
     else:
         try:
             from esc.data.sample_image_dataset import load_sample_image
@@ -84,10 +82,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
-    if not osp.isdir(osp.dirname(osp.abspath(args.output))):
-        raise ESCError(f'-o: no such folder {osp.dirname(osp.abspath(args.output))}')
-    if osp.abspath(args.output) == osp.abspath(args.model):
-        raise ESCError('-o: would replace --model; choose another file')
+    check_output_file(args.output, {'--model': args.model, '--image': args.image})
     if args.crop < 0:
         raise ESCError(f'--crop: must be 0 or more, got {args.crop}')
     model = load_model(args.model, scale=args.scale, arch=args.arch, device='cpu', param_key=args.param_key)

@@ -23,11 +23,12 @@ import argparse
 import contextlib
 import os
 import re
+import stat
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Set
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 try:
     import esc  # noqa: F401
@@ -42,8 +43,9 @@ from esc.archs.streaming import tune_glibc_malloc  # noqa: E402
 from esc.errors import ESCError  # noqa: E402
 from esc.upscaler import DTYPES, Upscaler, load_model  # noqa: E402
 from esc.utils.cli import Stopped, run_command, stop_signals_as_exception  # noqa: E402
-from esc.utils.image_io import (DEEP_FORMATS, PROFILE_FORMATS, WRITABLE, Animation, check_result_size,  # noqa: E402
-                                load_image, pixel_limit, read_image, result_suffix, write_animation, write_image)
+from esc.utils.image_io import (PROFILE_FORMATS, WRITABLE, Animation, check_result_size, load_image,  # noqa: E402
+                                pixel_limit, read_image, result_format, result_suffix, special_file_kind,
+                                write_animation, write_image)
 from esc.utils.tiling import DEFAULT_OVERLAP  # noqa: E402
 from esc.video import CRF_LIMITS, DEFAULT_CRF, VIDEO_EXTENSIONS, is_video, result_extension, upscale_video  # noqa: E402
 
@@ -54,10 +56,9 @@ NoteCallback = Callable[[str], None]
 
 def output_path(source: Path, out_dir: Path, scale: float, ext: Optional[str], image: np.ndarray) -> Path:
     """``<out_dir>/<stem>_x<scale><ext>``: ``ext``, else the input's format where it can be written, else PNG
-    (:func:`esc.utils.image_io.result_suffix`); a 16-bit result goes to PNG where the format cannot hold 16 bits."""
-    suffix = result_suffix(source, ext)[0]
-    if image.dtype == np.uint16 and suffix not in DEEP_FORMATS:
-        suffix = '.png'
+    (:func:`esc.utils.image_io.result_suffix`); PNG where that format cannot hold the image's depth or channels
+    (:func:`esc.utils.image_io.result_format`)."""
+    suffix = result_format(result_suffix(source, ext)[0], image)[0]
     return out_dir / f'{source.stem}_x{scale:g}{suffix}'
 
 
@@ -67,19 +68,29 @@ def video_output_path(source: Path, out_dir: Path, scale: float) -> Path:
     return out_dir / f'{source.stem}_x{scale:g}{result_extension(source)}'
 
 
-def list_inputs(path: Path, output: Optional[Path] = None) -> List[Path]:
-    """The file itself, or the visible entries of a folder in name order: its files, and its subfolders (which
-    the run reports as skipped) except ``output``, where the results go."""
-    if path.is_file():
-        return [path]
+def list_inputs(path: Path, output: Optional[Path] = None) -> Tuple[List[Path], List[str]]:
+    """What a run tries, and a line for each kind of entry it leaves out untried.
+
+    For a file (or anything else that is not a folder: a FIFO is then refused unopened), the file itself. For a
+    folder, its entries in name order, whatever they are (subfolders, FIFOs, devices, broken links are each
+    reported as skipped, in one line naming them, without being opened), except hidden ones (named in one line)
+    and ``output``, where the results go (said too)."""
     if path.is_dir():
         skip = output.resolve() if output is not None else None
         try:
             entries = sorted(path.iterdir())
         except OSError as exc:
             raise ESCError(f'-i: cannot list {path} ({exc.strerror})') from None
-        return [p for p in entries if not p.name.startswith('.') and (p.is_file() or p.is_dir())
-                and not (p.is_dir() and p.resolve() == skip)]
+        hidden = [p for p in entries if p.name.startswith('.')]
+        results = [p for p in entries if not p.name.startswith('.') and p.is_dir() and p.resolve() == skip]
+        left_out = []
+        if hidden:
+            left_out.append(f'{len(hidden)} hidden entr{"ies" if len(hidden) != 1 else "y"} in {path} ('
+                            + ', '.join(p.name for p in hidden) + ')')
+        left_out.extend(f'{p}, the output folder' for p in results)
+        return [p for p in entries if not p.name.startswith('.') and p not in results], left_out
+    if path.exists() or path.is_symlink():
+        return [path], []
     raise ESCError(f'-i: no such file or folder {path}')
 
 
@@ -171,7 +182,12 @@ class Run:
             return self.animation(source, loaded)
         height, width = loaded.pixels.shape[:2]
         self.say_once(result_suffix(source, self.ext)[1])
+        for line in loaded.notes:
+            self.note(line)
         target = output_path(source, self.args.output, self.model.scale, self.ext, loaded.pixels)
+        lacking = result_format(result_suffix(source, self.ext)[0], loaded.pixels)[1]
+        if lacking is not None:
+            self.note(f'{source}: {lacking}')
         check_result_size(source, target.suffix.lower(), round(height * self.model.scale),
                           round(width * self.model.scale))
         self.check_target(source, target)
@@ -208,7 +224,8 @@ class Run:
     def video(self, source: Path) -> Path:
         target = video_output_path(source, self.args.output, self.model.scale)
         self.check_target(source, target)
-        summary = upscale_video(self.model, source, target, crf=self.args.crf, progress=True, note=self.note)
+        summary = upscale_video(self.model, source, target, crf=self.args.crf, progress=True, note=self.note,
+                                max_pixels=self.max_pixels)
         rate = f' at {float(summary.frame_rate):g} fps' if summary.frame_rate else ''
         streams = summary.audio_streams
         audio = f", {streams} audio stream{'s' * (streams != 1)} copied" if streams else ', no audio'
@@ -217,9 +234,17 @@ class Run:
         return target
 
     def one(self, source: Path) -> None:
-        """Upscale ``source``; every failure is an ESCError naming it."""
-        if source.is_dir():
+        """Upscale ``source``; every failure is an ESCError naming it. Only regular files are opened (a FIFO would
+        block the run)."""
+        try:
+            mode = source.stat().st_mode
+        except OSError as exc:
+            raise ESCError(f'{source}: cannot be read ({exc.strerror})') from None
+        if stat.S_ISDIR(mode):
             raise ESCError(f'{source}: a folder (subfolders are not searched; give it to -i on its own)')
+        kind = special_file_kind(mode)
+        if kind is not None:
+            raise ESCError(f'{source}: {kind}, not an image or video file; not opened')
         try:
             target = self.video(source) if is_video(source) else self.image(source)
         except ESCError:
@@ -294,7 +319,7 @@ def run(argv: Sequence[str]) -> int:
         raise ESCError(f"--ext: {args.ext!r} is not one of {', '.join(sorted(e[1:] for e in WRITABLE))}")
     if not 0 <= args.crf <= CRF_LIMITS['libx264']:
         raise ESCError(f"--crf: {args.crf} is not from 0 to {CRF_LIMITS['libx264']}")
-    sources = list_inputs(args.input, args.output)
+    sources, left_out = list_inputs(args.input, args.output)
     prepare_output_folder(args.output)
     tune_glibc_malloc()
     model: Upscaler = load_model(args.model, scale=args.scale, arch=args.arch, device=args.device,
@@ -304,6 +329,8 @@ def run(argv: Sequence[str]) -> int:
     print(f'{model} from {args.model}', flush=True)
     for line in model.attention:
         print(line, flush=True)
+    for line in left_out:
+        print(f'not inputs: {line}', flush=True)
     earlier = own_results(sources, args.output, model.scale)
     if earlier:
         names = ', '.join(p.name for p in sorted(earlier)[:3]) + (', ...' if len(earlier) > 3 else '')
@@ -312,7 +339,7 @@ def run(argv: Sequence[str]) -> int:
         sources = [p for p in sources if p not in earlier]
     max_pixels = args.max_pixels or pixel_limit(model.bytes_per_input_pixel(channels=4))
     job = Run(model, args, ext, {p.resolve() for p in sources}, max_pixels, _note)
-    single = args.input.is_file()
+    single = not args.input.is_dir()
     done, skipped, start = 0, 0, time.perf_counter()
     try:
         with stop_signals_as_exception():

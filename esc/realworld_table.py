@@ -187,11 +187,12 @@ def score_dataset(model, dataset: Dataset, files: List[Tuple[Path, Optional[Path
 
 def _rgb8(image: np.ndarray) -> np.ndarray:
     """An image read by esc.utils.image_io as 8-bit RGB (grayscale repeated, alpha dropped, 16 bits rounded)."""
+    from esc.utils.image_io import colour_of
+
+    image = colour_of(image)
     if image.dtype == np.uint16:
         image = (image.astype(np.float64) / 257).round().astype(np.uint8)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    return np.ascontiguousarray(image[..., :3])
+    return image
 
 
 def format_table(rows: Dict[str, Dict[str, Dict[str, float]]], datasets: Sequence[Dataset]) -> List[str]:

@@ -5,8 +5,8 @@ The network and its options are read off the checkpoint's state dict (official r
 variant (ESC, ESCFP, ESCReal, ESCLTE), its widths and depths, window size and heads, the Table 3 ablation
 switches and the scale — except for ESC+LTE, which serves any scale (non-integer ones too) and is told the one
 to use. Safetensors files written here record the options and scale in their metadata, which is read instead.
-Images are NumPy arrays as people have them: H×W grayscale, H×W×3 RGB or H×W×4 RGBA; uint8, uint16
-or float in [0, 1]. Only torch is needed (no basicsr, no torchvision).
+Images are NumPy arrays as people have them: H×W grayscale, H×W×2 grayscale and alpha, H×W×3 RGB or H×W×4
+RGBA; uint8, uint16 or float in [0, 1]. Only torch is needed (no basicsr, no torchvision).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import math
 import re
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
@@ -27,7 +28,8 @@ from esc.archs.flashbias import bias_ranks, network_layout, query_factors
 from esc.archs.lte_arch import VARIANTS as LTE_VARIANTS, check_scale
 from esc.errors import ESCError
 from esc.utils.checkpoint import read_checkpoint
-from esc.utils.checkpoint_checks import check_against_network, check_option_bounds, check_weights, tensor_shape
+from esc.utils.checkpoint_checks import check_against_network, check_weights, tensor_shape
+from esc.utils.memory_estimate import ESTIMATED_TYPES, Workload, check_memory, parameter_count, window_workload
 from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
 DEVICES = ('auto', 'cpu', 'cuda')
@@ -228,8 +230,12 @@ class Upscaler:
     def upscale_tensor(self, x: Tensor) -> Tensor:
         """(N, 3, H, W) RGB in [0, 1] → (N, 3, r·H, r·W) (ESC+LTE: round(r·H) × round(r·W)), float32, clamped to
         [0, 1]."""
-        x = x.to(self.device, torch.float32)
         tiled = self.tile and max(x.shape[-2:]) > self.tile
+        height, width = (min(side, self.tile) for side in x.shape[-2:]) if tiled else x.shape[-2:]
+        check_memory(self.options, Workload(height, width, x.shape[0], scale=self.scale,
+                                            description=f"{'tiles of ' if tiled else 'a '}{width}×{height} image"),
+                     f'model: {self.source}' if self.source else 'model', self.device, self.name)
+        x = x.to(self.device, torch.float32)
         if tiled and self.arbitrary:
             raise ESCError(f'tile: ESC+LTE is not tiled (its decoder already runs {LTE_CHUNK} pixels at a time); '
                            f'this {x.shape[-1]}x{x.shape[-2]} image exceeds --tile {self.tile}: raise it or use 0')
@@ -261,15 +267,16 @@ class Upscaler:
         return per_pixel + (0 if self.tile else NETWORK_BYTES_PER_PIXEL)
 
     def upscale(self, image: np.ndarray) -> np.ndarray:
-        """Upscale an H×W, H×W×1, H×W×3 (RGB) or H×W×4 (RGBA) image; the result has its layout and dtype.
+        """Upscale an H×W, H×W×1 (grey), H×W×2 (grey and alpha), H×W×3 (RGB) or H×W×4 (RGBA) image; the result
+        has its layout and dtype.
 
         uint8 and uint16 keep their range; float images are taken as [0, 1]. Grayscale goes through the
         network as three equal channels and comes back as their mean; alpha is upscaled bicubically on
         its own.
         """
         array = np.asarray(image)
-        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
-            raise ESCError(f'image: expected H×W, H×W×1, H×W×3 or H×W×4, got shape {array.shape}')
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 2, 3, 4)):
+            raise ESCError(f'image: expected H×W, H×W×1, H×W×2, H×W×3 or H×W×4, got shape {array.shape}')
         if array.shape[0] == 0 or array.shape[1] == 0:
             raise ESCError(f'image: empty ({array.shape[0]}×{array.shape[1]})')
         if array.dtype == np.uint8 or array.dtype == np.uint16:
@@ -282,12 +289,12 @@ class Upscaler:
         planes = planes[..., None] if planes.ndim == 2 else planes
         channels = planes.shape[-1]
         chw = planes.permute(2, 0, 1)[None]
-        colour = chw[:, :3] if channels >= 3 else chw.expand(-1, 3, -1, -1)
+        colour = chw[:, :3] if channels >= 3 else chw[:, :1].expand(-1, 3, -1, -1)
         out = self.upscale_tensor(colour).cpu()
         if channels < 3:
             out = out.mean(dim=1, keepdim=True)
-        if channels == 4:
-            alpha = F.interpolate(chw[:, 3:], size=out.shape[-2:], mode='bicubic', align_corners=False)
+        if channels in (2, 4):
+            alpha = F.interpolate(chw[:, -1:], size=out.shape[-2:], mode='bicubic', align_corners=False)
             out = torch.cat([out, alpha.clamp_(0, 1)], dim=1)
         if peak != 1.0:
             with torch.inference_mode():  # in place (no second full-size float copy) on an inference tensor
@@ -298,14 +305,85 @@ class Upscaler:
         return result.astype(array.dtype, copy=False)
 
 
+@dataclass
+class CheckedNetwork:
+    """A state dict that passed :func:`check_network_state`: the network options it was read as (``type``
+    included), the class and constructor options to build it with, and the state dict in that network's layout."""
+
+    options: Dict[str, Any]
+    network: type
+    config: Dict[str, Any]
+    state_dict: Dict[str, Any]
+    description: str
+
+
+DECLARED_VALUES_SHARE = 0.5
+"""A file must hold at least this share of the parameters of the network it declares (position biases counted as
+tables): fewer is no checkpoint of it, refused before the network's layout is built."""
+
+
+def check_network_state(state_dict: Mapping[str, Any], metadata: Mapping[str, Any], source: str,
+                        scale: Optional[float] = None, arch: Optional[str] = None,
+                        overrides: Optional[Mapping[str, Any]] = None, workload: Optional[Workload] = None,
+                        device: Any = 'cpu') -> CheckedNetwork:
+    """The checks every surface runs on network weights before building their network, in this order, each a
+    one-line ESCError naming ``source``: tensors with values of their own (no stride-0 or empty ones), finite
+    floating-point weights, the network they are (metadata or detection; ``arch`` and ``scale`` checked,
+    ``overrides`` applied), its options bounded and its estimated memory for ``workload`` (default: one attention
+    window) within what ``device`` has (:func:`esc.utils.memory_estimate.check_memory`), the file holding about
+    as many values as that network has parameters, then every key and shape against the network built on the meta
+    device (FlashBias tables factorised to the layout first)."""
+    check_weights(state_dict, source)
+    try:
+        detected = checkpoint_network(state_dict, metadata, scale, source=source)
+    except ESCError as exc:  # detection's messages name the tensors at fault, not the file
+        raise ESCError(str(exc) if str(exc).startswith(source) else f'{source}: {exc}') from None
+    scale_text = f" x{detected['upscaling_factor']}" if detected.get('upscaling_factor') else ''
+    if arch is not None:
+        if arch not in NETWORKS:
+            raise ESCError(f"arch: {arch!r} is not one of {', '.join(NETWORKS)}")
+        if arch != detected['type']:
+            raise ESCError(f"arch: {source.partition(': ')[2] or source} is an {variant_name(detected)}{scale_text} "
+                           f"checkpoint ({detected['type']}), not an {arch}")
+    detected.update(overrides or {})
+    description = f'{variant_name(detected)}{scale_text}'
+    check_memory(detected, workload or window_workload(detected, scale=scale), source, device, description)
+    _check_declared_size(detected, state_dict, source, description)
+    config = dict(detected)
+    network = NETWORKS[config.pop('type')]
+    layout = network_layout(network, config, state_dict)  # FlashBias: earlier factor names, tables factorised
+    check_against_network(network, config, layout, source, description)
+    return CheckedNetwork(detected, network, config, layout, description)
+
+
+def _check_declared_size(options: Mapping[str, Any], state_dict: Mapping[str, Tensor], source: str,
+                         description: str) -> None:
+    """Refuse a file holding far fewer values than the network it declares has parameters (a few tensors claiming
+    thousands of blocks), before that network's layout is built."""
+    if options.get('type') not in ESTIMATED_TYPES:
+        return
+    as_tables = {key: value for key, value in options.items() if key not in ('bias_rank', 'flashbias_rank',
+                                                                              'attn_type')}
+    try:
+        needed = parameter_count(as_tables)
+    except (TypeError, ValueError, KeyError, ZeroDivisionError):  # options the network's own checks refuse
+        return
+    held = sum(value.numel() for value in state_dict.values())
+    if held < DECLARED_VALUES_SHARE * needed:
+        raise ESCError(f'{source}: holds {held:,} values; the {description} network it declares has {needed:,} '
+                       'parameters')
+
+
 def load_model(path: str, scale: Optional[float] = None, arch: Optional[str] = None, device: str = 'auto',
                precision: str = 'fp32', tile: Optional[int] = None, tile_overlap: int = DEFAULT_OVERLAP,
-               param_key: str = 'params_ema', **options: Any) -> Upscaler:
+               param_key: str = 'params_ema', workload: Optional[Workload] = None, **options: Any) -> Upscaler:
     """Read a checkpoint, build the network it was trained as and return an :class:`Upscaler`.
 
     ``arch`` (ESC, ESCFP, ESCReal, ESCLTE) and ``options`` (any network option, e.g. ``attn_type``) override
     what is detected; ``scale`` must be the checkpoint's, or for ESC+LTE any number above 1 (required).
-    ``tile`` (LR pixels) bounds memory on large images.
+    ``tile`` (LR pixels) bounds memory on large images. The file is opened by :func:`read_checkpoint` and checked
+    by :func:`check_network_state` before the network is built; its memory is estimated for ``workload`` (default:
+    a tile, or without tiling one attention window; each image is estimated again when it is upscaled).
     """
     target = torch.device(resolve_device(device))
     check_dtype(precision, target.type, option='precision')
@@ -313,27 +391,17 @@ def load_model(path: str, scale: Optional[float] = None, arch: Optional[str] = N
         raise ESCError(f'tile: need a tile of at least 8 pixels and 0 <= overlap < tile, got {tile} / {tile_overlap}')
     state_dict, metadata = read_checkpoint(path, param_key, option='model')
     source = f'model: {path}'
-    check_weights(state_dict, source)
-    detected = checkpoint_network(state_dict, metadata, scale, source=source)
-    scale_text = f" x{detected['upscaling_factor']}" if detected.get('upscaling_factor') else ''
-    if arch is not None:
-        if arch not in NETWORKS:
-            raise ESCError(f"arch: {arch!r} is not one of {', '.join(NETWORKS)}")
-        if arch != detected['type']:
-            raise ESCError(f"arch: {path} is an {variant_name(detected)}{scale_text} checkpoint "
-                           f"({detected['type']}), not an {arch}")
-    detected.update(options)
-    config = dict(detected)
-    network = NETWORKS[config.pop('type')]
-    check_option_bounds(config, source)
-    state_dict = network_layout(network, config, state_dict)  # FlashBias: earlier factor names, tables factorised
-    check_against_network(network, config, state_dict, source, f'{variant_name(detected)}{scale_text}')
+    if workload is None and tile is not None:
+        workload = Workload(tile, tile, scale=scale, description=f'tiles of {tile}×{tile} LR pixels')
+    checked = check_network_state(state_dict, metadata, source, scale, arch, options, workload, target)
+    del state_dict
     try:
-        net = network(**config)
+        net = checked.network(**checked.config)
     except TypeError as exc:
         raise ESCError(f'{source}: {exc}') from None
     try:
-        net.load_state_dict(state_dict, strict=True)
+        net.load_state_dict(checked.state_dict, strict=True)
     except ESCError as exc:
         raise ESCError(f'{source}: {exc}') from None
-    return Upscaler(net.eval().to(target), detected, target, precision, tile, tile_overlap, scale=scale, source=path)
+    return Upscaler(net.eval().to(target), checked.options, target, precision, tile, tile_overlap, scale=scale,
+                    source=path)

@@ -7,6 +7,9 @@ its colour tags; the picture is encoded as 8-bit 4:2:0 H.264 (VP9 in WebM) at th
 and every audio stream is copied packet for packet, without re-encoding. It is written to a hidden temporary
 file renamed into place at the end, so a failed or interrupted run leaves nothing behind.
 
+The frame size the container's header declares is checked against the pixel limit images are checked against
+(:func:`esc.utils.image_io.check_pixels`: ``--max-pixels``, by default what the available memory holds) before
+any frame is decoded, and every frame decoded later is checked against it too (a stream may change size).
 A damaged or truncated input is refused rather than upscaled with its damage: the whole file is demuxed and
 decoded once before any frame is upscaled (seconds, against minutes or hours of upscaling), and every error
 FFmpeg's demuxer or decoders report (audio included; the audio is decoded for that check only), then or during
@@ -30,6 +33,7 @@ from tqdm import tqdm
 from esc.errors import ESCError
 from esc.upscaler import Upscaler
 from esc.utils.checkpoint import atomic_path
+from esc.utils.image_io import MAX_PIXELS_OPTION, check_pixels, open_regular_file, pixel_limit
 
 CONTAINERS = {'.mp4': 'mp4', '.m4v': 'mp4', '.mov': 'mov', '.mkv': 'matroska', '.webm': 'webm'}
 """The video file extensions results are written as, and FFmpeg's name for each container."""
@@ -244,9 +248,10 @@ def _streams(container: av.container.InputContainer, source: Path) -> Tuple[av.V
     return video, [stream for stream in container.streams.audio if stream.codec_context is not None]
 
 
-def _scan(container: av.container.InputContainer, reader: _Reader) -> int:
+def _scan(container: av.container.InputContainer, reader: _Reader, limit: int, option: str) -> int:
     """Demux and decode the whole input once, before the long work, so that a truncated or damaged file is
-    refused in seconds rather than after its good part has been upscaled; the number of video frames."""
+    refused in seconds rather than after its good part has been upscaled, and a frame larger than ``limit``
+    pixels (which the header did not declare) before any is upscaled; the number of video frames."""
     video, audio = _streams(container, reader.source)
     packets = iter(container.demux(video, *audio))
     frames = 0
@@ -256,7 +261,9 @@ def _scan(container: av.container.InputContainer, reader: _Reader) -> int:
             return frames
         decoded = reader.checked(packet.decode)
         if packet.stream.type == 'video':
-            frames += len(decoded)
+            for frame in decoded:
+                check_pixels(f'{reader.source}: frame {frames}', frame.width, frame.height, limit, option)
+                frames += 1
 
 
 def _upscale_frame(model: Upscaler, frame: av.VideoFrame) -> np.ndarray:
@@ -266,12 +273,15 @@ def _upscale_frame(model: Upscaler, frame: av.VideoFrame) -> np.ndarray:
 
 
 def upscale_video(model: Upscaler, source: Union[str, Path], target: Union[str, Path], crf: int = DEFAULT_CRF,
-                  progress: bool = False, note: Optional[NoteCallback] = None) -> VideoSummary:
+                  progress: bool = False, note: Optional[NoteCallback] = None,
+                  max_pixels: Optional[int] = None) -> VideoSummary:
     """Upscale every frame of the video ``source`` with ``model`` (its tiling and precision apply) into
     ``target``, whose extension (.mp4, .m4v, .mov, .mkv or .webm) names the container written.
 
     ``crf`` sets the picture quality (:data:`DEFAULT_CRF`); ``progress`` shows a bar over the frames; ``note``
     receives, as they arise, one line for anything the result does not carry over (they are also returned).
+    ``max_pixels``: the largest frame accepted, width × height, checked from the header before any frame is
+    decoded (None: what the available memory holds for ``model``, as for images).
     An upscaled size with an odd side is padded by one row or column, a copy of the last, because 4:2:0
     video needs even sides. Raises :class:`ESCError` (one line naming the file) for an input that cannot be
     read or is damaged, and for a ``target`` that cannot be written; ``target`` is then left as it was.
@@ -281,10 +291,12 @@ def upscale_video(model: Upscaler, source: Union[str, Path], target: Union[str, 
         raise ESCError(f"{target}: videos are written as {', '.join(sorted(CONTAINERS))}, not {target.suffix!r}")
     encoder = encoder_for(target)
     check_crf(crf, encoder)
-    if not source.is_file():
-        raise ESCError(f'{source}: no such video file')
-    if source.stat().st_size == 0:
+    file, size = open_regular_file(source)  # FFmpeg opens it by name below; a FIFO must not block that open
+    file.close()
+    if size == 0:
         raise ESCError(f'{source}: empty file')
+    option = MAX_PIXELS_OPTION if max_pixels is not None else ' (the memory limit)'
+    limit = max_pixels if max_pixels is not None else pixel_limit(model.bytes_per_input_pixel(channels=3))
     notes: List[str] = []
 
     def tell(line: str) -> None:
@@ -295,7 +307,10 @@ def upscale_video(model: Upscaler, source: Union[str, Path], target: Union[str, 
     with _FFmpegLog().capture() as log:
         reader = _Reader(source, log)
         with _open_input(reader) as container:
-            total = _scan(container, reader)
+            video = _video_stream(container, source)
+            check_pixels(str(source), video.codec_context.width, video.codec_context.height, limit, option,
+                         each=True)
+            total = _scan(container, reader, limit, option)
         with _open_input(reader) as container:
             video, audio = _streams(container, source)
             left_out = [s for s in container.streams if s is not video and s not in audio]
@@ -324,7 +339,7 @@ def _transcode(model: Upscaler, container: av.container.InputContainer, video: a
         output = av.open(tmp, 'w', format=CONTAINERS[target.suffix.lower()])
     except av.FFmpegError as exc:
         raise ESCError(f'{target}: cannot be written ({getattr(exc, "strerror", None) or exc})') from None
-    count = 0
+    count, size = 0, None
     with _closing(output, target):
         writer = _Writer(output, video, audio, crf, encoder, target)
         packets = iter(container.demux(video, *audio))
@@ -340,6 +355,10 @@ def _transcode(model: Upscaler, container: av.container.InputContainer, video: a
             for frame in reader.checked(packet.decode):
                 if frame.pts is None:
                     raise ESCError(f'{source}: frame {count} has no timestamp; cannot keep the timing')
+                size = size or (frame.width, frame.height)
+                if (frame.width, frame.height) != size:  # refused before the work, not after
+                    raise ESCError(f'{source}: the frame size changes at frame {count} '
+                                   f'({frame.width}x{frame.height}); one size per video is supported')
                 try:
                     upscaled = _upscale_frame(model, frame)
                 except ESCError as exc:
@@ -353,9 +372,6 @@ def _transcode(model: Upscaler, container: av.container.InputContainer, video: a
                     bits = max(component.bits for component in frame.format.components)
                     if bits > 8:
                         tell(f'{source}: {bits}-bit video is written as 8-bit')
-                elif upscaled.shape[:2] != writer.size:
-                    raise ESCError(f'{source}: the frame size changes at frame {count} '
-                                   f'({frame.width}x{frame.height}); one size per video is supported')
                 _output_step(target, reader.log, lambda: writer.write_frame(upscaled, frame.pts))
                 count += 1
                 bar.update()

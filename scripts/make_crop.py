@@ -28,9 +28,9 @@ import esc  # before basicsr, which imports on current torchvision through esc's
 from esc.archs.bicubic_arch import Bicubic
 from esc.data.sample_image_dataset import load_sample_image, mod_crop
 from esc.errors import ESCError
-from esc.inference import read_image
 from esc.utils.checkpoint import write_atomic
 from esc.utils.cli import run_command
+from esc.utils.image_io import colour_of, read_image
 from basicsr.metrics.psnr_ssim import calculate_psnr  # noqa: E402,I001  (after esc: see above)
 from basicsr.utils.matlab_functions import imresize  # noqa: E402
 
@@ -60,11 +60,8 @@ def load_photograph(name: str) -> np.ndarray:
     kept as precision), else a scikit-image sample photograph."""
     path = Path(name)
     if path.is_file():
-        pixels = read_image(path)
-        peak = float(np.iinfo(pixels.dtype).max)
-        pixels = pixels[..., None] if pixels.ndim == 2 else pixels
-        rgb = np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels[..., :3]
-        return (rgb.astype(np.float32) / peak).astype(np.float32)
+        rgb = colour_of(read_image(path))
+        return (rgb.astype(np.float32) / float(np.iinfo(rgb.dtype).max)).astype(np.float32)
     import skimage.data
 
     if name.startswith('_') or not callable(getattr(skimage.data, name, None)):

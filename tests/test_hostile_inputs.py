@@ -440,8 +440,9 @@ def test_a_camera_mpo_is_its_first_picture_not_a_refused_animation(tiny, tmp_pat
 def test_a_colour_profile_a_result_cannot_hold_is_said(tiny, tmp_path, capsys):
     pytest.importorskip('PIL.ImageCms', reason='Pillow without LittleCMS cannot make a test profile')
     path, _ = tiny
-    Image.fromarray(photo()).save(tmp_path / 'scan.tif', icc_profile=srgb_profile())
-    status, _, stderr = command(capsys, '-i', tmp_path / 'scan.tif', '-o', tmp_path / 'out', '--model', path)
+    Image.fromarray(photo()).save(tmp_path / 'scan.png', icc_profile=srgb_profile())
+    status, _, stderr = command(capsys, '-i', tmp_path / 'scan.png', '-o', tmp_path / 'out', '--model', path,
+                                '--ext', 'bmp')
     assert status == 0, stderr
-    assert f'note: {tmp_path / "scan.tif"}: its colour profile is not kept in a .tif result' in stderr
-    assert cv2.imread(str(tmp_path / 'out' / 'scan_x2.tif')).shape == (24, 40, 3)
+    assert f'note: {tmp_path / "scan.png"}: its colour profile is not kept in a .bmp result' in stderr
+    assert cv2.imread(str(tmp_path / 'out' / 'scan_x2.bmp')).shape == (24, 40, 3)

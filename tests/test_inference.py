@@ -115,7 +115,11 @@ def test_upscale_keeps_layout_and_dtype(checkpoint):
     floats = model.upscale(rgb / 255.)
     assert floats.dtype == np.float64 and np.abs(floats * 255 - out).max() <= 1
 
-    for bad, message in ((np.zeros((4, 4, 2)), 'expected H×W'), (np.zeros((0, 4)), 'empty'),
+    grey_alpha = model.upscale(rgba[..., (0, 3)])  # grey and alpha: the grey as three equal channels, alpha apart
+    assert grey_alpha.shape == (18, 22, 2) and np.array_equal(grey_alpha[..., 1], rgba_out[..., 3])
+    assert np.array_equal(grey_alpha[..., 0], model.upscale(rgba[..., 0]))
+
+    for bad, message in ((np.zeros((4, 4, 5)), 'expected H×W'), (np.zeros((0, 4)), 'empty'),
                          (np.zeros((4, 4), dtype=np.int32), 'dtype int32 is not supported')):
         with pytest.raises(ESCError, match=message):
             model.upscale(bad)
