@@ -346,9 +346,10 @@ def _types_of(annotation: Any, default: Any) -> Types:
 def _check_consistency(opt: Mapping[str, Any], is_train: bool) -> None:
     scale = opt.get('scale')
     network = opt.get('network_g') or {}
-    factor = network.get('upscaling_factor')
+    factor_key = 'upscaling_factor' if 'upscaling_factor' in network else 'upscale'  # ESC's name, the baselines'
+    factor = network.get(factor_key)
     if scale is not None and factor is not None and factor != scale:
-        raise ESCError(f'network_g.upscaling_factor: {factor} differs from scale: {scale}')
+        raise ESCError(f'network_g.{factor_key}: {factor} differs from scale: {scale}')
     for phase, dataset in opt['datasets'].items():
         gt_size = dataset.get('gt_size')
         if isinstance(scale, int) and isinstance(gt_size, int) and gt_size % scale:
