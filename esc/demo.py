@@ -421,7 +421,7 @@ def _at_least_one(text: str) -> int:
 
 
 def mebibytes(size: int) -> str:
-    return f'{size / (1 << 20):.1f} MiB'
+    return f'{size} bytes' if size < 1 << 20 else f'{size / (1 << 20):.1f} MiB'
 
 
 def parser() -> argparse.ArgumentParser:

@@ -31,7 +31,7 @@ from PIL import Image
 from skimage import data as photographs
 
 import esc
-from esc.demo import (Page, Settings, default_upload_limit, find_checkpoints, main, precisions_for,
+from esc.demo import (Page, Settings, default_upload_limit, find_checkpoints, main, parser, precisions_for,
                       upscale_file)
 from esc.errors import ESCError
 from esc.inference import main as inference_main, run as run_inference
@@ -286,6 +286,18 @@ def test_the_default_upload_limit_is_the_largest_image_the_memory_takes_uncompre
     assert offered.max_pixels == pytest.approx(pixel_limit(model.bytes_per_input_pixel(channels=4)), rel=0.05)
     assert default_upload_limit([offered]) == offered.max_pixels * 8
     assert offered.page_scale == 2
+
+
+def test_upload_and_cleanup_options_are_checked_in_one_line(capsys):
+    args = parser().parse_args(['--max-upload', '200M', '--keep-results', '3'])
+    assert (args.max_upload, args.keep_results, args.cache_minutes) == (200 << 20, 3, 60)
+    assert parser().parse_args(['--max-upload', '4096']).max_upload == 4096
+    for option, value, reason in (('--max-upload', 'lots', "not a size: 'lots' (bytes, or e.g. 200M)"),
+                                  ('--max-upload', '0', "must be at least 1 byte: '0'"),
+                                  ('--keep-results', '0', "must be at least 1: '0'")):
+        with pytest.raises(SystemExit):
+            parser().parse_args([option, value])
+        assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f'argument {option}: {reason}')
 
 
 def hostile_model_folder(folder: Path, checkpoint: Path) -> dict:
