@@ -2,6 +2,7 @@
 
     python esc/convert_safetensors.py --model ESC_DIV2K_X4.pth -o ESC_DIV2K_X4.safetensors
     python esc/convert_safetensors.py --model net_g_latest.pth -o net_g_latest.safetensors --param-key params
+    python esc/convert_safetensors.py --model esc_lte.pth -o ESC_LTE.safetensors   # an official esc_arb file
 
 The checkpoint is read and its network built and loaded as esc/inference.py does (the EMA weights,
 ``params_ema``, unless ``--param-key`` says otherwise, falling back to ``params``), so only a checkpoint that
@@ -9,6 +10,8 @@ runs is converted. The file written holds that one state dict, unpickled-safe an
 reader (chaiNNer, spandrel, traiNNer-redux), with the metadata ``esc.network`` (the network options, JSON),
 ``esc.scale`` and ``esc.param_key`` that esc.load_model, esc/inference.py and esc/export.py read instead of
 detecting the network. It is written atomically and read back before the command reports success.
+An official esc_arb ESC+LTE checkpoint (``{'model': {'name', 'args', 'sd'}}``) converts to this project's layout
+(keys mapped, ``data_norm`` in ``esc.network``): the file this project's commands and option files read.
 """
 from __future__ import annotations
 
@@ -27,10 +30,11 @@ except ModuleNotFoundError as missing:  # `python esc/convert_safetensors.py` in
 import torch  # noqa: E402
 
 from esc.errors import ESCError  # noqa: E402
-from esc.upscaler import Upscaler, load_model  # noqa: E402
+from esc.upscaler import Upscaler, checkpoint_network, load_model  # noqa: E402
 from esc.utils.checkpoint import (SAFETENSORS_SUFFIX, read_checkpoint, weights_metadata,  # noqa: E402
                                   write_safetensors)
 from esc.utils.cli import run_command  # noqa: E402
+from esc.utils.writing import check_output_file  # noqa: E402
 
 
 def convert_to_safetensors(model: Upscaler, output: str, param_key: Optional[str] = 'params_ema') -> int:
@@ -61,17 +65,18 @@ def parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
-    if not args.output.endswith(SAFETENSORS_SUFFIX):
-        raise ESCError(f'-o: {args.output} does not end in {SAFETENSORS_SUFFIX}')
-    if not osp.isdir(osp.dirname(osp.abspath(args.output))):
-        raise ESCError(f'-o: no such folder {osp.dirname(osp.abspath(args.output))}')
-    if osp.abspath(args.output) == osp.abspath(args.model):
-        raise ESCError('-o: would replace --model; choose another file')
+    check_output_file(args.output, {'--model': args.model}, suffix=SAFETENSORS_SUFFIX)
     start = time.perf_counter()
-    taken = read_checkpoint(args.model, args.param_key, option='--model')[1].get('param_key')
-    model = load_model(args.model, scale=args.scale, arch=args.arch, device='cpu', param_key=args.param_key)
+    state_dict, read = read_checkpoint(args.model, args.param_key, option='--model')
+    taken = read.get('param_key')
+    held = taken or ('esc_arb checkpoint' if read.get('container') else 'bare state dict')
+    # ESC+LTE serves every scale and records none: any scale builds it
+    arbitrary = args.scale is None and checkpoint_network(state_dict, read, source=f'--model: {args.model}')['type'] == 'ESCLTE'
+    del state_dict
+    model = load_model(args.model, scale=2 if arbitrary else args.scale, arch=args.arch, device='cpu',
+                       param_key=args.param_key)
     count = convert_to_safetensors(model, args.output, taken)
-    print(f'{model} from {args.model} [{taken or "bare state dict"}] written to {args.output} ({count} tensors, '
+    print(f'{model} from {args.model} [{held}] written to {args.output} ({count} tensors, '
           f'{osp.getsize(args.output) / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s)', flush=True)
     return 0
 

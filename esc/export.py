@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import os.path as osp
 import re
 import sys
 import time
@@ -49,6 +48,8 @@ from esc.errors import ESCError  # noqa: E402
 from esc.upscaler import DTYPES, load_model  # noqa: E402
 from esc.utils.checkpoint import write_atomic  # noqa: E402
 from esc.utils.cli import run_command  # noqa: E402
+from esc.utils.memory_estimate import Workload, check_memory  # noqa: E402
+from esc.utils.writing import check_output_file  # noqa: E402
 
 if TYPE_CHECKING:
     import onnx
@@ -153,6 +154,15 @@ def example_input(window_size: int, extra: int = 0, batch: int = 1) -> Tensor:
     generator = torch.Generator().manual_seed(extra)
     h, w = window_size + 5 + extra, 2 * window_size + 3 + 2 * extra
     return torch.rand(batch, 3, h, w, generator=generator)
+
+
+def export_workload(window_size: int) -> Workload:
+    """What an export runs the network on: the check batch of :func:`export`, the larger of its two inputs, through
+    graphs that compute every attention score (an ONNX graph materialises them, as ``naive`` does)."""
+    check = example_input(window_size, extra=window_size // 2 + 1, batch=CHECK_BATCH)
+    return Workload(check.shape[-2], check.shape[-1], CHECK_BATCH, attention='naive', streaming=False,
+                    description=f'the export\'s check batch ({CHECK_BATCH} × {check.shape[-1]}×{check.shape[-2]}, '
+                                'every attention score computed)')
 
 
 def _dynamic_shapes() -> dict:
@@ -352,8 +362,7 @@ def run(argv: Sequence[str]) -> int:
     check_options(args.format, args.opset, args.attn_type, args.precision)
     if args.attn_type != 'flashbias' and (args.bias_rank is not None or args.bias_energy is not None):
         raise ESCError('--bias-rank/--bias-energy: they apply to --attn-type flashbias only')
-    if not osp.isdir(osp.dirname(osp.abspath(args.output))):
-        raise ESCError(f'-o: no such folder {osp.dirname(osp.abspath(args.output))}')
+    check_output_file(args.output, {'--model': args.model, '--verify': args.verify})
     image = None
     if args.verify is not None:  # read first: a bad path fails before the export's work
         try:
@@ -361,6 +370,8 @@ def run(argv: Sequence[str]) -> int:
         except ESCError as exc:
             raise ESCError(f'--verify: {exc}') from None
     model = load_model(args.model, scale=args.scale, arch=args.arch, device='cpu', param_key=args.param_key)
+    check_memory(model.options, export_workload(getattr(model.net, 'window_size', 8)), f'--model: {args.model}',
+                 description=model.name)
     print(f'{model} from {args.model}', flush=True)
     start = time.perf_counter()
     net = model.net
