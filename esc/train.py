@@ -43,7 +43,7 @@ from esc.utils.option_file import describe_options, parse_options  # noqa: E402
 
 class ProgressLog:
     """The log line every ``logger.print_freq`` iterations (epoch, iteration, learning rates, ETA, step and data
-    times, losses) and the losses' tensorboard curves."""
+    times, losses) and the tensorboard curves of the losses and the learning rate."""
 
     def __init__(self, opt: Dict[str, Any], start_iter: int, total_iters: int, tb_logger: Any, logger: Any) -> None:
         self.name, self.tb_logger, self.logger = opt['name'], tb_logger, logger
@@ -66,6 +66,8 @@ class ProgressLog:
         if self.tb_logger is not None:
             for key, value in losses.items():
                 self.tb_logger.add_scalar(f'losses/{key}' if key.startswith('l_') else key, value, iteration)
+            for index, lr in enumerate(lrs):  # beside the losses: a schedule's step shows where a curve bends
+                self.tb_logger.add_scalar('learning_rate' if len(lrs) == 1 else f'learning_rate/{index}', lr, iteration)
 
 
 def validate(model: Any, val_loaders: List[Any], iteration: int, tb_logger: Any, opt: Dict[str, Any]) -> None:

@@ -255,3 +255,7 @@ def test_validation_images_go_to_tensorboard(tmp_path):
     shown = events.Images(tags[0])
     assert [image.step for image in shown] == [2, 2]  # the validation at iteration 2 and the one after training
     assert (shown[0].width, shown[0].height) == (48, 48)  # the SR image, at the size of coffee's HR crop (max_size)
+    learning_rate = events.Scalars('learning_rate')  # beside the losses' curves, one point per logged iteration
+    assert [point.step for point in learning_rate] == [1, 2]
+    assert learning_rate[0].value == pytest.approx(opt['train']['optim_g']['lr'])
+    assert 'losses/l_pix' in events.Tags()['scalars']
