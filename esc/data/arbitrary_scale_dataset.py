@@ -10,16 +10,20 @@ The draw sits in the model because basicsr's loader collates items that each wor
 Evaluation (``ArbitraryScaleTestDataset``): HR images; for scale s the LR image has ⌊H/s⌋×⌊W/s⌋ pixels
 and the HR image is cropped (top left) to round(⌊H/s⌋·s)×round(⌊W/s⌋·s), as LIIF's evaluation does.
 
-LR images are made with MATLAB's bicubic kernel (:func:`esc.archs.bicubic_arch.imresize_to`, basicsr's
-``imresize`` weights) and rounded to 8 bits, at every scale. For ×2–×4 this is how the DIV2K and benchmark
-LR folders LTE evaluates on were made; for the other scales LTE downsamples with PIL's bicubic resize,
-so unseen-scale scores can differ slightly from the paper's (Tables 5 and 6).
+The official esc_arb test configurations (LIIF's protocol) read the published LR folders at ×2–×4
+(``dataroot_lq``: LR_bicubic/X{s}, DIV2K_valid_LR_bicubic/X{s}) and make the LR image of every other scale
+with PIL's bicubic resize of the 8-bit HR image (``downsample: pil``). Without either, LR images are made with
+MATLAB's bicubic kernel (:func:`esc.archs.bicubic_arch.imresize_to`, basicsr's ``imresize`` weights) and rounded
+to 8 bits, which is how those published folders were made.
+
+Training draws one scale per batch and downsamples with MATLAB's kernel; esc_arb's training draws one scale per
+sample and downsamples with PIL (docs/official_files.md).
 """
 from __future__ import annotations
 
 import math
 import random
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -71,15 +75,17 @@ def _image_paths(opt: Dict[str, Any], key: str) -> List[str]:
     return paths
 
 
-class _HRImages:
-    """HR images from a folder (or LMDB) through basicsr's file client, decoded to RGB float32 in [0, 1]."""
+class _Images:
+    """The images of ``opt[key]`` (a folder, or LMDB) through basicsr's file client, decoded to RGB float32 in
+    [0, 1]: the HR images (``dataroot_gt``), or the LR ones of a paired test set (``dataroot_lq``)."""
 
-    def __init__(self, opt: Dict[str, Any]) -> None:
+    def __init__(self, opt: Dict[str, Any], key: str = 'dataroot_gt') -> None:
         self.opt = opt
+        self.client_key = key[len('dataroot_'):]
         self.io_backend = dict(opt.get('io_backend') or {'type': 'disk'})
         if self.io_backend['type'] == 'lmdb':
-            self.io_backend.update(db_paths=[opt['dataroot_gt']], client_keys=['gt'])
-        self.paths = _image_paths(opt, 'dataroot_gt')[:opt.get('first_k')]
+            self.io_backend.update(db_paths=[opt[key]], client_keys=[self.client_key])
+        self.paths = _image_paths(opt, key)[:opt.get('first_k')]
         self.file_client: Optional[FileClient] = None
         self.cache: Optional[List[np.ndarray]] = None
         if opt.get('cache', False):  # LIIF's `cache: in_memory`; decoded once, kept as uint8
@@ -90,7 +96,7 @@ class _HRImages:
             self.file_client = FileClient(self.io_backend.pop('type'), **self.io_backend)
         path = self.paths[index]
         try:
-            image = imfrombytes(self.file_client.get(path, 'gt'), float32=True)
+            image = imfrombytes(self.file_client.get(path, self.client_key), float32=True)
         except (AttributeError, ValueError, TypeError):
             raise ESCError(f'datasets.{self.opt["phase"]}: {path} does not decode as an image') from None
         return image[..., ::-1].copy()  # BGR → RGB
@@ -120,7 +126,7 @@ class ArbitraryScaleTrainDataset(data.Dataset):
         self.scale_min, self.scale_max = float(opt.get('scale_min', 1)), float(opt.get('scale_max', 4))
         check_training_options(opt)
         self.patch_size = math.ceil(self.lq_size * self.scale_max - 1e-9)
-        self.images = _HRImages(opt)
+        self.images = _Images(opt)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         image = self.images[index]
@@ -156,30 +162,79 @@ def check_training_options(opt: Dict[str, Any]) -> None:
                        f'a x1 patch (lq_size {lq_size})')
 
 
+DOWNSAMPLERS = ('matlab', 'pil')
+"""How ``ArbitraryScaleTestDataset`` makes LR images: MATLAB's bicubic (the published ×2–×4 LR folders) or PIL's
+(LIIF/LTE/esc_arb at the scales without published folders)."""
+
+
+def pil_bicubic(hr: Tensor, size: Tuple[int, int]) -> Tensor:
+    """``hr`` (3, H, W) in [0, 1], 8-bit levels, resized to ``size`` (h, w) by PIL's bicubic filter on its 8-bit
+    image, as LIIF's ``resize_fn`` (torchvision's ToPILImage → Resize(BICUBIC) → ToTensor) does."""
+    from PIL import Image
+
+    levels = hr.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    resized = Image.fromarray(levels).resize((size[1], size[0]), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
+
+
 @DATASET_REGISTRY.register()
 class ArbitraryScaleTestDataset(data.Dataset):
     """HR images and their LR images at ``scale`` (any number above 1) for evaluation (see the module doc).
 
     Options: ``dataroot_gt`` (HR folder), ``scale`` (basicsr copies the top-level ``scale`` here),
-    ``quantize_lq`` (round the LR image to 8 bits, default true), ``first_k`` (only the first k images).
+    ``downsample`` ('matlab', the default, or 'pil': how the LR image is made), ``quantize_lq`` (round the LR image
+    to 8 bits, default true; PIL's is always 8-bit), ``first_k`` (only the first k images).
+    ``dataroot_lq``: read the LR images from this folder instead (the published LR_bicubic/X{s} folders, paired
+    with the HR images by sorted name as LIIF's paired folders are); the scale is then HR height // LR height, which
+    must be ``scale``, and the HR image is cropped to the LR image times it.
     """
 
     def __init__(self, opt: Dict[str, Any]) -> None:
         super().__init__()
         self.opt = opt
-        self.scale = check_scale(opt.get('scale'), f'datasets.{opt.get("phase", "test")}.scale')
-        self.images = _HRImages(opt)
+        phase = opt.get('phase', 'test')
+        self.scale = check_scale(opt.get('scale'), f'datasets.{phase}.scale')
+        self.downsample = opt.get('downsample', 'matlab')
+        if self.downsample not in DOWNSAMPLERS:
+            raise ESCError(f"datasets.{phase}.downsample: must be one of {', '.join(DOWNSAMPLERS)}, got "
+                           f'{self.downsample!r}')
+        self.images = _Images(opt)
+        self.lq_images: Optional[_Images] = None
+        if opt.get('dataroot_lq'):
+            if self.scale != int(self.scale):
+                raise ESCError(f'datasets.{phase}.dataroot_lq: LR folders serve whole scales, got x{self.scale:g}')
+            self.lq_images = _Images(opt, 'dataroot_lq')
+            if len(self.lq_images) != len(self.images):
+                raise ESCError(f"datasets.{phase}.dataroot_lq: {len(self.lq_images)} LR images in "
+                               f"{opt['dataroot_lq']} for {len(self.images)} HR images in {opt['dataroot_gt']}")
+
+    def _paired(self, index: int, hr: Tensor) -> Tuple[Tensor, Tensor]:
+        """The published LR image and the HR image cropped to it × scale (LIIF's ``sr-implicit-paired``)."""
+        path = self.lq_images.paths[index]
+        lq = img2tensor(np.ascontiguousarray(self.lq_images[index]), bgr2rgb=False, float32=True)
+        lh, lw = lq.shape[-2:]
+        ratio = hr.shape[-2] // lh
+        if ratio != self.scale:
+            raise ESCError(f'datasets.{self.opt.get("phase")}: {path} ({lw}x{lh}) is x{ratio} of its HR image '
+                           f'{self.images.paths[index]}, not x{self.scale:g}')
+        return lq, hr[:, :lh * ratio, :lw * ratio]
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         hr = img2tensor(np.ascontiguousarray(self.images[index]), bgr2rgb=False, float32=True)
+        path = self.images.paths[index]
+        if self.lq_images is not None:
+            lq, hr = self._paired(index, hr)
+            return {'lq': lq, 'gt': hr, 'lq_path': self.lq_images.paths[index], 'gt_path': path}
         h, w = hr.shape[-2:]
         lh, lw = math.floor(h / self.scale + 1e-9), math.floor(w / self.scale + 1e-9)
-        path = self.images.paths[index]
         if min(lh, lw) < 1:
             raise ESCError(f'datasets.{self.opt.get("phase")}: {path} ({w}x{h}) is too small for x{self.scale:g}')
         hr = hr[:, :round(lh * self.scale), :round(lw * self.scale)]
-        lq = imresize_to(hr, (lh, lw))
-        lq = quantize(lq) if self.opt.get('quantize_lq', True) else lq.clamp(0, 1)
+        if self.downsample == 'pil':
+            lq = pil_bicubic(hr, (lh, lw))
+        else:
+            lq = imresize_to(hr, (lh, lw))
+            lq = quantize(lq) if self.opt.get('quantize_lq', True) else lq.clamp(0, 1)
         return {'lq': lq, 'gt': hr, 'lq_path': path, 'gt_path': path}
 
     def __len__(self) -> int:
@@ -189,4 +244,5 @@ class ArbitraryScaleTestDataset(data.Dataset):
 _IMAGES = {'dataroot_gt': STR, 'cache': BOOL, 'first_k': optional(INT)}
 DATASET_KEYS['ArbitraryScaleTrainDataset'] = {**_IMAGES, 'lq_size': INT, 'scale_min': NUM, 'scale_max': NUM,
                                               'sample_q': INT, 'use_hflip': BOOL, 'use_rot': BOOL}
-DATASET_KEYS['ArbitraryScaleTestDataset'] = {**_IMAGES, 'quantize_lq': BOOL}
+DATASET_KEYS['ArbitraryScaleTestDataset'] = {**_IMAGES, 'quantize_lq': BOOL, 'downsample': STR,
+                                             'dataroot_lq': optional(STR)}

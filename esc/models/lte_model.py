@@ -26,16 +26,22 @@ import torch
 import torch.distributed as dist
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from esc.archs.lte_arch import ESCLTE
+from esc.archs.lte_arch import ESCLTE, check_data_norm
 from esc.data.arbitrary_scale_dataset import check_training_options, make_queries
 from esc.errors import ESCError
 from esc.models.esc_model import ESCModel
+from esc.utils.checkpoint import read_checkpoint
 from esc.utils.options import INT, MODEL_KEYS, NUM, optional
 
 
 def crop_border(scale: float, y_channel: bool) -> int:
     """The metric border at ``scale``: ceil(s) on Y (benchmarks), ceil(s) + 6 on RGB (DIV2K-val), Sec. 4.3 / 7."""
     return math.ceil(scale - 1e-9) + (0 if y_channel else 6)
+
+
+def _norm_text(data_norm: Any) -> str:
+    """A ``data_norm`` as an option file writes it: ``~`` or ``[sub, div]``."""
+    return '~' if data_norm is None else f'[{data_norm[0]:g}, {data_norm[1]:g}]'
 
 
 @MODEL_REGISTRY.register()
@@ -60,6 +66,20 @@ class ESCLTEModel(ESCModel):
                 raise ESCError(f'val.metrics.{name}.crop_border: must be a whole number of pixels, got {border!r} '
                                f'(ceil(scale) on Y, ceil(scale) + 6 on RGB)')
         super().__init__(opt)
+
+    def load_network(self, net: torch.nn.Module, load_path: str, strict: bool = True,
+                     param_key: str = 'params') -> None:
+        """Load weights as ESCModel does (an official esc_arb checkpoint too, mapped to this layout), refusing in one
+        line weights whose recorded ``data_norm`` (esc_arb's: [0.5, 0.5]) is not the network's: they would load and
+        give wrong images."""
+        recorded = read_checkpoint(load_path, param_key)[1].get('network')
+        own = getattr(self.get_bare_model(net), 'data_norm', None)
+        if isinstance(recorded, dict) and hasattr(self.get_bare_model(net), 'build_lte_head'):
+            wanted = check_data_norm(recorded.get('data_norm'), load_path)
+            if wanted != own:
+                raise ESCError(f'network_g.data_norm: {load_path} holds weights for data_norm {_norm_text(wanted)}, '
+                               f'the network has {_norm_text(own)}; set network_g.data_norm: {_norm_text(wanted)}')
+        super().load_network(net, load_path, strict, param_key)
 
     def init_training_settings(self) -> None:
         if self.opt['train'].get('perceptual_opt'):

@@ -146,11 +146,12 @@ def read_checkpoint(path: str, param_key: Optional[str],
 
 def _read_official_container(ckpt: Dict[str, Any], path: str, option: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """An esc_arb checkpoint's weights mapped to this project's layout, with the network options its spec names as
-    ``network`` metadata (:func:`esc.archs.lte_arch.read_official_container`); ``param_key`` does not apply."""
+    ``network`` metadata (:func:`esc.archs.lte_arch.read_official_container`) and ``container`` 'esc_arb';
+    ``param_key`` does not apply."""
     source = f'{option}: {path}'
     state_dict, network = read_official_container(ckpt, source)
     check_tensors(state_dict, source)
-    return state_dict, {'network': network}
+    return state_dict, {'network': network, 'container': 'esc_arb'}
 
 
 def read_state_dict(path: str, param_key: Optional[str], option: str = 'path.pretrain_network_g') -> Dict[str, Any]:
