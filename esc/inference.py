@@ -9,15 +9,18 @@ before any network is built (esc.utils.checkpoint_checks); ``--arch`` and ``--sc
 Images are read by esc.utils.image_io: upright (EXIF orientation applied), their size checked from the header
 against ``--max-pixels`` (by default what the available memory holds at this scale and tiling) before a pixel
 is decoded, damaged, truncated and multi-page files refused; animated GIF, WebP and PNG are upscaled frame by frame
-and keep their format, frame durations and loop count. Grayscale stays grayscale, RGBA keeps its alpha
-(upscaled on its own), 16-bit PNG/TIFF stay 16-bit, colour profiles are kept in PNG, JPEG and WebP results;
-images longer than ``--tile`` (1024 LR pixels by default) are processed in overlapping tiles. Outputs are named
-``<name>_x<scale>.<ext>``, in a format settled before the work (PNG where the input's cannot be written), are
-written whole or not at all, and never replace an input or a file this run did not write (``--overwrite``
-allows the latter). Videos (by extension: mp4, m4v, mov, mkv, webm, avi, which becomes mkv) are upscaled frame
-by frame with their timing and audio kept (esc.video). A folder run reports every file it cannot do, subfolders
-included, in one line each, goes on with the rest and ends with a summary; the exit status is 1 if anything was
-skipped. A single file that fails is one line and exit status 2.
+and keep their format, frame durations and loop count. Grayscale stays grayscale (with its alpha, if any), RGBA
+keeps its alpha (upscaled on its own), 16-bit PNG/TIFF stay 16-bit, colour profiles are kept in PNG, JPEG, WebP
+and TIFF results; images longer than ``--tile`` (1024 LR pixels by default) are processed in overlapping tiles.
+Outputs are named ``<name>_x<scale>.<ext>``, in a format settled before the work (PNG where the input's cannot be
+written, or cannot hold the image's depth or channels: said in a note), are written whole or not at all, and never
+replace an input or a file this run did not write (``--overwrite`` allows the latter). Videos (by extension: mp4,
+m4v, mov, mkv, webm, avi, which becomes mkv) are upscaled frame by frame with their timing and audio kept
+(esc.video), their frame size checked against ``--max-pixels`` from the header. Only regular files are opened: a
+FIFO, device or socket is refused unopened. A folder run reports every entry it cannot do (subfolders, FIFOs,
+devices, broken links) in one line each and names the hidden ones it leaves out, goes on with the rest and ends
+with a summary; the exit status is 1 if anything was skipped. A single file that fails is one line and exit
+status 2.
 """
 import argparse
 import contextlib
