@@ -82,14 +82,16 @@ def permuted_attention_mask(h: int, w: int, window: int, shift: int) -> Tensor:
     """
     half = window // 2
     queries = to_windows(shift_regions(h, w, window, shift)[None, :, :, None], window).reshape(-1, window * window)
-    keys = to_windows(shift_regions(h // 2, w // 2, half, -(-shift // 2))[None, :, :, None], half).reshape(-1, half * half)
+    key_regions = shift_regions(h // 2, w // 2, half, -(-shift // 2))
+    keys = to_windows(key_regions[None, :, :, None], half).reshape(-1, half * half)
     differ = queries[:, :, None] != keys[:, None, :]
     return torch.zeros(differ.shape).masked_fill(differ, MASKED)
 
 
 def aligned_position_index(window: int) -> Tensor:
     """(ws², ws²/4) indices into the (ws − 1)² position-bias table: query token (r, c) of a window against key
-    (i, j) of its (ws/2)×(ws/2) grid of 2×2 patches, by the offset of the query's patch (r // 2, c // 2) from the key."""
+    (i, j) of its (ws/2)×(ws/2) grid of 2×2 patches, by the offset of the query's patch (r // 2, c // 2) from the
+    key."""
     half = window // 2
     query_rows = torch.arange(window).repeat_interleave(window) // 2
     query_cols = torch.arange(window).repeat(window) // 2
@@ -333,7 +335,8 @@ class SRFormer(nn.Module):
                             ('window_size', window_size), ('upscale', upscale)):
             positive(name, value)
         if patch_size != 1:
-            raise ESCError(f'network_g (SRFormer): patch_size must be 1 (SRFormer embeds single pixels), got {patch_size}')
+            raise ESCError(f'network_g (SRFormer): patch_size must be 1 (SRFormer embeds single pixels), '
+                           f'got {patch_size}')
         positive('img_size', img_size)
         if window_size % 2:
             raise ESCError(f'network_g (SRFormer): window_size must be even (keys are 2×2 patches), got {window_size}')
@@ -370,10 +373,12 @@ class SRFormer(nn.Module):
     def _build_upsampler(self, dim: int, channels: int, scale: int, upsampler: str) -> None:
         features = 64
         if upsampler == 'pixelshuffledirect':
-            self.upsample = nn.Sequential(nn.Conv2d(dim, scale * scale * channels, 3, padding=1), nn.PixelShuffle(scale))
+            self.upsample = nn.Sequential(nn.Conv2d(dim, scale * scale * channels, 3, padding=1),
+                                          nn.PixelShuffle(scale))
             return
         if upsampler in ('pixelshuffle', 'nearest+conv'):
-            self.conv_before_upsample = nn.Sequential(nn.Conv2d(dim, features, 3, padding=1), nn.LeakyReLU(inplace=True))
+            self.conv_before_upsample = nn.Sequential(nn.Conv2d(dim, features, 3, padding=1),
+                                                      nn.LeakyReLU(inplace=True))
         if upsampler == 'pixelshuffle':
             self.upsample = subpixel_upsampler(scale, features)
         elif upsampler == 'nearest+conv':
