@@ -89,8 +89,9 @@ class ConvFFN(nn.Module):
 def _reflect_indices(size: int, before: int, after: int, device: torch.device) -> Tensor:
     """Indices of a reflect padding of any width: the signal mirrored about its end samples, repeated.
 
-    No branch on ``size`` (a 1-sample signal has period 1: all zeros), so a traced graph keeps it symbolic."""
-    period = torch.sym_max(2 * (size - 1), 1)
+    No branch on ``size`` (a 1-sample signal has period 1: all zeros), so a traced graph keeps it symbolic; under
+    ``torch.jit.trace`` (fvcore's FLOP counts) ``size`` comes as a tensor."""
+    period = (2 * (size - 1)).clamp(min=1) if isinstance(size, Tensor) else torch.sym_max(2 * (size - 1), 1)
     idx = torch.arange(-before, size + after, device=device)
     idx = idx.remainder(idx.new_full((), period))  # a tensor divisor: ONNX has no Mod by a symbolic scalar
     return torch.where(idx < size, idx, period - idx)
