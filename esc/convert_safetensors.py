@@ -71,7 +71,8 @@ def run(argv: Sequence[str]) -> int:
     taken = read.get('param_key')
     held = taken or ('esc_arb checkpoint' if read.get('container') else 'bare state dict')
     # ESC+LTE serves every scale and records none: any scale builds it
-    arbitrary = args.scale is None and checkpoint_network(state_dict, read, source=f'--model: {args.model}')['type'] == 'ESCLTE'
+    source = f'--model: {args.model}'
+    arbitrary = args.scale is None and checkpoint_network(state_dict, read, source=source)['type'] == 'ESCLTE'
     del state_dict
     model = load_model(args.model, scale=2 if arbitrary else args.scale, arch=args.arch, device='cpu',
                        param_key=args.param_key)

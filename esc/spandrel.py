@@ -20,10 +20,8 @@ from typing import Any, Dict, List, Mapping, Optional
 from torch import nn
 
 from esc.archs import NETWORKS
-from esc.archs.flashbias import network_layout
 from esc.errors import ESCError
-from esc.upscaler import detect_network, variant_name
-from esc.utils.checkpoint_checks import check_against_network, check_weights
+from esc.upscaler import check_network_state, detect_network, variant_name
 
 try:
     from spandrel import (MAIN_REGISTRY, ArchRegistry, ArchSupport, Architecture, ImageModelDescriptor, ModelTiling,
@@ -41,10 +39,13 @@ SUPPORTS_BFLOAT16 = True
 
 
 def is_esc_state_dict(state_dict: Mapping[str, Any]) -> bool:
-    """Whether ``state_dict`` is an ESC network's, as :func:`esc.upscaler.detect_network` reads it."""
+    """Whether ``state_dict`` is an ESC network's, as :func:`esc.upscaler.detect_network` reads it, or bears ESC's
+    names with a tensor missing or damaged (which :meth:`ESCArch.load` then refuses in one line)."""
     try:
         detect_network(state_dict)
-    except (ESCError, KeyError, IndexError, AttributeError):  # another architecture's names or shapes
+    except ESCError:  # ESC's names with a tensor missing or damaged: loading it says which, in one line
+        return 'proj.weight' in state_dict and any(key.startswith('blocks.0.convffns.') for key in state_dict)
+    except (KeyError, IndexError, AttributeError):  # another architecture's names or shapes
         return False
     return True
 
@@ -68,23 +69,25 @@ class ESCArch(Architecture[nn.Module]):
         super().__init__(id=ARCH_ID, name='ESC', detect=is_esc_state_dict)
 
     def load(self, state_dict: StateDict) -> ImageModelDescriptor[nn.Module]:
-        """The network the state dict is, checked as ``esc.load_model`` checks a file (finite floating-point weights,
-        bounded options, every key and shape) before it is built, in a spandrel descriptor."""
-        check_weights(state_dict, SOURCE)
-        options: Dict[str, Any] = dict(detect_network(state_dict))
-        network = NETWORKS[options['type']]
-        if not getattr(network, 'fixed_scale', True):
+        """The network the state dict is, checked as ``esc.load_model`` checks a file
+        (:func:`esc.upscaler.check_network_state`: tensors with storage of their own, finite floating-point weights,
+        the memory the network needs for its smallest input, every key and shape) before it is built, in a spandrel
+        descriptor."""
+        try:
+            options: Dict[str, Any] = dict(detect_network(state_dict))
+        except ESCError as exc:
+            raise ESCError(f'{SOURCE}: {exc}') from None
+        if not getattr(NETWORKS[options['type']], 'fixed_scale', True):
             raise ESCError(f'{variant_name(options)} upscales to any scale, a spandrel model has one integer scale: '
                            "use esc.load_model(path, scale=...) or esc/inference.py --scale")
-        config = {key: value for key, value in options.items() if key != 'type'}
-        state_dict = network_layout(network, config, state_dict)  # FlashBias: earlier factor names, tables factorised
-        check_against_network(network, config, state_dict, SOURCE, variant_name(options))  # before any allocation
+        checked = check_network_state(state_dict, {}, SOURCE)  # esc.load_model's checks, before any allocation
         try:
-            net = network(**config)
+            net = checked.network(**checked.config)
         except TypeError as exc:
             raise ESCError(f'{SOURCE}: {exc}') from None
+        options = checked.options
         return ImageModelDescriptor(
-            net.eval(), state_dict, architecture=self, purpose='SR', tags=descriptor_tags(options),
+            net.eval(), checked.state_dict, architecture=self, purpose='SR', tags=descriptor_tags(options),
             supports_half=SUPPORTS_HALF, supports_bfloat16=SUPPORTS_BFLOAT16, scale=options['upscaling_factor'],
             input_channels=3, output_channels=3, size_requirements=SizeRequirements(), tiling=ModelTiling.SUPPORTED)
 

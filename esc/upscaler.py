@@ -145,7 +145,10 @@ def checkpoint_network(state_dict: Mapping[str, Tensor], metadata: Mapping[str, 
     runs now, except that factorised biases (``bias_rank``) run on FlashBias. ``source`` names the file in errors."""
     recorded = metadata.get('network')
     if recorded is None:
-        return detect_network(state_dict, scale)
+        try:
+            return detect_network(state_dict, scale)
+        except ESCError as exc:  # detection's messages name the tensors at fault, not the file
+            raise ESCError(str(exc) if str(exc).startswith(source) else f'{source}: {exc}') from None
     if not isinstance(recorded, dict) or recorded.get('type') not in NETWORKS:
         kind = recorded.get('type') if isinstance(recorded, dict) else type(recorded).__name__
         raise ESCError(f"{source}: metadata esc.network names a {kind}, not one of {', '.join(NETWORKS)}")
@@ -334,10 +337,7 @@ def check_network_state(state_dict: Mapping[str, Any], metadata: Mapping[str, An
     as many values as that network has parameters, then every key and shape against the network built on the meta
     device (FlashBias tables factorised to the layout first)."""
     check_weights(state_dict, source)
-    try:
-        detected = checkpoint_network(state_dict, metadata, scale, source=source)
-    except ESCError as exc:  # detection's messages name the tensors at fault, not the file
-        raise ESCError(str(exc) if str(exc).startswith(source) else f'{source}: {exc}') from None
+    detected = checkpoint_network(state_dict, metadata, scale, source=source)
     scale_text = f" x{detected['upscaling_factor']}" if detected.get('upscaling_factor') else ''
     if arch is not None:
         if arch not in NETWORKS:

@@ -36,7 +36,7 @@ import contextlib
 import os.path as osp
 import random
 from collections import OrderedDict
-from typing import Any, ContextManager, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ContextManager, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -57,6 +57,8 @@ from esc.errors import ESCError
 from esc.models.amp import AMP_KEYS, is_compiled, mark_dynamic_size, read_acceleration, uncompiled
 from esc.utils.batch import BatchPlan, training_batch_plan
 from esc.utils.checkpoint import atomic_torch_save, prune_checkpoints, read_state_dict, save_weights
+from esc.utils.checkpoint_checks import check_weights
+from esc.utils.memory_estimate import Workload, check_memory, window_workload
 from esc.utils.options import INT, MODEL_KEYS, STR, optional
 from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
@@ -66,6 +68,30 @@ DEFAULT_TB_IMAGES = 3
 """``val.tb_images``: SR images per validation set shown in tensorboard during training."""
 DEFAULT_MAX_SKIPS = 10
 """``train.nonfinite_max_skips``: non-finite steps in a row that ``nonfinite_loss: skip`` skips before stopping."""
+
+
+def network_workload(opt: Mapping[str, Any]) -> Workload:
+    """What ``network_g`` runs on in this run, for its memory estimate (:mod:`esc.utils.memory_estimate`): training,
+    one micro-batch of LR patches (``datasets.train.gt_size`` / ``scale``); testing, a ``val.tile`` tile, else one
+    attention window (image sizes are not known before the images are read)."""
+    network = opt.get('network_g') or {}
+    if opt.get('is_train'):
+        dataset = (opt.get('datasets') or {}).get('train') or {}
+        gt_size, scale = dataset.get('gt_size'), opt.get('scale')
+        try:
+            batch = training_batch_plan(opt).micro_batch
+        except (ESCError, KeyError, TypeError):
+            batch = 1
+        if isinstance(gt_size, int) and isinstance(scale, int) and scale > 0 and gt_size >= scale:
+            side = gt_size // scale
+            return Workload(side, side, batch, training=True,
+                            description=f'training on {batch} × {side}×{side} LR patches a pass')
+        window = window_workload(network, batch)
+        return Workload(window.height, window.width, batch, training=True, description=f'training ({window.text})')
+    tile = (opt.get('val') or {}).get('tile')
+    if isinstance(tile, int) and tile > 0:
+        return Workload(tile, tile, description=f'testing in tiles of {tile}×{tile}')
+    return window_workload(network)
 
 
 def rng_states() -> Dict[str, Any]:
@@ -121,8 +147,10 @@ class ESCModel(SRModel):
     def __init__(self, opt: Dict[str, Any]) -> None:
         self._attention_lines: set = set()  # what check_attention has logged (it runs inside SRModel.__init__)
         # basicsr's BaseModel picks the device the same way; the options are read before any network is built
-        self.acceleration = read_acceleration(opt, torch.device('cuda' if opt['num_gpu'] != 0 else 'cpu'))
+        device = torch.device('cuda' if opt['num_gpu'] != 0 else 'cpu')
+        self.acceleration = read_acceleration(opt, device)
         self._check_acceleration()
+        check_memory(opt['network_g'], network_workload(opt), 'network_g', device)  # before basicsr builds it
         super().__init__(opt)
         evaluated, evaluation = self.evaluation_network(), self.acceleration['val']
         if evaluation.compiled and not is_compiled(evaluated):
@@ -338,9 +366,14 @@ class ESCModel(SRModel):
 
     def load_network(self, net: nn.Module, load_path: str, strict: bool = True, param_key: str = 'params') -> None:
         state_dict = read_state_dict(load_path, param_key)
+        source = f'pretrained weights {load_path}'
+        check_weights(state_dict, source)
         net = self.get_bare_model(net)
         get_root_logger().info(f'Loading {type(net).__name__} from {load_path} [{param_key}].')
-        net.load_state_dict(state_dict, strict=strict)
+        try:
+            net.load_state_dict(state_dict, strict=strict)
+        except ESCError as exc:
+            raise ESCError(f'{source}: {exc}') from None
 
     def nondist_validation(self, dataloader: Any, current_iter: Any, tb_logger: Any, save_img: bool) -> None:
         """Evaluate every image of ``dataloader`` (:meth:`test`), score it with ``val.metrics``, save it where asked

@@ -24,6 +24,7 @@ import logging
 import os
 import os.path as osp
 import re
+import zipfile
 from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
 import torch
@@ -31,7 +32,7 @@ from torch import Tensor
 
 from esc.archs.lte_arch import is_official_container, read_official_container
 from esc.errors import ESCError
-from esc.utils.checkpoint_checks import check_tensors
+from esc.utils.checkpoint_checks import check_tensors, check_weights
 
 # basicsr's MultiStepRestartLR keeps its milestones in a Counter; allow it in weights-only loading
 torch.serialization.add_safe_globals([collections.Counter])
@@ -105,26 +106,29 @@ def is_safetensors(path: str) -> bool:
             and int.from_bytes(head[:8], 'little') <= osp.getsize(path) - 8)
 
 
-def read_checkpoint(path: str, param_key: Optional[str],
-                    option: str = 'path.pretrain_network_g') -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def read_checkpoint(path: str, param_key: Optional[str], option: str = 'path.pretrain_network_g',
+                    fallback: bool = True) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """The state dict in a checkpoint file and what the file says about it: the metadata of a safetensors file this
     project wrote, decoded (``network``, ``scale``, ``param_key``); for a basicsr ``.pth`` dict, the ``param_key``
     taken; nothing for a bare state dict or a foreign safetensors file.
 
     PyTorch files: ``param_key`` of a basicsr dict (``params``/``params_ema``, falling back to ``params``), or the
     file itself when it is a bare state dict; an official esc_arb checkpoint (``{'model': {'name', 'args', 'sd'}}``),
-    its ESC+LTE weights in this project's layout with the network options as ``network``. Safetensors files: the file's state dict, or the sibling holding
-    ``param_key`` where the file holds other weights (see the module doc). ``option`` names the source in errors."""
+    its ESC+LTE weights in this project's layout with the network options as ``network``. Safetensors files: the
+    file's state dict, or the sibling holding ``param_key`` where the file holds other weights (see the module doc).
+    ``option`` names the source in errors. ``fallback`` False: weights other than ``param_key`` are refused rather
+    than taken (resuming training).
+
+    This is the one opener of network weights: before a value is read, the file's cost is bounded by its size
+    (:func:`_load_pytorch_file`, :func:`esc.utils.checkpoint_checks.check_storage`), and what is not a state dict
+    of named, non-empty tensors is one line naming the file and the key."""
     if not osp.isfile(path):
         raise ESCError(f'{option}: no such file {path}')
     if osp.getsize(path) == 0:
         raise ESCError(f'{option}: cannot read checkpoint {path}: the file is empty')
     if is_safetensors(path):
-        return _read_safetensors_weights(path, param_key, option)
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # a corrupt or foreign file: name it, with the loader's reason
-        raise ESCError(f'{option}: cannot read checkpoint {path}: {_reason(exc)}') from None
+        return _read_safetensors_weights(path, param_key, option, fallback)
+    ckpt = _load_pytorch_file(path, option)
     if not isinstance(ckpt, dict):
         raise ESCError(f'{option}: {path} holds a {type(ckpt).__name__}, not a state dict')
     if is_official_container(ckpt):  # esc_arb's {'model': {'name', 'args', 'sd'}}: ESC+LTE in its own layout
@@ -133,7 +137,7 @@ def read_checkpoint(path: str, param_key: Optional[str],
     if not nested:
         check_tensors(ckpt, f'{option}: {path}')
         return _without_module_prefix(ckpt), {}
-    taken = param_key if param_key in ckpt else 'params'
+    taken = param_key if param_key in ckpt or not fallback else 'params'
     if taken not in ckpt:
         raise ESCError(f'{option}: {path} has no {param_key!r} (param_key_g); it holds {", ".join(nested)}')
     if taken != param_key:
@@ -152,6 +156,50 @@ def _read_official_container(ckpt: Dict[str, Any], path: str, option: str) -> Tu
     state_dict, network = read_official_container(ckpt, source)
     check_tensors(state_dict, source)
     return state_dict, {'network': network, 'container': 'esc_arb'}
+
+
+def _check_zip_records(path: str, option: str) -> None:
+    """A PyTorch zip file whose records hold no more bytes than the file: ``torch.save`` stores every record as it
+    is, and a compressed one (which ``torch.load`` inflates) could expand a small file to any size."""
+    size = osp.getsize(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ESCError(f'{option}: cannot read checkpoint {path}: {_reason(exc)}') from None
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED:
+            raise ESCError(f'{option}: {path}: record {record.filename} is compressed; torch.save never compresses, '
+                           'and a compressed record can expand far beyond the file')
+    if sum(record.file_size for record in records) > size:
+        raise ESCError(f'{option}: {path}: its records declare more bytes than the file holds ({size:,})')
+
+
+def _load_pytorch_file(path: str, option: str) -> Any:
+    """A PyTorch file's object, unpickled with ``weights_only`` (no code runs) after its records were bounded by its
+    size (:func:`_check_zip_records`); the storages read must fit in the file too. One line naming the file
+    otherwise, whatever the loader raises (a deeply nested pickle's RecursionError included)."""
+    if zipfile.is_zipfile(path):
+        _check_zip_records(path, option)
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # a corrupt or foreign file: name it, with the loader's reason
+        raise ESCError(f'{option}: cannot read checkpoint {path}: {_reason(exc)}') from None
+    held = _storage_bytes(ckpt, {}, 0)
+    if held > osp.getsize(path):
+        raise ESCError(f'{option}: {path}: its tensors hold {held:,} bytes, more than the file ({osp.getsize(path):,})')
+    return ckpt
+
+
+def _storage_bytes(value: Any, seen: Dict[int, int], depth: int) -> int:
+    """Bytes of the distinct storages behind the tensors in ``value`` (dicts and lists, a few levels deep)."""
+    if isinstance(value, Tensor):
+        storage = value.untyped_storage()
+        seen.setdefault(storage.data_ptr() or id(storage), storage.nbytes())
+    elif isinstance(value, (dict, list, tuple)) and depth < 8:
+        for item in (value.values() if isinstance(value, dict) else value):
+            _storage_bytes(item, seen, depth + 1)
+    return sum(seen.values())
 
 
 def read_state_dict(path: str, param_key: Optional[str], option: str = 'path.pretrain_network_g') -> Dict[str, Any]:
@@ -173,6 +221,7 @@ def _open_safetensors(path: str, option: str) -> Tuple[Dict[str, Tensor], Dict[s
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as exc:  # SafetensorError and the OS errors of a damaged or truncated file
         raise ESCError(f'{option}: cannot read safetensors file {path}: {_reason(exc)}') from None
+    check_tensors(tensors, f'{option}: {path}')
     metadata: Dict[str, Any] = {}
     for key in METADATA_KEYS:
         text = raw_metadata.get(METADATA_PREFIX + key)
@@ -182,17 +231,23 @@ def _open_safetensors(path: str, option: str) -> Tuple[Dict[str, Tensor], Dict[s
             metadata[key] = json.loads(text)
         except ValueError as exc:
             raise ESCError(f'{option}: {path}: metadata {METADATA_PREFIX + key} is not JSON ({exc})') from None
+        except RecursionError:
+            raise ESCError(f'{option}: {path}: metadata {METADATA_PREFIX + key} is nested too deeply to be network '
+                           'options') from None
     return tensors, metadata
 
 
-def _read_safetensors_weights(path: str, param_key: Optional[str],
-                              option: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def _read_safetensors_weights(path: str, param_key: Optional[str], option: str,
+                              fallback: bool = True) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     tensors, metadata = _open_safetensors(path, option)
     held = metadata.get('param_key')
     if param_key is not None and held is not None and held != param_key:
         sibling = _sibling_holding(path, held, param_key, option)
         if sibling is not None:
             return sibling
+        if not fallback:
+            raise ESCError(f'{option}: {path} holds {held!r} and no file beside it holds {param_key!r} '
+                           f'({osp.basename(_sibling_name(path, held, param_key))} is missing)')
         logging.getLogger('basicsr').info(f'{path} holds {held!r} and no file beside it {param_key!r}; using it.')
     return _without_module_prefix(tensors), metadata
 
@@ -206,11 +261,21 @@ def safetensors_weight_paths(base: str, param_keys: Iterable[str]) -> Dict[str, 
     return {key: base + (SAFETENSORS_SUFFIX if key == main else f'.{key}{SAFETENSORS_SUFFIX}') for key in keys}
 
 
+def _weights_base(path: str, held: str) -> str:
+    """The model file's path without suffix and param key (``net_g_8`` for ``net_g_8.params.safetensors``)."""
+    base = path[:-len(SAFETENSORS_SUFFIX)] if path.endswith(SAFETENSORS_SUFFIX) else path
+    return base[:-len(held) - 1] if base.endswith(f'.{held}') else base
+
+
+def _sibling_name(path: str, held: str, wanted: str) -> str:
+    """Where :func:`save_weights` writes the weights ``wanted`` beside ``path`` (which holds ``held``)."""
+    base = _weights_base(path, held)
+    return base + SAFETENSORS_SUFFIX if wanted == EVALUATION_KEY else f'{base}.{wanted}{SAFETENSORS_SUFFIX}'
+
+
 def _sibling_holding(path: str, held: str, wanted: str, option: str) -> Optional[Tuple[Dict[str, Any], Dict[str, Any]]]:
     """The weights ``wanted`` written beside ``path`` (which holds ``held``) by :func:`save_weights`, if there."""
-    base = path[:-len(SAFETENSORS_SUFFIX)] if path.endswith(SAFETENSORS_SUFFIX) else path
-    if base.endswith(f'.{held}'):
-        base = base[:-len(held) - 1]
+    base = _weights_base(path, held)
     for candidate in (f'{base}.{wanted}{SAFETENSORS_SUFFIX}', base + SAFETENSORS_SUFFIX):
         if osp.abspath(candidate) != osp.abspath(path) and osp.isfile(candidate):
             tensors, metadata = _open_safetensors(candidate, option)
@@ -322,7 +387,8 @@ def _state_problem(opt: Dict[str, Any], path: str, device: Any) -> Tuple[Optiona
     try:
         state = read_training_state(path, device)
         for option, weights in weights_of_state(opt, state['iter']).items():
-            read_checkpoint(weights, 'params', option=f'path.{option}')
+            state_dict = read_checkpoint(weights, 'params', option=f'path.{option}', fallback=False)[0]
+            check_weights(state_dict, f'path.{option}: {weights}')
     except ESCError as exc:
         return None, str(exc)
     return state, ''
@@ -331,8 +397,9 @@ def _state_problem(opt: Dict[str, Any], path: str, device: Any) -> Tuple[Optiona
 def load_resume_state(opt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The training state a run continues from, its tensors on this process's device, or None for a new run:
     ``path.resume_state`` where set (one line where it does not read); with ``--auto_resume``, the newest complete
-    state of this experiment — a damaged newest one (truncated, empty, unreadable, or its weights so) is passed
-    over with a warning naming it. ``path.pretrain_network_*`` are set to the weights of that iteration (the raw
+    state of this experiment — a damaged newest one (truncated, empty, unreadable, or its weights so: unreadable,
+    holding NaN or infinity, or without the raw ``params`` it continues from) is passed over with a warning naming
+    it. ``path.pretrain_network_*`` are set to the weights of that iteration (the raw
     ``params``, which training continues from)."""
     logger = logging.getLogger('basicsr')
     device = torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')

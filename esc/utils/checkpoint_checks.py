@@ -26,12 +26,31 @@ MLP_LIMITS = (64, 8192)
 
 
 def check_tensors(state_dict: Mapping[Any, Any], source: str) -> None:
-    """Every key of ``state_dict`` is a string and every value a tensor; otherwise one line naming the key."""
+    """Every key of ``state_dict`` is a string and every value a tensor with values of its own
+    (:func:`check_storage`); otherwise one line naming the key. Nothing here reads a tensor's values."""
     for key, value in state_dict.items():
         if not isinstance(key, str):
             raise ESCError(f'{source}: the state dict has a key {key!r} of type {type(key).__name__}, not a name')
         if not isinstance(value, Tensor):
             raise ESCError(f'{source}: {key} is not a tensor but {type(value).__name__}')
+        check_storage(value, key, source)
+
+
+def check_storage(tensor: Tensor, key: str, source: str) -> None:
+    """``tensor`` holds at least one value and no more values than the bytes behind it: a file may rebuild a tensor
+    of 40000×40000 elements from a 4-byte storage with stride 0, which costs nothing until a check or a copy reads
+    it (6.4 GB then). Weights never share or repeat storage this way; refused in one line naming the key, before
+    any value is read."""
+    if tensor.numel() == 0:
+        raise ESCError(f'{source}: {key} is empty (shape {tuple(tensor.shape)}); no network weight has zero values')
+    if tensor.device.type == 'meta':
+        return
+    declared = tensor.numel() * tensor.element_size()
+    held = tensor.untyped_storage().nbytes() - tensor.storage_offset() * tensor.element_size()
+    if declared > held:
+        raise ESCError(f'{source}: {key} declares {tensor.numel():,} values ({declared:,} bytes, shape '
+                       f'{tuple(tensor.shape)}, stride {tuple(tensor.stride())}) over {max(held, 0):,} bytes of '
+                       'storage; the checkpoint is damaged or hostile')
 
 
 def check_weights(state_dict: Mapping[str, Any], source: str) -> None:
@@ -52,11 +71,15 @@ def check_weights(state_dict: Mapping[str, Any], source: str) -> None:
 
 def tensor_shape(state_dict: Mapping[str, Tensor], key: str, rank: int) -> Tuple[int, ...]:
     """The shape of ``state_dict[key]``, which must have ``rank`` dimensions (one line naming the key otherwise)."""
-    value = state_dict[key]
+    value = state_dict.get(key)
+    if value is None:
+        raise ESCError(f'checkpoint: {key} is missing; an ESC network has it')
     if not isinstance(value, Tensor):
         raise ESCError(f'checkpoint: {key} is not a tensor but {type(value).__name__}')
     if value.dim() != rank:
         raise ESCError(f'checkpoint: {key} has shape {tuple(value.shape)}; an ESC network\'s has {rank} dimensions')
+    if value.numel() == 0:
+        raise ESCError(f'checkpoint: {key} is empty (shape {tuple(value.shape)})')
     return tuple(value.shape)
 
 

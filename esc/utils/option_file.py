@@ -4,7 +4,8 @@ The option-file format is basicsr's (its keys, sections and registries), read he
 ``parse_options``:
 
 - the file is read with YAML's safe loader, and aliases that expand the options far beyond the file (a "billion
-  laughs" file) are refused in one line (:func:`read_option_file`);
+  laughs" file) or values nested too deeply to read (Python's recursion limit) are refused in one line
+  (:func:`read_option_file`);
 - ``--force_yml section:key=value`` values are YAML values (``1e-4``, ``[1, 2]``, ``true``, ``~``), never evaluated
   as Python (:func:`apply_overrides`);
 - every key is checked (:func:`esc.utils.options.validate_options`) before and after the overrides, the run's
@@ -85,10 +86,15 @@ def read_option_file(path: str) -> Dict[str, Any]:
         mark = getattr(exc, 'problem_mark', None)
         where = f' (line {mark.line + 1})' if mark is not None else ''
         raise ESCError(f'-opt: {path} is not valid YAML{where}: {getattr(exc, "problem", None) or exc}') from None
+    except RecursionError:
+        raise ESCError(f'-opt: {path} nests its values too deeply to be options') from None
     if not isinstance(opt, dict):
         raise ESCError(f'-opt: {path} does not hold a mapping of options')
     limit = max(EXPANSION_FLOOR, EXPANSION_PER_BYTE * len(text))
-    size = _expanded_size(opt, {})
+    try:
+        size = _expanded_size(opt, {})
+    except RecursionError:
+        raise ESCError(f'-opt: {path} nests its values too deeply to be options') from None
     if size > limit:
         raise ESCError(f'-opt: {path} ({len(text)} bytes) expands through its YAML aliases to {size} values, more '
                        f'than the {limit} allowed; write the repeated sections out')
@@ -104,6 +110,8 @@ def override_value(text: str) -> Any:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text  # not YAML on its own (e.g. 'a: b: c'): the text itself
+    except RecursionError:
+        raise ESCError(f'--force_yml: {text[:40]!r}... nests its values too deeply to be an option') from None
     if isinstance(value, str) and EXPONENT_NUMBER.fullmatch(value.strip()):
         return float(value)
     return value
