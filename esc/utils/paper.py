@@ -43,10 +43,13 @@ TABLE4: Dict[Tuple[str, int], PaperRow] = {
     ('SRFormer-lt', 2): _row(1838.1, 1184, 236.3, 853, 38.24, .9615, 34.13, .9218, 32.42, .9026, 33.37, .9386, 39.36, .9787),
     ('SRFormer-lt', 3): _row(668.3, 537, 105.4, 861, 34.67, .9297, 30.75, .8484, 29.30, .8108, 29.10, .8701, 34.26, .9498),
     ('SRFormer-lt', 4): _row(327.8, 329, 62.8, 873, 32.49, .8993, 28.89, .7887, 27.76, .7429, 26.90, .8086, 31.25, .9189),
+    ('HiT-SRF', 2): _row(268.1, 1804, 226.5, 847, 38.31, .9616, 34.31, .9230, 32.45, .9031, 33.58, .9404, 39.69, .9793),
+    ('HiT-SRF', 3): _row(124.9, 1464, 101.6, 855, 34.69, .9298, 30.81, .8493, 29.32, .8115, 29.28, .8729, 34.72, .9511),
+    ('HiT-SRF', 4): _row(82.1, 1331, 58.0, 866, 32.55, .8997, 28.96, .7897, 27.77, .7443, 27.07, .8130, 31.59, .9208),
 }
 """Table 4 (trained on DFLIP: DIV2K + Flickr2K + LSDIR + DiverSeg-IP), with the baselines the paper trained on DFLIP
-itself (SRFormer-lt: SRFormer-light, :mod:`esc.archs.srformer_arch`). Table 2 prints the same #FLOPs and #Params for
-its DIV2K-trained SRFormer-lt (only its latency and scores differ)."""
+itself (SRFormer-lt: SRFormer-light, :mod:`esc.archs.srformer_arch`; HiT-SRF, :mod:`esc.archs.hitsrf_arch`). Table 2
+prints the same #FLOPs and #Params for its DIV2K-trained SRFormer-lt and HiT-SRF (only latency and scores differ)."""
 
 TABLE3: Dict[str, PaperRow] = {
     'Only Self-attentions': _row(128.2, 830, 456.6, 737),
