@@ -31,8 +31,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import inspect
 import json
 import math
+import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -47,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 import _checkout  # noqa: F401  (this checkout's esc on sys.path; before any esc import)
+from esc.archs import NETWORKS
 from esc.archs.attention import WindowAttention, normalize_attn_type, resolve_attn_type
 from esc.archs.esc_arch import STREAMING, VARIANTS, build_variant
 from esc.archs.flashbias import FactorisedWindowAttention, factorise_network, compare_on_image, window_attention
@@ -54,7 +58,9 @@ from esc.acceleration import FastPath
 from esc.archs.streaming import tune_glibc_malloc
 from esc.errors import ESCError
 from esc.upscaler import autocast, check_dtype, resolve_device
-from esc.utils.complexity import HD_OUTPUT
+from esc.utils.complexity import HD_OUTPUT, count_parameters
+from esc.utils.option_file import read_option_file
+from esc.utils.paper import CLAIMED_RATIOS, TABLE4
 
 DEFAULT_SCHEDULE: Dict[str, Tuple[int, int]] = {'cpu': (3, 10), 'cuda': (10, 100)}
 """(warm-up passes, timed passes) per device when none are given."""
@@ -358,7 +364,11 @@ def _build(spec: Dict[str, Any]) -> Tuple[nn.Module, Tensor]:
     height, width = spec['size']
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)  # the same weights in every case: outputs of two settings can be compared
-    if spec['kind'] == 'network':
+    if spec['kind'] == 'network' and 'network_g' in spec:  # a network of an option file (compare_spec)
+        options = dict(spec['network_g'])
+        module = NETWORKS[options.pop('type')](**options)
+        x = torch.rand(1, 3, height, width, generator=generator)
+    elif spec['kind'] == 'network':
         module = build_variant(spec['name'], spec['scale'], attn_type=spec['attn_type'],
                                streaming=spec.get('streaming', 'auto'), bias_rank=spec.get('bias_rank'))
         x = torch.rand(1, 3, height, width, generator=generator)
@@ -397,8 +407,8 @@ def run_forward_spec(spec: Dict[str, Any], keep_output: bool = False) -> Tuple[B
     (see :func:`time_forward`)."""
     settings = RunSettings(**spec['settings'])
     module, x = _build(spec)
-    backend = resolve_attn_type(normalize_attn_type(spec['attn_type']), torch.device(settings.device),
-                                bias_form=spec_bias_form(spec))
+    backend = OWN_ATTENTION if spec['attn_type'] == OWN_ATTENTION else resolve_attn_type(
+        normalize_attn_type(spec['attn_type']), torch.device(settings.device), bias_form=spec_bias_form(spec))
     with _cpu_threads(settings.threads) as threads:
         result = time_forward(module, x, settings, keep_output)
     output = result.pop('output', None)
@@ -407,6 +417,8 @@ def run_forward_spec(spec: Dict[str, Any], keep_output: bool = False) -> Tuple[B
                              input_shape=tuple(x.shape), warmup=settings.warmup, runs=settings.runs,
                              threads=threads, window_size=spec.get('window_size'), **result)
     record.extra['fast_path'] = str(settings.fast)
+    if spec['kind'] == 'network':
+        record.extra['params'] = count_parameters(module)
     return record, output
 
 
@@ -726,12 +738,14 @@ def format_table1(rows: Sequence[Table1Row], markdown: bool = True, dim: int = T
     return list(_render(TABLE1_HEADER, (table1_cells(r, dim) for r in rows), markdown))
 
 
-def memory_note(device: str) -> str:
-    """One sentence on what the memory column means on ``device``."""
+def memory_note(device: str, isolated: bool = True) -> str:
+    """One sentence on what the memory column means on ``device`` (CPU: each case in a fresh subprocess unless
+    not ``isolated``)."""
     if device == 'cuda':
         return ('Memory: torch.cuda.max_memory_allocated over the timed runs (weights and input included), '
                 'MB = bytes / 2**20.')
-    return ('Memory: growth of the peak resident set size over the timed runs, each case in a fresh subprocess '
+    where = 'each case in a fresh subprocess' if isolated else 'all cases in one process (--in-process)'
+    return (f'Memory: growth of the peak resident set size over the timed runs, {where} '
             '(after warm-up: malloc_trim, VmHWM reset; VmHWM minus VmRSS then), MB = bytes / 2**20.')
 
 
@@ -979,6 +993,184 @@ def flashbias_accuracy(net: nn.Module, images: Sequence[Tensor], ranks: Sequence
 
 FLASHBIAS_ACCURACY_HEADER = ('Rank', 'Least energy kept (a layer)', 'PSNR vs exact, mean (dB)', 'worst (dB)',
                              'Max abs difference')
+
+
+# --- ESC against the paper's baselines (issue 31): the comparison of its abstract and Table 4 ------------------------
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+COMPARE_NETWORKS: Dict[str, str] = {
+    'ESC': 'options/test/ESC/*_X{scale}_DFLIP.yml',
+    'SRFormer-lt': 'options/test/SRFormerLight/*_X{scale}.yml',
+    'ATD-lt': 'options/test/ATDLight/*_X{scale}.yml',
+    'HiT-SRF': 'options/test/HiTSRF/*_X{scale}.yml',
+}
+"""The networks of the comparison, by the names of the paper's Table 4 (:data:`esc.utils.paper.TABLE4`), each with
+the pattern (under the checkout; ``{scale}`` filled in) of the DFLIP test option file whose ``network_g`` builds it,
+so the benchmark measures the configurations those files evaluate and keeps no copy of them."""
+REFERENCE = 'ESC'
+"""The network every other one is compared with."""
+OWN_ATTENTION = '-'
+"""The attention type of a network without ESC's ``attn_type`` option (its own attention, as written)."""
+
+
+class MissingNetwork(ESCError):
+    """A network of the comparison cannot be built here yet: no option file, or its type is not registered."""
+
+
+def compare_option_file(name: str, scale: int) -> Path:
+    """The one option file of :data:`COMPARE_NETWORKS` for ``name`` at ``scale``; :class:`MissingNetwork` if none."""
+    pattern = COMPARE_NETWORKS[name].format(scale=scale)
+    matches = sorted(CHECKOUT.glob(pattern))
+    if not matches:
+        raise MissingNetwork(f'{name} x{scale}: no option file matches {pattern}')
+    if len(matches) > 1:
+        raise ESCError(f"{name} x{scale}: {len(matches)} option files match {pattern}: "
+                       f"{', '.join(m.name for m in matches)}; keep one")
+    return matches[0]
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the checkout where it lies inside it."""
+    try:
+        return str(path.relative_to(CHECKOUT))
+    except ValueError:
+        return str(path)
+
+
+def compare_spec(name: str, scale: int, settings: RunSettings, lr_size: Optional[Tuple[int, int]] = None,
+                 attn_type: str = 'auto', streaming: str = 'off') -> Dict[str, Any]:
+    """The network case of ``name`` (a key of :data:`COMPARE_NETWORKS`) at ``scale``: its option file's
+    ``network_g``, with ``attn_type`` and ``streaming`` where the network has those options (ESC), on the LR input
+    of the HD output unless ``lr_size``. :class:`MissingNetwork` where the file or the network type is not here."""
+    if name not in COMPARE_NETWORKS:
+        raise ESCError(f"network {name!r} is not one of the comparison's: {', '.join(COMPARE_NETWORKS)}")
+    if scale < 1:
+        raise ESCError(f'scale must be a positive integer, got {scale}')
+    if streaming not in STREAMING:
+        raise ESCError(f"streaming must be one of {', '.join(STREAMING)}, got {streaming!r}")
+    path = compare_option_file(name, scale)
+    opt = read_option_file(str(path))
+    network = opt.get('network_g')
+    kind = network.get('type') if isinstance(network, dict) else None
+    if kind not in NETWORKS:
+        raise MissingNetwork(f'{name} x{scale}: {_shown(path)}: network_g.type {kind!r} is not a network of '
+                             'esc.archs (NETWORKS)')
+    if opt.get('scale') != scale:
+        raise ESCError(f"{name} x{scale}: {_shown(path)} is for scale {opt.get('scale')!r}")
+    network = dict(network)
+    accepted = inspect.signature(NETWORKS[kind]).parameters
+    if 'attn_type' in accepted:
+        attn_type = network['attn_type'] = normalize_attn_type(attn_type)
+    else:
+        attn_type = OWN_ATTENTION
+    if 'streaming' in accepted:
+        network['streaming'] = streaming
+    size = tuple(lr_size) if lr_size is not None else hd_lr_size(scale)
+    return dict(kind='network', name=name, scale=scale, attn_type=attn_type, size=list(size),
+                streaming=network.get('streaming'), option_file=_shown(path), network_g=network,
+                settings=asdict(settings))
+
+
+def cpu_name() -> str:
+    """The CPU's model name as the kernel reports it (platform's answer elsewhere)."""
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: str) -> str:
+    """The GPU's or CPU's name, for the line that says where a table was measured."""
+    return torch.cuda.get_device_name() if device == 'cuda' else f'CPU {cpu_name()}'
+
+
+def load_average() -> Optional[Tuple[float, float, float]]:
+    """The 1, 5 and 15-minute load averages (None where the system has none): how busy a shared CPU was."""
+    try:
+        return os.getloadavg()
+    except OSError:
+        return None
+
+
+def paper_ratio(name: str, scale: int, quantity: str) -> Optional[float]:
+    """Table 4's ratio of ``name``'s latency or memory to ESC's at ``scale`` (None where Table 4 lacks a row)."""
+    field_name = {'latency': 'latency_ms', 'memory': 'memory_mb'}[quantity]
+    rows = [TABLE4.get((n, scale)) for n in (name, REFERENCE)]
+    if None in rows:
+        return None
+    return getattr(rows[0], field_name) / getattr(rows[1], field_name)
+
+
+def claimed_ratios(name: str, scale: int, quantity: str) -> List[Dict[str, Any]]:
+    """What the paper's text claims for ESC against ``name`` at ``scale`` (:data:`esc.utils.paper.CLAIMED_RATIOS`)."""
+    return [dict(ratio=c.ratio, where=c.where) for c in CLAIMED_RATIOS
+            if (c.baseline, c.scale, c.quantity) == (name, scale, quantity)]
+
+
+def measured_ratio(record: Optional[BenchmarkRecord], reference: Optional[BenchmarkRecord],
+                   quantity: str) -> Optional[float]:
+    """``record``'s median latency or memory over ``reference``'s (None where either is missing or zero)."""
+    if record is None or reference is None:
+        return None
+    if quantity == 'latency':
+        return record.median_ms / reference.median_ms
+    return record.memory_mb / reference.memory_mb if reference.memory_mb > 0 else None
+
+
+def compare_entry(name: str, scale: int, spec: Dict[str, Any], record: Optional[BenchmarkRecord],
+                  reference: Optional[BenchmarkRecord], note: str = '') -> Dict[str, Any]:
+    """One row of the comparison as JSON: the measurement (None with a ``note`` where there is none), Table 4's row
+    and, for a baseline, ESC's advantage measured, by Table 4 and as the paper's text claims it."""
+    paper = TABLE4.get((name, scale))
+    entry: Dict[str, Any] = dict(network=name, scale=scale, option_file=spec['option_file'],
+                                 lr_size=list(spec['size']), note=note, measured=None,
+                                 table4=paper._asdict() if paper is not None else None)
+    if paper is not None:
+        entry['table4'].pop('psnr_ssim')
+    if record is not None:
+        entry['measured'] = dict(params=record.extra.get('params'), latency_ms=record.median_ms,
+                                 latencies_ms=record.latencies_ms, memory_mb=record.memory_mb,
+                                 memory_method=record.memory_method, output_shape=list(record.output_shape),
+                                 attn_type=record.attn_type, backend=record.backend, threads=record.threads,
+                                 warmup=record.warmup, runs=record.runs, dtype=record.dtype, device=record.device)
+    if name != REFERENCE:
+        entry['esc_advantage'] = {quantity: dict(measured=measured_ratio(record, reference, quantity),
+                                                 table4=paper_ratio(name, scale, quantity),
+                                                 claimed=claimed_ratios(name, scale, quantity))
+                                  for quantity in ('latency', 'memory')}
+    return entry
+
+
+COMPARE_HEADER = ('Network', 'Scale', 'LR input (HxW)', 'Params (K)', 'Latency median (ms)', 'Memory (MB)',
+                  'ESC faster: measured', 'ESC faster: Table 4', 'ESC faster: claimed', 'ESC less memory: measured',
+                  'ESC less memory: Table 4', 'ESC less memory: claimed', 'Table 4 latency (ms)', 'Table 4 memory (MB)')
+"""Ratios are the baseline's figure over ESC's: how many times faster ESC is, and how many times less memory it
+takes (Table 4's from its RTX 4090 columns; claimed: the paper's text, where it says where)."""
+
+
+def compare_cells(entry: Dict[str, Any]) -> List[str]:
+    """The table cells of one :func:`compare_entry`."""
+    measured, paper = entry['measured'], entry['table4']
+    height, width = entry['lr_size']
+    if measured is None:
+        figures = ['-', entry['note'] or '-', '-']
+    else:
+        params = measured['params']
+        figures = [_fmt(params / 1e3, 0) if params is not None else '-', _fmt(measured['latency_ms']),
+                   _fmt(measured['memory_mb'])]
+    ratios = ['-'] * 6
+    if 'esc_advantage' in entry:
+        ratios = []
+        for quantity in ('latency', 'memory'):
+            advantage = entry['esc_advantage'][quantity]
+            claims = '; '.join(f"{c['ratio']:g}x ({c['where']})" for c in advantage['claimed'])
+            ratios += [_fmt(advantage['measured'], 2, 'x'), _fmt(advantage['table4'], 2, 'x'), claims or '-']
+    table4 = [_fmt(paper['latency_ms']), _fmt(paper['memory_mb'], 0)] if paper is not None else ['-', '-']
+    return [entry['network'], f"x{entry['scale']}", f'{height}x{width}', *figures, *ratios, *table4]
 
 
 if __name__ == '__main__':  # the measuring subprocess of run_spec_isolated: --child SPEC_JSON RESULT_PATH

@@ -12,6 +12,8 @@
     python scripts/benchmark.py speedup      # GPU: the fast path against the plain one, fp32 and bf16 (issue 13)
     python scripts/benchmark.py sizes        # one network over 14 test-set image sizes in one process
     python scripts/benchmark.py flashbias --checkpoint net_g_latest.pth   # exact vs FlashBias ranks (issue 14)
+    python scripts/benchmark.py compare --markdown   # ESC against SRFormer-light, ATD-light, HiT-SRF at x4 (issue 31)
+    python scripts/benchmark.py compare --lr-size 90x160 --baselines SRFormer-lt HiT-SRF --case-timeout 900
 
 Defaults: warm-up 3 / 10 timed runs on CPU, 10 / 100 on CUDA (Table 1 on CPU: 1 / 3). Latency is the
 median of the timed runs (min/max and IQR beside it). Memory in MB (bytes / 2**20): on CUDA
@@ -44,6 +46,9 @@ from _benchmark_engine import (NAIVE_RATIO_HEADER, NETWORK_HEADER, SCALING_HEADE
 
 from _benchmark_engine import (FLASHBIAS_ACCURACY_HEADER, FLASHBIAS_RANKS, flashbias_accuracy,  # noqa: E402
                                flashbias_cells, flashbias_header, iter_flashbias)
+from _benchmark_engine import (COMPARE_HEADER, COMPARE_NETWORKS, REFERENCE, BenchmarkTimeout,  # noqa: E402
+                               MissingNetwork, compare_cells, compare_entry, compare_spec, device_name,
+                               hd_lr_size, load_average)
 
 TABLE1_CPU_SCHEDULE = (1, 3)
 
@@ -72,7 +77,8 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
 
 def network_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog='subcommands: table1, scaling, train, speedup, sizes, flashbias (see their -h)',
+                                     epilog='subcommands: table1, scaling, train, speedup, sizes, flashbias, compare '
+                                            '(see their -h)',
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--variants', nargs='+', default=['ESC', 'ESC-light', 'ESC-FP'],
                         help='ESC, ESC-light, ESC-FP, ESC-Real')
@@ -415,8 +421,103 @@ def run_flashbias(argv: Sequence[str]) -> None:
     _emit(memory_note(settings.device) + _threads_note(settings.device, threads))
 
 
+COMPARE_CPU_SCHEDULE = (1, 3)
+BASELINES = tuple(name for name in COMPARE_NETWORKS if name != REFERENCE)
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='benchmark.py compare',
+        description="ESC against the paper's baselines in one run (Table 4, the abstract's 3.7x/6.2x against HiT-SRF "
+                    'and 8.9x against ATD-light at x4): latency and memory of each network as its DFLIP test option '
+                    "file builds it, at the HD output, with ESC's advantage measured beside Table 4's and the "
+                    "paper's claims")
+    parser.add_argument('--scales', nargs='+', type=int, default=[4])
+    parser.add_argument('--baselines', nargs='+', default=list(BASELINES), help=f"of {', '.join(BASELINES)}")
+    parser.add_argument('--lr-size', default=None,
+                        help='LR input HxW of every case (default: the HD output\'s, 720//r x 1280//r; smaller sizes '
+                             'are measured and said so, but are not the paper\'s setting)')
+    parser.add_argument('--attn-type', default='auto', help="ESC's attention: auto, flex, sdpa or naive")
+    parser.add_argument('--streaming', default='off',
+                        help="ESC's row-strip inference: off (default: the whole image, as the paper and the "
+                             'baselines run), auto, on')
+    parser.add_argument('--json', type=Path, default=None, help='also write the setup and rows here (JSON)')
+    _common_options(parser)
+    return parser
+
+
+def run_compare(argv: Sequence[str]) -> None:
+    import torch
+
+    args = compare_parser().parse_args(argv)
+    settings = _settings(args, cpu_schedule=COMPARE_CPU_SCHEDULE)
+    lr_size = parse_size(args.lr_size) if args.lr_size is not None else None
+    unknown = [name for name in args.baselines if name not in BASELINES]
+    if unknown:
+        raise ESCError(f"--baselines: {', '.join(unknown)} unknown; choose from {', '.join(BASELINES)}")
+    cases: List[Tuple[str, int, dict]] = []
+    missing: List[str] = []
+    for scale in args.scales:
+        cases.append((REFERENCE, scale, compare_spec(REFERENCE, scale, settings, lr_size, args.attn_type,
+                                                     args.streaming)))
+        for name in dict.fromkeys(args.baselines):
+            try:
+                cases.append((name, scale, compare_spec(name, scale, settings, lr_size, args.attn_type,
+                                                        args.streaming)))
+            except MissingNetwork as exc:
+                missing.append(str(exc))
+    threads = settings.threads or torch.get_num_threads()
+    load = load_average()
+    isolate = False if args.in_process else None
+    setup = dict(device=device_name(settings.device), torch=torch.__version__, threads=threads,
+                 dtype=settings.dtype, warmup=settings.warmup, runs=settings.runs,
+                 esc_attention=args.attn_type, esc_streaming=args.streaming,
+                 load_average=list(load) if load is not None else None,
+                 isolated=not args.in_process and settings.device == 'cpu',
+                 paper='RTX 4090, FP32, 1280x720 output (Sec. 4.2), Table 4', missing=missing)
+    threads_text = f', {threads} CPU threads' if settings.device == 'cpu' else ''
+    load_text = f", load average {' / '.join(f'{v:.1f}' for v in load)} (1/5/15 min) at start" \
+        if settings.device == 'cpu' and load is not None else ''
+    _emit(f'ESC against the paper\'s baselines, each built from its DFLIP test option file: {setup["device"]}, '
+          f'torch {torch.__version__}{threads_text}, {settings.dtype}, warm-up {settings.warmup}, {settings.runs} '
+          f'timed runs (median){load_text}; ESC attention {args.attn_type}, streaming {args.streaming}.')
+    for scale in args.scales:
+        height, width = lr_size or hd_lr_size(scale)
+        paper_height, paper_width = hd_lr_size(scale)
+        setting = ('the paper\'s HD setting' if (height, width) == (paper_height, paper_width) else
+                   f'NOT the paper\'s setting (LR {paper_height}x{paper_width}, a 1280x720 output): ratios at '
+                   'another size need not be the HD ones')
+        _emit(f'x{scale}: measured at LR {height}x{width} -> {height * scale}x{width * scale} output, {setting}.')
+    for reason in missing:
+        _emit(f'Not measured (not in this checkout yet): {reason}.')
+    _emit('')
+    entries: List[dict] = []
+    records: dict = {}
+
+    def rows() -> Iterator[List[str]]:
+        for name, scale, spec in cases:
+            record, note = None, ''
+            try:
+                record = measure(spec, isolate=isolate, timeout=args.case_timeout)
+            except BenchmarkTimeout:
+                note = f'> {args.case_timeout:g} s'
+            records[name, scale] = record
+            entries.append(compare_entry(name, scale, spec, record, records.get((REFERENCE, scale)), note))
+            if args.json is not None:  # rewritten after every case, so a long run loses nothing to a kill
+                write_atomic(args.json, json.dumps(dict(setup=setup, rows=entries), indent=1).encode())
+            yield compare_cells(entries[-1])
+
+    stream_table(COMPARE_HEADER, rows(), args.markdown, _emit)
+    _emit('')
+    _emit("Ratios: the baseline's figure over ESC's (how many times faster ESC is, how many times less memory it "
+          "takes); Table 4's from the paper's RTX 4090 columns (FP32, 1280x720 output, torch.cuda."
+          'max_memory_allocated); claimed: the paper\'s text.')
+    measured_threads = [r.threads for r in records.values() if r is not None]
+    _emit(memory_note(settings.device, setup['isolated']) + _threads_note(settings.device, measured_threads))
+
+
 SUBCOMMANDS = {'train': run_train, 'table1': run_table1, 'scaling': run_scaling, 'speedup': run_speedup,
-               'sizes': run_sizes, 'flashbias': run_flashbias}
+               'sizes': run_sizes, 'flashbias': run_flashbias, 'compare': run_compare}
 
 
 def main(argv: Optional[List[str]] = None) -> None:

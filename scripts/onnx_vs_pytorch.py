@@ -18,7 +18,6 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import _checkout  # noqa: F401  (this checkout's esc on sys.path; before any esc import)
@@ -31,19 +30,9 @@ from esc.errors import ESCError
 from esc.export import export
 from esc.upscaler import Upscaler, load_model
 from esc.utils.cli import run_command
+from _benchmark_engine import cpu_name  # noqa: E402  (the CPU's name, as the benchmark tables give it)
 
 DEFAULT_SIZE = '180x320'
-
-
-def cpu_name() -> str:
-    """The CPU's model name as the kernel reports it (platform's answer elsewhere)."""
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def parse_size(text: str) -> List[int]:

@@ -2,25 +2,34 @@
 errors), never speed."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import ModuleType
+from typing import Any, Dict, List
 
 import pytest
+import torch
+import yaml
 
+from esc.archs import NETWORKS
 from esc.errors import ESCError
 from esc.upscaler import check_dtype
+from esc.utils.paper import CLAIMED_RATIOS, TABLE4
 from esc.utils.results import load_speed
 from tests.conftest import REPO, SCRIPTS, load_script
 
 if str(SCRIPTS) not in sys.path:  # the engine is a sibling module of scripts/benchmark.py, imported as it does
     sys.path.insert(0, str(SCRIPTS))
-from _benchmark_engine import (NETWORK_HEADER, TABLE1_HEADER, TRAIN_HEADER, BenchmarkRecord,  # noqa: E402
-                               Table1Row, _build, benchmark_network, benchmark_window_attention, format_network_table,
-                               format_table1, fused_attention_type, hd_lr_size, iter_table1, make_settings, measure,
-                               network_spec, parse_size, train_spec)
+import _benchmark_engine  # noqa: E402
+from _benchmark_engine import (COMPARE_HEADER, NETWORK_HEADER, TABLE1_HEADER, TRAIN_HEADER,  # noqa: E402
+                               BenchmarkRecord, MissingNetwork, Table1Row, _build, benchmark_network,
+                               benchmark_window_attention, compare_cells, compare_entry, compare_spec,
+                               format_network_table, format_table1, fused_attention_type, hd_lr_size, iter_table1,
+                               make_settings, measure, network_spec, parse_size, train_spec)
 
 CUDA = pytest.mark.cuda
 TINY = dict(warmup=1, runs=2)
@@ -115,6 +124,8 @@ def test_table1_row_ratios_and_skipped_cells():
     (['--device', 'cpu', '--dtype', 'fp16'], 'error: dtype fp16 is only supported on CUDA'),
     (['--variants', 'ESC-Real', '--scales', '2'], 'error: variant ESC-Real exists at scale 4 only'),
     (['table1', '--sizes', '0'], "error: size '0' must be positive"),
+    (['compare', '--baselines', 'HiT-SRF', 'Foo'], 'error: --baselines: Foo unknown; choose from SRFormer-lt, ATD-lt'),
+    (['compare', '--device', 'cpu', '--streaming', 'sometimes'], 'error: streaming must be one of auto, on, off'),
 ])
 def test_cli_bad_input_is_one_line_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -218,3 +229,161 @@ def test_streaming_setting_reaches_the_network():
     assert _build(network_spec('ESC-light', 2, settings, lr_size=(16, 16)))[0].streaming == 'auto'
     record = measure(spec, isolate=False)
     assert record.extra['process_peak_mb'] >= record.peak_mb > 0
+
+
+# --- compare: ESC against the paper's baselines (issue 31) ------------------------------------------------------
+
+TINY_COMPARE: Dict[str, Dict[str, Any]] = {
+    'options/test/ESC/test_ESC_X4_DFLIP.yml': dict(type='ESC', dim=16, pdim=8, kernel_size=5, n_blocks=1,
+                                                   conv_blocks=1, window_size=8, num_heads=2, exp_ratio=1.25,
+                                                   upscaling_factor=4, attn_type='auto'),
+    'options/test/ESC/test_ESC_X4_DIV2K.yml': dict(type='ESC', dim=16, pdim=8, kernel_size=5, n_blocks=2,
+                                                   conv_blocks=1, window_size=8, num_heads=2, exp_ratio=1.25,
+                                                   upscaling_factor=4),
+    'options/test/SRFormerLight/SRFormer_light_DFLIP_X4.yml': dict(type='SRFormer', upscale=4, img_size=16,
+                                                                   window_size=8, embed_dim=16, depths=[2],
+                                                                   num_heads=[2], mlp_ratio=2,
+                                                                   upsampler='pixelshuffledirect'),
+    'options/test/HiTSRF/HiTSRF_DFLIP_X4.yml': dict(type='HiT_SRF', upscale=4, img_size=16, base_win_size=[4, 4],
+                                                    embed_dim=16, depths=[2], num_heads=[2], hier_win_ratios=[0.5, 1],
+                                                    mlp_ratio=2, upsampler='pixelshuffledirect'),
+}
+"""Tiny networks in option files laid out as the checkout's DFLIP files (no ATD-light file: it is reported missing;
+a DIV2K ESC file beside the DFLIP one, which the comparison must not pick)."""
+
+
+def tiny_checkout(root: Path, files: Dict[str, Dict[str, Any]] = TINY_COMPARE, scale: int = 4) -> Path:
+    for relative, network in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(yaml.safe_dump(dict(name=Path(relative).stem, scale=scale, network_g=network)))
+    return root
+
+
+def parameters(network: Dict[str, Any]) -> int:
+    options = dict(network)
+    return sum(p.numel() for p in NETWORKS[options.pop('type')](**options).parameters())
+
+
+def table_rows(out: str) -> List[List[str]]:
+    return [[c.strip() for c in line.strip('|').split('|')] for line in out.splitlines()
+            if line.startswith('| ') and not line.startswith('| Network')]
+
+
+def claimed_cell(baseline: str, quantity: str) -> str:
+    return '; '.join(f'{c.ratio:g}x ({c.where})' for c in CLAIMED_RATIOS
+                     if (c.baseline, c.scale, c.quantity) == (baseline, 4, quantity)) or '-'
+
+
+def table4_ratio(baseline: str, field: str) -> Any:
+    rows = TABLE4.get((baseline, 4)), TABLE4.get(('ESC', 4))
+    return None if None in rows else getattr(rows[0], field) / getattr(rows[1], field)
+
+
+def test_paper_claims_are_the_papers():
+    """The ratios the paper's text claims (abstract, Sec. 1, Sec. 4.3), and Table 4's ESC row they are ratios to."""
+    claims = {(c.baseline, c.scale, c.quantity, c.where): c.ratio for c in CLAIMED_RATIOS}
+    assert claims == {('HiT-SRF', 4, 'latency', 'abstract'): 3.7, ('HiT-SRF', 4, 'memory', 'abstract'): 6.2,
+                      ('ATD-lt', 4, 'latency', 'Sec. 1'): 8.9, ('ATD-lt', 4, 'latency', 'Sec. 4.3'): 8.7}
+    assert TABLE4['ESC', 4][:2] == (21.9, 215)
+
+
+def test_cli_compare_in_process(tmp_path, monkeypatch, capsys):
+    """compare measures ESC and each baseline its option file builds, in one run; the ratios are those of the
+    measured medians, Table 4's and the claimed ones are esc.utils.paper's, and a missing network is named."""
+    cli = load_cli()
+    monkeypatch.setattr(_benchmark_engine, 'CHECKOUT', tiny_checkout(tmp_path / 'checkout'))
+    result = tmp_path / 'compare.json'
+    cli.main(['compare', '--lr-size', '8x12', '--device', 'cpu', '--threads', '1', '--warmup', '0', '--runs', '2',
+              '--markdown', '--in-process', '--json', str(result)])
+    out = capsys.readouterr().out
+    setup_line = out.splitlines()[0]
+    assert f'torch {torch.__version__}, 1 CPU threads, fp32, warm-up 0, 2 timed runs' in setup_line
+    assert 'CPU ' in setup_line and 'streaming off' in setup_line
+    assert "x4: measured at LR 8x12 -> 32x48 output, NOT the paper's setting (LR 180x320" in out
+    assert ('Not measured (not in this checkout yet): ATD-lt x4: no option file matches '
+            'options/test/ATDLight/*_X4.yml') in out
+    assert '| ' + ' | '.join(COMPARE_HEADER) + ' |' in out
+    assert 'all cases in one process' in out
+
+    rows = table_rows(out)
+    assert [row[:3] for row in rows] == [[name, 'x4', '8x12'] for name in ('ESC', 'SRFormer-lt', 'HiT-SRF')]
+    data = json.loads(result.read_text())
+    assert data['setup']['threads'] == 1 and data['setup']['missing'] == [
+        'ATD-lt x4: no option file matches options/test/ATDLight/*_X4.yml']
+    entries = {entry['network']: entry for entry in data['rows']}
+    assert list(entries) == ['ESC', 'SRFormer-lt', 'HiT-SRF']
+    esc = entries['ESC']['measured']
+    assert entries['ESC']['option_file'] == 'options/test/ESC/test_ESC_X4_DFLIP.yml'
+    assert esc['params'] == parameters(TINY_COMPARE['options/test/ESC/test_ESC_X4_DFLIP.yml'])
+    assert esc['backend'] == 'sdpa' and esc['output_shape'] == [1, 3, 32, 48]
+    assert rows[0][6:12] == ['-'] * 6 and rows[0][12:] == ['21.9', '215']
+    for row, name in zip(rows[1:], ('SRFormer-lt', 'HiT-SRF')):
+        entry, measured = entries[name], entries[name]['measured']
+        assert measured['output_shape'] == [1, 3, 32, 48] and len(measured['latencies_ms']) == 2
+        assert row[4] == f"{measured['latency_ms']:.1f}" and row[5] == f"{measured['memory_mb']:.1f}"
+        latency = entry['esc_advantage']['latency']
+        assert latency['measured'] == pytest.approx(measured['latency_ms'] / esc['latency_ms'])
+        assert row[6] == f"{latency['measured']:.2f}x"
+        memory = entry['esc_advantage']['memory']
+        if esc['memory_mb'] > 0:
+            assert memory['measured'] == pytest.approx(measured['memory_mb'] / esc['memory_mb'])
+            assert row[9] == f"{memory['measured']:.2f}x"
+        else:
+            assert memory['measured'] is None and row[9] == '-'
+        for column, quantity, field in ((7, 'latency', 'latency_ms'), (10, 'memory', 'memory_mb')):
+            expected = table4_ratio(name, field)
+            assert entry['esc_advantage'][quantity]['table4'] == expected
+            assert row[column] == ('-' if expected is None else f'{expected:.2f}x')
+            assert row[column + 1] == claimed_cell(name, quantity)
+    assert rows[1][7] == f"{327.8 / 21.9:.2f}x"  # Table 4's SRFormer-lt x4 against ESC x4
+    assert rows[2][8] == '3.7x (abstract)' and rows[2][11] == '6.2x (abstract)'
+
+
+def test_compare_cases_refuse_or_skip_what_cannot_be_measured(tmp_path, monkeypatch):
+    settings = make_settings('cpu', **TINY)
+    files = {'options/test/HiTSRF/HiTSRF_DFLIP_X4.yml': dict(type='NotANetwork', upscale=4),
+             'options/test/SRFormerLight/SRFormer_light_DFLIP_X4.yml':
+                 TINY_COMPARE['options/test/SRFormerLight/SRFormer_light_DFLIP_X4.yml']}
+    monkeypatch.setattr(_benchmark_engine, 'CHECKOUT', tiny_checkout(tmp_path, files))
+    with pytest.raises(MissingNetwork, match=r"HiT-SRF x4: options/test/HiTSRF/HiTSRF_DFLIP_X4.yml: network_g.type "
+                                             r"'NotANetwork' is not a network of esc.archs"):
+        compare_spec('HiT-SRF', 4, settings)
+    with pytest.raises(MissingNetwork, match=r'ESC x2: no option file matches options/test/ESC/\*_X2_DFLIP.yml'):
+        compare_spec('ESC', 2, settings)
+    with pytest.raises(ESCError, match="network 'SwinIR' is not one of the comparison's"):
+        compare_spec('SwinIR', 4, settings)
+    tiny_checkout(tmp_path, {'options/test/SRFormerLight/SRFormer_light_DFLIP_X3.yml':
+                             TINY_COMPARE['options/test/SRFormerLight/SRFormer_light_DFLIP_X4.yml']}, scale=4)
+    with pytest.raises(ESCError, match='SRFormer-lt x3: options/test/SRFormerLight/SRFormer_light_DFLIP_X3.yml is '
+                                       'for scale 4'):
+        compare_spec('SRFormer-lt', 3, settings)
+    spec = compare_spec('SRFormer-lt', 4, settings, streaming='on')
+    assert spec['attn_type'] == '-' and 'streaming' not in spec['network_g'] and spec['size'] == [180, 320]
+
+    def record(latency: float, memory: float) -> BenchmarkRecord:
+        return BenchmarkRecord(kind='network', name='ESC', scale=4, device='cpu', attn_type='auto', backend='sdpa',
+                               dtype='fp32', input_shape=(1, 3, 180, 320), output_shape=(1, 3, 720, 1280), warmup=0,
+                               runs=3, threads=1, latencies_ms=[latency] * 3, memory_mb=memory, peak_mb=memory,
+                               baseline_mb=0.0, memory_method='test', extra={'params': 967500})
+
+    timed_out = compare_cells(compare_entry('SRFormer-lt', 4, spec, None, record(20.0, 100.0), note='> 5 s'))
+    assert timed_out[3:12] == ['-', '> 5 s', '-', '-', f'{327.8 / 21.9:.2f}x', '-', '-', f'{329 / 215:.2f}x', '-']
+    measured = compare_cells(compare_entry('SRFormer-lt', 4, spec, record(50.0, 30.0), record(20.0, 100.0)))
+    assert measured[3:7] == ['968', '50.0', '30.0', '2.50x'] and measured[9] == '0.30x'
+
+
+@pytest.mark.slow
+def test_cli_compare_with_the_checkouts_option_files(tmp_path, capsys):
+    """The real DFLIP option files at a tiny input: every network this checkout has, at the paper's #Params."""
+    result = tmp_path / 'compare.json'
+    load_cli().main(['compare', '--lr-size', '16x16', '--device', 'cpu', '--warmup', '0', '--runs', '1',
+                     '--in-process', '--json', str(result)])
+    out = capsys.readouterr().out
+    data = json.loads(result.read_text())
+    names = [entry['network'] for entry in data['rows']]
+    assert names[0] == 'ESC' and len(names) + len(data['setup']['missing']) == 4
+    for entry in data['rows']:
+        assert entry['measured']['output_shape'] == [1, 3, 64, 64]
+        assert any(line.startswith(entry['network'] + ' ') for line in out.splitlines())
+        if (entry['network'], 4) in TABLE4:
+            assert round(entry['measured']['params'] / 1e3) == TABLE4[entry['network'], 4].params_k

@@ -74,3 +74,28 @@ TABLE6: Dict[str, Dict[int, float]] = {
     'Urban100': {2: 33.30, 3: 29.21, 4: 27.04, 6: 24.44, 8: 23.03},
 }
 """Table 6 (supplementary): ESC+LTE PSNR (Y, border = scale) on the benchmarks by scale."""
+
+
+class ClaimedRatio(NamedTuple):
+    """A ratio the paper's text claims for ESC against a baseline: the baseline's latency or memory over ESC's."""
+
+    baseline: str
+    """The baseline as :data:`TABLE4` names it."""
+    scale: int
+    quantity: str
+    """'latency' (how many times faster ESC is) or 'memory' (how many times less memory it uses)."""
+    ratio: float
+    where: str
+    """Where the paper says so."""
+
+
+CLAIMED_RATIOS: Tuple[ClaimedRatio, ...] = (
+    ClaimedRatio('HiT-SRF', 4, 'latency', 3.7, 'abstract'),
+    ClaimedRatio('HiT-SRF', 4, 'memory', 6.2, 'abstract'),
+    ClaimedRatio('ATD-lt', 4, 'latency', 8.9, 'Sec. 1'),
+    ClaimedRatio('ATD-lt', 4, 'latency', 8.7, 'Sec. 4.3'),
+)
+"""The paper's headline comparisons (Urban100 ×4; latency and memory at the HD output of Sec. 4.2). The abstract's
+HiT-SRF claim goes with Table 2's scores (27.07 against 26.80 dB); the latency and memory columns of HiT-SRF and
+ATD-lt are the same in Tables 2 and 4, and give 82.1/21.9 = 3.75×, 1331/215 = 6.19× and 189.7/21.9 = 8.66×: Sec. 4.3
+says 8.7× for ATD-light, Sec. 1 (and Fig. 1) 8.9×."""
