@@ -367,8 +367,9 @@ class ESCModel(SRModel):
     def load_network(self, net: nn.Module, load_path: str, strict: bool = True, param_key: str = 'params') -> None:
         state_dict = read_state_dict(load_path, param_key)
         source = f'pretrained weights {load_path}'
-        check_weights(state_dict, source)
         net = self.get_bare_model(net)
+        tables = {key for key, value in net.state_dict().items() if not value.is_floating_point()}
+        check_weights({k: v for k, v in state_dict.items() if k not in tables}, source)  # index tables are no weights
         get_root_logger().info(f'Loading {type(net).__name__} from {load_path} [{param_key}].')
         try:
             net.load_state_dict(state_dict, strict=strict)

@@ -282,10 +282,11 @@ def check_memory(options: Mapping[str, Any], workload: Workload, source: str, de
                  description: Optional[str] = None) -> Optional[MemoryEstimate]:
     """Refuse, in one line naming ``source``, the estimate and the limit, a network whose estimated memory for
     ``workload`` exceeds :func:`memory_limit`; the options are bounded first (one line naming the option). Returns
-    the estimate (None for a network outside the ESC family, which is not estimated)."""
-    check_option_bounds(options, source)
+    the estimate (None for a network outside the ESC family, which is neither bounded nor estimated: the bounds
+    are ESC's, and a baseline's options, e.g. SRFormer's per-group ``num_heads`` list, mean other things)."""
     if options.get('type') not in ESTIMATED_TYPES:
         return None
+    check_option_bounds(options, source)
     try:
         estimate = estimate_memory(options, workload, device)
     except (TypeError, ValueError, KeyError, ZeroDivisionError) as exc:  # options the network itself refuses
