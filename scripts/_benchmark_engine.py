@@ -25,6 +25,11 @@ Table 1 times :class:`esc.archs.attention.WindowAttention` alone (its 1×1 proje
 batch-1 H×W×C feature map, without ("naive": the score matrix is materialised) and with a fused kernel
 (FlexAttention on CUDA, the paper's path; on CPU ``scaled_dot_product_attention``'s fused kernel, which
 is *not* flash attention and is labelled "fused SDPA").
+
+The comparison with the paper's baselines (``benchmark.py compare``, issue 31) measures each network of
+:data:`COMPARE_NETWORKS` as the ``network_g`` of its DFLIP test option file builds it, case by case as above,
+and sets ESC's advantage (the baseline's figure over ESC's) beside Table 4's and the paper's claimed ratios
+(:mod:`esc.utils.paper`).
 """
 from __future__ import annotations
 
