@@ -320,7 +320,7 @@ class CheckedNetwork:
     description: str
 
 
-DECLARED_VALUES_SHARE = 0.5
+DECLARED_VALUES_SHARE = 0.1
 """A file must hold at least this share of the parameters of the network it declares (position biases counted as
 tables): fewer is no checkpoint of it, refused before the network's layout is built."""
 

@@ -206,7 +206,7 @@ def test_failed_verification_writes_nothing(checkpoint, tmp_path, monkeypatch, c
     (['-o', 'missing/x.onnx'], 'error: -o: no such folder'),
     (['--precision', 'fp8'], "error: --precision: 'fp8' is not one of fp32, fp16, bf16"),
     (['--verify', 'missing.png'], 'error: --verify: missing.png: cannot be read (No such file or directory)'),
-    ([], 'error: checkpoint is not an ESC network (no proj.weight / blocks.0.*)'),
+    ([], 'error: model: {model}: checkpoint is not an ESC network (no proj.weight / blocks.0.*)'),
 ])
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys, args, message):
     foreign = tmp_path / 'resnet.pth'
@@ -214,6 +214,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exit_:
         main(['--model', str(foreign), '-o', str(tmp_path / 'x.onnx'), *args])
     err = capsys.readouterr().err.strip()
+    message = message.format(model=foreign)
     assert exit_.value.code == 2 and err.startswith(message) and len(err.splitlines()) == 1, err
     assert not (tmp_path / 'x.onnx').exists()
 

@@ -196,7 +196,8 @@ def test_cli_bad_single_inputs_are_one_line(checkpoint, tmp_path):
     (tmp_path / 'bad.png').write_text('not an image')
     for args, message in ((('-i', tmp_path / 'bad.png'), f'error: {tmp_path / "bad.png"}: not an image'),
                           (('-i', tmp_path / 'missing'), 'error: -i: no such file or folder'),
-                          (('-i', tmp_path / 'a.png', '--scale', '4'), 'error: checkpoint is a x2 ESC; it cannot upscale x4')):
+                          (('-i', tmp_path / 'a.png', '--scale', '4'),
+                           f'error: model: {path}: checkpoint is a x2 ESC; it cannot upscale x4')):
         proc = _run_cli(*args, '-o', tmp_path / 'o', '--model', path)
         assert proc.returncode == 2 and proc.stderr.strip().startswith(message), proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
