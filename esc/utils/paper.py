@@ -46,10 +46,14 @@ TABLE4: Dict[Tuple[str, int], PaperRow] = {
     ('HiT-SRF', 2): _row(268.1, 1804, 226.5, 847, 38.31, .9616, 34.31, .9230, 32.45, .9031, 33.58, .9404, 39.69, .9793),
     ('HiT-SRF', 3): _row(124.9, 1464, 101.6, 855, 34.69, .9298, 30.81, .8493, 29.32, .8115, 29.28, .8729, 34.72, .9511),
     ('HiT-SRF', 4): _row(82.1, 1331, 58.0, 866, 32.55, .8997, 28.96, .7897, 27.77, .7443, 27.07, .8130, 31.59, .9208),
+    ('ATD-lt', 2): _row(733.5, 2839, 380.0, 753, 38.29, .9616, 34.30, .9230, 32.43, .9027, 33.62, .9401, 39.60, .9791),
+    ('ATD-lt', 3): _row(274.4, 1258, 168.0, 760, 34.71, .9300, 30.77, .8493, 29.33, .8116, 29.42, .8743, 34.61, .9509),
+    ('ATD-lt', 4): _row(189.7, 753, 100.1, 769, 32.52, .8995, 28.93, .7896, 27.79, .7443, 27.18, .8150, 31.47, .9208),
 }
 """Table 4 (trained on DFLIP: DIV2K + Flickr2K + LSDIR + DiverSeg-IP), with the baselines the paper trained on DFLIP
-itself (SRFormer-lt: SRFormer-light, :mod:`esc.archs.srformer_arch`; HiT-SRF, :mod:`esc.archs.hitsrf_arch`). Table 2
-prints the same #FLOPs and #Params for its DIV2K-trained SRFormer-lt and HiT-SRF (only latency and scores differ)."""
+itself (SRFormer-lt: SRFormer-light, :mod:`esc.archs.srformer_arch`; HiT-SRF, :mod:`esc.archs.hitsrf_arch`; ATD-lt:
+ATD-light, :mod:`esc.archs.atd_arch`). Table 2 prints the same #FLOPs and #Params for its DIV2K-trained SRFormer-lt,
+HiT-SRF and ATD-lt (only latency and scores differ)."""
 
 TABLE3: Dict[str, PaperRow] = {
     'Only Self-attentions': _row(128.2, 830, 456.6, 737),
