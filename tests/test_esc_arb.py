@@ -23,7 +23,7 @@ from basicsr.utils import tensor2img
 from PIL import Image
 
 import esc
-from esc.archs import ESCLTE
+from esc.archs import NETWORKS, ESCLTE
 from esc.convert_safetensors import run as convert
 from esc.data.arbitrary_scale_dataset import ArbitraryScaleTestDataset
 from esc.errors import ESCError
@@ -45,18 +45,23 @@ def random_network(seed: int = 0) -> ESCLTE:
     return net
 
 
-def official_container(net: ESCLTE, hidden_list=(256, 256, 256)) -> Dict[str, Any]:
-    """``net`` saved as esc_arb's train.py saves a model: ESC's parameters under ``encoder.``, the MLP's linears
-    as ``imnet.layers.N``, the LTE estimators as they are; the spec its training configuration names."""
+def official_container(net: torch.nn.Module, hidden_list=(256, 256, 256), encoder: str = 'esc') -> Dict[str, Any]:
+    """``net`` saved as esc_arb's train.py saves a model: the encoder's parameters under ``encoder.`` (ESC's without
+    it here), the MLP's linears as ``imnet.layers.N``, the LTE estimators as they are; the spec its training
+    configuration names. The ATD and HiT-SRF encoders also hold the unused ``conv_last`` (C → C, 3×3) they build."""
     sd = {}
     for key, value in net.state_dict().items():
         if key.startswith('imnet.'):
             sd['imnet.layers.' + key[len('imnet.'):]] = value.clone()
-        elif key.split('.')[0] in ('coef', 'freq', 'phase'):
+        elif key.split('.')[0] in ('coef', 'freq', 'phase', 'encoder'):
             sd[key] = value.clone()
         else:
             sd['encoder.' + key] = value.clone()
-    spec = {'name': 'lte', 'args': {'encoder_spec': {'name': 'esc', 'args': {'no_upsampling': True}},
+    if encoder != 'esc':
+        width = net.encoder.embed_dim
+        sd.update({'encoder.conv_last.weight': torch.randn(width, width, 3, 3),
+                   'encoder.conv_last.bias': torch.zeros(width)})
+    spec = {'name': 'lte', 'args': {'encoder_spec': {'name': encoder, 'args': {'no_upsampling': True}},
                                     'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3,
                                                                            'hidden_list': list(hidden_list)}},
                                     'hidden_dim': 256}, 'sd': sd}
@@ -112,7 +117,7 @@ def test_the_converter_writes_this_projects_layout(saved, tmp_path, capsys):
     assert metadata['network']['data_norm'] == OFFICIAL_NORM and 'scale' not in metadata
     lr = torch.rand(1, 3, 6, 5, generator=torch.Generator().manual_seed(4))
     out = esc.load_model(str(output), scale=3.5, device='cpu').upscale_tensor(lr)
-    assert torch.equal(out, esc.load_model(str(saved['path']), scale=3.5, device='cpu').upscale_tensor(lr))
+    assert (out - reference(saved['net'], lr, 3.5)).abs().max() < 1e-6
 
 
 def _mutated(change: Callable[[dict], None]) -> dict:
@@ -156,6 +161,26 @@ def test_a_container_of_another_size_is_refused_by_its_shapes(tmp_path):
     assert '\n' not in str(info.value)
 
 
+@pytest.mark.parametrize('encoder,variant', [('ATDLight', 'ATD-lt+LTE'), ('HiTSRF', 'HiT-SRF+LTE')])
+def test_official_baseline_checkpoints_read_as_lte_on_their_encoder(tmp_path, encoder, variant):
+    """esc_arb's ATD-lt+LTE and HiT-SRF+LTE files: the encoder keeps its ``encoder.`` names, its unused conv_last
+    is left out, and the options are the baseline's (outputs checked against esc_arb's code outside the suite:
+    max difference 1.8e-6 for both, docs/official_files.md)."""
+    from esc.archs.lte_arch import VARIANTS
+
+    if VARIANTS[variant]['encoder']['type'] not in NETWORKS:
+        pytest.skip(f"{VARIANTS[variant]['encoder']['type']} is not in this checkout")
+    options = {**VARIANTS[variant], 'data_norm': OFFICIAL_NORM}
+    torch.manual_seed(0)
+    net = NETWORKS['LTE'](**{k: v for k, v in options.items() if k != 'type'})
+    path = tmp_path / f'{encoder}.pth'
+    torch.save(official_container(net, encoder=encoder), path)
+    state, metadata = read_checkpoint(str(path), None)
+    own = net.state_dict()
+    assert state.keys() == own.keys() and all(torch.equal(state[k], own[k]) for k in own)
+    assert metadata['network'] == options
+
+
 # --- the test protocol ------------------------------------------------------------------------------------------
 PROTOCOL = {'benchmarks': ((2, 3, 4, 6, 8), ('Set5', 'Set14', 'B100', 'Urban100')),
             'DIV2K': ((2, 3, 4, 6, 12, 18, 24, 30), ('DIV2K_val',))}
@@ -165,11 +190,12 @@ on the benchmarks, RGB with s + 6 on DIV2K; the cell clipped beyond x4; the imag
 
 
 def option_file(folder: str, kind: str, scale: int) -> Path:
-    prefix = 'Bicubic' if folder.endswith('Bicubic') else 'ESC_LTE'
+    prefix = folder.rsplit('/', 1)[-1]  # ESC_LTE, Bicubic, ATD_light_LTE, HiTSRF_LTE
     return REPO / folder / f'test_{prefix}_{kind}_X{scale}.yml'
 
 
-@pytest.mark.parametrize('folder', ['options/test/ESC_LTE', 'options/test/ESC_LTE/Bicubic'])
+@pytest.mark.parametrize('folder', ['options/test/ESC_LTE', 'options/test/ESC_LTE/Bicubic',
+                                    'options/test/ESC_LTE/ATD_light_LTE', 'options/test/ESC_LTE/HiTSRF_LTE'])
 def test_the_test_options_follow_esc_arbs_protocol(folder):
     for kind, (scales, sets) in PROTOCOL.items():
         for scale in scales:
@@ -185,7 +211,7 @@ def test_the_test_options_follow_esc_arbs_protocol(folder):
             assert (psnr['crop_border'], psnr['test_y_channel']) == ((scale, True) if kind == 'benchmarks'
                                                                     else (scale + 6, False))
             assert 'pad_to_multiple' not in opt['val']
-            if opt['network_g']['type'] == 'ESCLTE':
+            if opt['network_g']['type'] in ('ESCLTE', 'LTE'):
                 assert opt['network_g']['data_norm'] == OFFICIAL_NORM and opt['val']['cell_scale_max'] == 4
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from basicsr.metrics import calculate_psnr
 from basicsr.utils import tensor2img
 from basicsr.utils.matlab_functions import imresize
@@ -284,3 +285,72 @@ def test_training_resumes_exactly(tmp_path):
     opt['val'] = None
     del opt['datasets']['val']
     assert_resumes_exactly(tmp_path, opt)
+
+
+# --- LTE on other encoders: the Table 5 and 6 baselines ----------------------------------------------------------
+BASELINES = {'ATD-lt+LTE': 'ATD_light_LTE', 'HiT-SRF+LTE': 'HiTSRF_LTE'}
+OFFICIAL_PARAMETERS = {'ATD-lt+LTE': 1_168_107, 'HiT-SRF+LTE': 1_315_847}
+"""Parameters of esc_arb's ATDLight+LTE and HiTSRF+LTE less their encoders' unused conv_last (20,784 and 32,460),
+counted on models built from its code."""
+TINY_HITSRF = dict(type='HiT_SRF', embed_dim=16, depths=[1], num_heads=[2], base_win_size=[4, 4], mlp_ratio=1.0,
+                   upscale=2, upsampler=None, hier_win_ratios=[1])
+
+
+def head_keys(net: torch.nn.Module) -> dict:
+    """LTE's parameters and their shapes, less the estimators' input width (the encoder's)."""
+    return {k: tuple(v.shape[:1] + v.shape[2:]) if k.split('.')[0] in ('coef', 'freq') else tuple(v.shape)
+            for k, v in net.state_dict().items() if k.split('.')[0] in ('coef', 'freq', 'phase', 'imnet')}
+
+
+@pytest.mark.parametrize('variant', sorted(BASELINES))
+def test_the_lte_baselines_build_from_their_option_files(variant):
+    from esc.archs.lte_arch import LTE, LTEHead, RECONSTRUCTION_MODULES, VARIANTS
+    from esc.utils.options import validate_options
+
+    tag = BASELINES[variant]
+    if VARIANTS[variant]['encoder']['type'] not in NETWORKS:
+        pytest.skip(f"{VARIANTS[variant]['encoder']['type']} is not in this checkout")
+    train = yaml.safe_load((REPO / f'options/train/ESC_LTE/train_{tag}_DIV2K.yml').read_text())
+    assert train['network_g'] == {**VARIANTS[variant], 'data_norm': [0.5, 0.5]}
+    options = {k: v for k, v in train['network_g'].items() if k != 'type'}
+    net = NETWORKS[train['network_g']['type']](**options).eval()
+    assert isinstance(net, LTE) and net.data_norm == (0.5, 0.5)
+    assert sum(p.numel() for p in net.parameters()) == OFFICIAL_PARAMETERS[variant]
+    assert head_keys(net) == head_keys(ESCLTE())  # one head: the same estimators and decoder as ESC+LTE's
+    assert set(net.state_dict()) - set(head_keys(net)) == {k for k in net.state_dict() if k.startswith('encoder.')}
+    assert type(net).query is type(tiny()).query is LTEHead.query
+    assert not any(k.split('.')[1] in RECONSTRUCTION_MODULES for k in net.state_dict() if k.startswith('encoder.'))
+    for file in sorted((REPO / f'options/test/ESC_LTE/{tag}').glob('*.yml')):
+        opt = yaml.safe_load(file.read_text())
+        assert opt['network_g'] == train['network_g'], file.name
+        opt['num_gpu'] = 0
+        validate_options(opt, is_train=False)
+
+
+@pytest.mark.parametrize('encoder,message', [
+    ({'type': 'ESC', 'upscaling_factor': 2}, "encoder.type 'ESC' is not a network with a feature body; choose one of"),
+    ({'type': 'ESCLTE'}, "encoder.type 'ESCLTE' is not a network with a feature body"),
+    ({'dim': 16}, "encoder must be a network's options with its type"),
+    ({**TINY_HITSRF, 'embed_dims': 4}, "encoder: .*unexpected keyword argument 'embed_dims'"),
+])
+def test_an_lte_encoder_must_be_a_feature_body(encoder, message):
+    with pytest.raises(ESCError, match=message) as info:
+        NETWORKS['LTE'](encoder=encoder, hidden_dim=16, mlp_dims=[16])
+    assert '\n' not in str(info.value)
+
+
+def test_an_lte_baseline_trains_and_tests_through_the_entrypoints(tmp_path):
+    """ESCLTEModel trains and evaluates LTE on another encoder (a tiny HiT-SRF) as it does ESC+LTE."""
+    write_images(tmp_path / 'train', 4, 40)
+    write_images(tmp_path / 'val', 1, 48)
+    opt = lte_train_options(tmp_path)
+    opt['name'] = 'tiny_hitsrf_lte'
+    opt['network_g'] = {'type': 'LTE', 'encoder': TINY_HITSRF, 'hidden_dim': 16, 'mlp_dims': [16],
+                        'data_norm': [0.5, 0.5]}
+    result = run([str(REPO / 'esc/train.py'), '-opt', str(write(tmp_path / 'train.yml', opt))], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    experiment = tmp_path / 'experiments' / 'tiny_hitsrf_lte'
+    log = next(experiment.glob('train_tiny_hitsrf_lte_*.log')).read_text()
+    assert re.search(r'# psnr: \d+\.\d+', log) and len(re.findall(r'l_pix: (\S+)', log)) == 3
+    state = torch.load(experiment / 'models' / 'net_g_3.pth', weights_only=True)['params']
+    assert 'encoder.conv_first.weight' in state and 'imnet.2.weight' in state

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esc.archs.esc_arch import ESC
+from esc.archs.esc_arch import ESC, NETWORKS
 from esc.archs.layers import pad_to_multiple
 from esc.errors import ESCError
 
@@ -243,12 +243,73 @@ class ESCLTE(LTEHead, ESC):
         return self.fuse(self.deep_features(f0), f0, padded)[..., :h, :w]
 
 
+RECONSTRUCTION_MODULES = ('to_img', 'upsample', 'conv_before_upsample', 'conv_up1', 'conv_up2', 'conv_hr', 'conv_last',
+                          'lrelu')
+"""The parts of an SR network after its feature body (its upsampler U and last convs), which LTE replaces: an
+:class:`LTE` encoder is built without them."""
+
+
+class LTE(LTEHead, nn.Module):
+    """LTE (with the bilinear image skip) on the feature body of any registered network: ``encoder`` holds that
+    network's options (``type`` and constructor options, as in a ``network_g`` section), e.g. ATD-light or
+    HiT-SRF for the paper's Table 5 and 6 baselines. The network must offer ``features(x)`` (its LR-size features,
+    ``embed_dim`` channels, on ``x`` as given); its reconstruction modules (:data:`RECONSTRUCTION_MODULES`) are
+    dropped. Parameters: ``encoder.*`` (the network's own names), then LTE's ``coef``, ``freq``, ``phase``,
+    ``imnet.N``: esc_arb's layout but for the decoder's ``imnet.layers.N``. ESC's own encoder is
+    :class:`ESCLTE` (its parameters without the ``encoder.`` prefix)."""
+
+    def __init__(self, encoder: Mapping[str, Any], hidden_dim: int = 256, mlp_dims: Sequence[int] = (256, 256, 256),
+                 data_norm: DataNorm = None) -> None:
+        super().__init__()
+        where = 'network_g (LTE)'
+        if not isinstance(encoder, Mapping) or not isinstance(encoder.get('type'), str):
+            raise ESCError(f"{where}: encoder must be a network's options with its type, got {encoder!r}")
+        network = NETWORKS.get(encoder['type'])
+        if network is None or not callable(getattr(network, 'features', None)) or issubclass(network, LTEHead):
+            usable = sorted(name for name, cls in NETWORKS.items()
+                            if callable(getattr(cls, 'features', None)) and not issubclass(cls, LTEHead))
+            raise ESCError(f"{where}: encoder.type {encoder['type']!r} is not a network with a feature body; "
+                           f"choose one of {', '.join(usable)} (ESC's is ESCLTE)")
+        try:
+            self.encoder = network(**{k: v for k, v in encoder.items() if k != 'type'})
+        except TypeError as exc:
+            raise ESCError(f'{where}: encoder: {exc}') from None
+        for name in RECONSTRUCTION_MODULES:
+            if isinstance(getattr(self.encoder, name, None), nn.Module):
+                delattr(self.encoder, name)
+        self.window_size = getattr(self.encoder, 'window_size', None)
+        self.build_lte_head(self.encoder.embed_dim, hidden_dim, mlp_dims, data_norm, where)
+
+    def features(self, x: Tensor, pad_multiple: Optional[int] = None) -> Tensor:
+        """The encoder's features of ``x`` at LR size; ``pad_multiple`` reflect-pads ``x`` first, cropped back."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ESCError(f'x: expected an N×3×H×W LR image batch, got shape {tuple(x.shape)}')
+        h, w = x.shape[-2:]
+        padded = pad_to_multiple(x, pad_multiple) if pad_multiple else x
+        return self.encoder.features(padded)[..., :h, :w]
+
+
+NETWORKS['LTE'] = LTE  # the package registers the others; LTE lives here with the head it shares
+
 VARIANTS = {
     'ESC+LTE': dict(type='ESCLTE', dim=64, pdim=16, kernel_size=13, n_blocks=5, conv_blocks=5, window_size=32,
                     num_heads=4, exp_ratio=1.25, hidden_dim=256, mlp_dims=[256, 256, 256]),
 }
-"""The paper's arbitrary-scale configuration (supplementary Sec. 6.2: ESC's C 64, N 5, M 5 with LTE as U).
-Kept apart from :data:`esc.archs.esc_arch.VARIANTS`, whose entries are built at a fixed scale."""
+ATD_LIGHT_ENCODER: Dict[str, Any] = dict(
+    type='ATD', img_size=64, in_chans=3, embed_dim=48, depths=[6, 6, 6, 6], num_heads=[4, 4, 4, 4], window_size=16,
+    category_size=128, num_tokens=64, reducted_dim=8, convffn_kernel_size=7, img_range=1.0, mlp_ratio=1,
+    upscale=1, resi_connection='1conv')
+"""ATD-light as esc_arb's ``ATDLight`` encoder builds it (no upscaling; its upsampler is dropped)."""
+HITSRF_ENCODER: Dict[str, Any] = dict(
+    type='HiT_SRF', img_size=64, in_chans=3, embed_dim=60, depths=[6, 6, 6, 6], num_heads=[6, 6, 6, 6],
+    base_win_size=[8, 8], mlp_ratio=2.0, upscale=4, img_range=1.0, upsampler=None, resi_connection='1conv',
+    hier_win_ratios=[0.5, 1, 2, 4, 6, 8])
+"""HiT-SRF as esc_arb's ``HiTSRF`` encoder builds it (the constructor's defaults; no upsampler)."""
+VARIANTS['ATD-lt+LTE'] = dict(type='LTE', encoder=ATD_LIGHT_ENCODER, hidden_dim=256, mlp_dims=[256, 256, 256])
+VARIANTS['HiT-SRF+LTE'] = dict(type='LTE', encoder=HITSRF_ENCODER, hidden_dim=256, mlp_dims=[256, 256, 256])
+"""The paper's arbitrary-scale configurations (supplementary Sec. 6.2: ESC's C 64, N 5, M 5 with LTE as U; the
+Table 5 and 6 baselines ATD-lt+LTE and HiT-SRF+LTE with the same head). Kept apart from
+:data:`esc.archs.esc_arch.VARIANTS`, whose entries are built at a fixed scale."""
 
 
 # --- the official esc_arb checkpoints -------------------------------------------------------------------------
@@ -256,11 +317,13 @@ OFFICIAL_DATA_NORM = [0.5, 0.5]
 """The ``data_norm`` (sub, div) of every official esc_arb training and test configuration, for input and output
 alike; the checkpoint itself does not record it."""
 OFFICIAL_ENCODERS: Dict[str, Dict[str, Any]] = {
-    'esc': {key: value for key, value in VARIANTS['ESC+LTE'].items() if key not in ('hidden_dim', 'mlp_dims')},
+    name: {key: value for key, value in VARIANTS[variant].items() if key not in ('hidden_dim', 'mlp_dims')}
+    for name, variant in (('esc', 'ESC+LTE'), ('ATDLight', 'ATD-lt+LTE'), ('HiTSRF', 'HiT-SRF+LTE'))
 }
-"""The esc_arb encoder names this project reads, with the network options they stand for. The official ``esc``
-encoder takes no size options (its constructor always builds ESC's C 64, N 5, M 5, 32-pixel windows)."""
-OFFICIAL_ENCODER_ARGS = {'esc': ('no_upsampling', 'deployment')}
+"""The esc_arb encoder names this project reads, with the network options (less LTE's head) they stand for. The
+official encoders take no size options: each constructor always builds the paper's configuration."""
+OFFICIAL_ENCODER_ARGS = {'esc': ('no_upsampling', 'deployment'), 'ATDLight': ('no_upsampling',),
+                         'HiTSRF': ('no_upsampling',)}
 """The arguments each official encoder accepts; none of them changes the weights."""
 
 
@@ -282,7 +345,7 @@ def _spec(value: Any, where: str, source: str) -> Tuple[str, Dict[str, Any]]:
 
 
 def official_network(model: Mapping[str, Any], source: str = 'checkpoint') -> Dict[str, Any]:
-    """The network options (``type`` ESCLTE plus constructor options) of an esc_arb ``model`` spec: LTE
+    """The network options (``type`` ESCLTE or LTE, and constructor options) of an esc_arb ``model`` spec: LTE
     (``name: lte``) with ``hidden_dim``, an ``mlp`` decoder (``hidden_list``, ``out_dim`` 3) and an encoder
     named in :data:`OFFICIAL_ENCODERS`; ``data_norm`` is the official one. ``source`` names the file in errors."""
     name, args = _spec(model, "'model'", source)
@@ -309,11 +372,15 @@ def official_network(model: Mapping[str, Any], source: str = 'checkpoint') -> Di
 def from_official_layout(state_dict: Mapping[str, Any], network: Mapping[str, Any],
                          source: str = 'checkpoint') -> Dict[str, Any]:
     """An esc_arb state dict in this project's layout for ``network``: the decoder's ``imnet.layers.N`` are
-    ``imnet.N``; ESCLTE's backbone drops the ``encoder.`` prefix (an :class:`LTE` keeps it). Every other key
+    ``imnet.N``; ESCLTE's backbone drops the ``encoder.`` prefix; an :class:`LTE` keeps it, less the encoder's
+    reconstruction modules (the official ATD and HiT-SRF encoders build an unused ``conv_last``). Every other key
     (``coef``, ``freq``, ``phase``) is the same."""
     prefix = 'encoder.' if network.get('type') == 'ESCLTE' else ''
+    unused = tuple(f'encoder.{name}.' for name in RECONSTRUCTION_MODULES) if not prefix else ()
     mapped: Dict[str, Any] = {}
     for key, value in state_dict.items():
+        if unused and key.startswith(unused):
+            continue
         if key.startswith('imnet.layers.'):
             mapped['imnet.' + key[len('imnet.layers.'):]] = value
         elif prefix and key.startswith(prefix):

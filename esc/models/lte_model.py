@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from esc.archs.lte_arch import ESCLTE, check_data_norm
+from esc.archs.lte_arch import LTEHead, check_data_norm
 from esc.data.arbitrary_scale_dataset import check_training_options, make_queries
 from esc.errors import ESCError
 from esc.models.esc_model import ESCModel
@@ -46,8 +46,8 @@ def _norm_text(data_norm: Any) -> str:
 
 @MODEL_REGISTRY.register()
 class ESCLTEModel(ESCModel):
-    """Arbitrary-scale SR: ``ESCLTE`` (or the ``Bicubic`` baseline) trained on sampled queries, evaluated whole.
-    ``use_amp``/``amp_bf16``/``use_channels_last`` work as in ESCModel; ``use_compile`` is refused (evaluation
+    """Arbitrary-scale SR: ``ESCLTE`` or ``LTE`` (or the ``Bicubic`` baseline) trained on sampled queries,
+    evaluated whole. ``use_amp``/``amp_bf16``/``use_channels_last`` work as in ESCModel; ``use_compile`` is refused (evaluation
     queries the network through ``upscale``, which an in-place compile of the forward does not reach)."""
 
     supports_compile = False
@@ -74,7 +74,7 @@ class ESCLTEModel(ESCModel):
         give wrong images."""
         recorded = read_checkpoint(load_path, param_key)[1].get('network')
         own = getattr(self.get_bare_model(net), 'data_norm', None)
-        if isinstance(recorded, dict) and hasattr(self.get_bare_model(net), 'build_lte_head'):
+        if isinstance(recorded, dict) and isinstance(self.get_bare_model(net), LTEHead):
             wanted = check_data_norm(recorded.get('data_norm'), load_path)
             if wanted != own:
                 raise ESCError(f'network_g.data_norm: {load_path} holds weights for data_norm {_norm_text(wanted)}, '
@@ -116,12 +116,12 @@ class ESCLTEModel(ESCModel):
         """The whole SR image of ``self.lq``: at the ground truth's size, or at ``scale`` (LTE's evaluation)."""
         net = self.evaluation_network()
         if not hasattr(net, 'upscale'):
-            raise ESCError(f'network_g: {type(net).__name__} cannot upscale to any size; use ESCLTE or Bicubic')
+            raise ESCError(f'network_g: {type(net).__name__} cannot upscale to any size; use ESCLTE, LTE or Bicubic')
         val_opt = self.opt.get('val') or {}
         if val_opt.get('tile'):
             raise ESCError('val.tile: ESCLTEModel bounds memory with val.chunk (queries per pass), not with tiles')
         target = {'size': tuple(self.gt.shape[-2:])} if hasattr(self, 'gt') else {'scale': self.opt.get('scale')}
-        if isinstance(net, ESCLTE):
+        if isinstance(net, LTEHead):
             target.update(chunk=val_opt.get('chunk', 30000), cell_scale_max=val_opt.get('cell_scale_max', 4),
                           pad_multiple=val_opt.get('pad_to_multiple'))
         was_training = net.training
