@@ -12,6 +12,12 @@ S a bilinear upsampling of the LR image (supplementary Sec. 6.2). The head follo
   MLP decoder (256 → 256 → 256 → 256 → 3, ReLU);
 - the four predictions are blended with the areas of the diagonally opposite rectangles as weights.
 
+The head is :class:`LTEHead`, one implementation for every encoder: :class:`ESCLTE` (ESC's backbone, its
+parameters under ESC's own names) and :class:`LTE` (any registered network's feature body by configuration: the
+paper's ATD-lt+LTE and HiT-SRF+LTE baselines, :data:`VARIANTS`). ``data_norm`` is LIIF/LTE's normalisation of input
+and output, (0.5, 0.5) in the official esc_arb release, whose checkpoints (``{'model': {'name', 'args', 'sd'}}``)
+:func:`read_official_container` maps to this layout (docs/official_files.md).
+
 Only torch is needed here. Streaming (row-strip inference) is for fixed-scale forward passes and is
 always off; use :meth:`ESCLTE.upscale` with ``chunk`` to bound the memory of large outputs.
 """
