@@ -85,8 +85,9 @@ def naive_position_bias(corr: SpatialChannelCorrelation) -> torch.Tensor:
 
 def naive_scc(corr: SpatialChannelCorrelation, qv: torch.Tensor) -> torch.Tensor:
     """SCC of one (wh, ww, C) window of DFE's output (computed on the whole map) written out: q its first C/2
-    channels, v the rest, heads of d = C/(2h) consecutive channels. Spatial: each key cell's v is ``spatial_linear`` of its pixels; a query's head
-    output is Σ_cells (q·v_cell / d + bias) v_cell. Channel: V·(QᵀV / L)ᵀ over all heads at once."""
+    channels, v the rest, heads of d = C/(2h) consecutive channels. Spatial: each key cell's v is ``spatial_linear``
+    of its pixels; a query's head output is Σ_cells (q·v_cell / d + bias) v_cell. Channel: V·(QᵀV / L)ᵀ over all
+    heads at once."""
     wh, ww, c = qv.shape
     heads, half = corr.num_heads, c // 2
     d = half // heads
@@ -365,7 +366,8 @@ def architecture_flops(net: HiT_SRF, h: int, w: int) -> int:
         for block in group.residual_group.blocks:
             corr = block.correlation
             (wh, ww), (nh, nw) = corr.window_size, corr.cells
-            narrow, hidden, width = corr.qv.conv[0].out_channels, block.mlp.fc1.out_features, corr.pos.pos_proj.out_features
+            narrow, hidden = corr.qv.conv[0].out_channels, block.mlp.fc1.out_features
+            width = corr.pos.pos_proj.out_features
             padded = -(-h // wh) * wh * -(-w // ww) * ww
             total += padded * (2 * c * narrow + 9 * narrow * narrow + c * c + c // 2 + c * nh * nw + c * c // 2 + c * c)
             total += pixels * (2 * 5 * c + 2 * c * hidden + 25 * hidden)

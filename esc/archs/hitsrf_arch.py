@@ -134,7 +134,8 @@ class SpatialChannelCorrelation(nn.Module):
     def position_bias(self) -> Tensor:
         """(heads, window pixels, key cells): the mean bias over each key cell's pixels."""
         (wh, ww), (ch, cw) = self.window_size, self.cell_size
-        table = self.pos(self.offsets.to(self.pos.pos_proj.weight.dtype)).t().reshape(self.num_heads, 2 * wh - 1, 2 * ww - 1)
+        offsets = self.offsets.to(self.pos.pos_proj.weight.dtype)
+        table = self.pos(offsets).t().reshape(self.num_heads, 2 * wh - 1, 2 * ww - 1)
         boxed = F.avg_pool2d(table, (ch, cw), stride=1) if ch * cw > 1 else table
         return boxed.flatten(1)[:, self.bias_index]
 
@@ -240,8 +241,8 @@ class HiT_SRF(nn.Module):
         for depth, heads in zip(depths, num_heads):
             blocks = [HierarchicalTransformerBlock(embed_dim, heads, windows[j], base, mlp_ratio, drop_rate,
                                                    value_drop_rate, rates.pop(0)) for j in range(depth)]
-            self.layers.append(PSAGroup(blocks, use_checkpoint, embed_dim, resi_connection))  # SRFormer's group: blocks,
-            # conv, skip; its blocks here are HiT-SRF's
+            # SRFormer's residual group (blocks, conv, skip), here around HiT-SRF's blocks
+            self.layers.append(PSAGroup(blocks, use_checkpoint, embed_dim, resi_connection))
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = residual_conv(embed_dim, resi_connection)
         self._build_upsampler()
