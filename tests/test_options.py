@@ -31,7 +31,7 @@ def test_option_file_is_consistent(path):
     net = build_network(opt['network_g'])
     arbitrary = opt['model_type'] == 'ESCLTEModel'  # one network for every scale; `scale` is the evaluation's
     if arbitrary:
-        assert net.upscaling_factor == (None if opt['network_g']['type'] == 'ESCLTE' else opt['scale'])
+        assert net.upscaling_factor == (None if opt['network_g']['type'] in ('ESCLTE', 'LTE') else opt['scale'])
     else:
         assert net.upscaling_factor == opt['scale']
     for phase, dataset in opt['datasets'].items():

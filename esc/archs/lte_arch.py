@@ -80,6 +80,7 @@ class LTEHead:
     """
 
     fixed_scale = False
+    upscaling_factor: Optional[int] = None  # one network for every scale
     coef: nn.Conv2d
     freq: nn.Conv2d
     phase: nn.Linear
