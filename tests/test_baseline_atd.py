@@ -70,6 +70,11 @@ def light(scale: int) -> ATD:
 
 
 # --- the official layout and outputs ---------------------------------------------------------------------------
+def test_atd_light_is_the_official_files_configuration():
+    assert without_type(light_network(2)) == {**ATD_LIGHT, 'upscale': 2, 'in_chans': 3, 'img_size': 64,
+                                              'img_range': 1.0, 'use_checkpoint': False}
+
+
 def test_state_dict_has_the_official_keys_and_shapes():
     """What the official class holds for ATD-light ×2: 683 entries; per layer three attentions on one qkv, the last
     layer of each group without the dictionary refinement (norm3, sigma); a token dictionary per group; the
