@@ -278,8 +278,7 @@ def expected_psnr(net: ESCLTE, hr: np.ndarray, lr: np.ndarray, scale: int, borde
     return calculate_psnr(tensor2img(sr), tensor2img(rgb_tensor(gt)), crop_border=border, test_y_channel=y)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('kind,scale', [('benchmarks', 4), ('DIV2K', 6)])
+@pytest.mark.parametrize('kind,scale', [pytest.param('benchmarks', 4, marks=pytest.mark.slow), ('DIV2K', 6)])
 def test_esc_test_scores_an_official_checkpoint_with_the_protocol_files(saved, tmp_path, kind, scale):
     """esc/test.py with the released option file (paths changed only) on the official container: each set's PSNR is
     the one of the saved network's image, made from the published LR image (x4) or PIL's (x6)."""
