@@ -41,8 +41,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from esc.archs.attention import relative_position_index
-from esc.archs.srformer_arch import (DIV2K_RGB_MEAN, MASKED, RESIDUAL_CONVS, from_windows, residual_conv,
-                                     shift_regions, subpixel_upsampler, to_windows)
+from esc.archs.srformer_arch import (DIV2K_RGB_MEAN, MASKED, RESIDUAL_CONVS, BaselineNetwork, from_windows,
+                                     residual_conv, shift_regions, subpixel_upsampler, to_windows)
 from esc.errors import ESCError
 from esc.utils.checkpoint_checks import check_state_dict_fits
 
@@ -290,7 +290,7 @@ class TokenEmbedding(nn.Module):
 
 
 # --- the network -----------------------------------------------------------------------------------------------
-class ATD(nn.Module):
+class ATD(BaselineNetwork):
     """ATD with the official options and defaults (ATD-light: :data:`ATD_LIGHT`); ``forward`` maps an RGB image in
     [0, 1] of any size to its ×``upscale`` super-resolution (padded inside to whole windows, then cropped).
 

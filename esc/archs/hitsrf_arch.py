@@ -43,8 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esc.archs.layers import reflect_pad
-from esc.archs.srformer_arch import (DIV2K_RGB_MEAN, RESIDUAL_CONVS, UPSAMPLERS, ConvFFN, PSAGroup, SRFormer,
-                                     TokenNorm, drop_path, residual_conv, subpixel_upsampler)
+from esc.archs.srformer_arch import (DIV2K_RGB_MEAN, RESIDUAL_CONVS, UPSAMPLERS, BaselineNetwork, ConvFFN, PSAGroup,
+                                     SRFormer, TokenNorm, drop_path, residual_conv, subpixel_upsampler)
 from esc.errors import ESCError
 from esc.utils.checkpoint_checks import check_state_dict_fits
 
@@ -191,7 +191,7 @@ class HierarchicalTransformerBlock(nn.Module):
         return x + drop_path(self.norm2(self.mlp(x)), self.drop_path_rate, self.training)
 
 
-class HiT_SRF(nn.Module):
+class HiT_SRF(BaselineNetwork):
     """HiT-SRF with the official constructor's options (``HiT_SRF`` in option files).
 
     ``embed_dim`` C, ``depths`` and ``num_heads`` per group, windows ``base_win_size`` × ``hier_win_ratios``
