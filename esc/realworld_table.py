@@ -15,7 +15,7 @@ Data (``--data-root``, default ``datasets/``; datasets/README.md says where each
 ``RealSR/HR`` and ``RealSR/LR``, ``DRealSR/HR`` and ``DRealSR/LR`` (a ground truth and its LR image are matched by
 name once a trailing ``_HR``, ``_LR<n>`` or ``_x<n>`` is dropped, so the released names ``Canon_001_HR.png`` /
 ``Canon_001_LR4.png`` and ``..._x1.png`` / ``..._x4.png`` pair up), and folders of LR images ``RealLQ250`` and
-``RealSRSet``. The metrics read their weight files from ``experiments/pretrained_models/iqa/`` (README,
+``RealSRSet``. The metrics read their weight files from ``experiments/pretrained_models/iqa/`` (docs/evaluation.md,
 "Real-world SR"); every file and folder is checked before the first image is upscaled, a missing one being one
 line naming it and where it is published.
 """

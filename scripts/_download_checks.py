@@ -217,7 +217,7 @@ def catalogue(root: str) -> List[Item]:
         Item('real', 'datasets/DF2K/DF2K_HR', f'DIV2K {DIV2K} (800 training HR images) and Flickr2K {FLICKR2K}',
              image_folder(800 + 2650)),
         Item('real', 'datasets/DF2KOST/meta_info.txt', 'made by scripts/prepare_training_data.py real from DIV2K + '
-             'Flickr2K HR and OST (README, "Real-world SR")', meta_info_listing),
+             'Flickr2K HR and OST (docs/training.md, "Real-world SR")', meta_info_listing),
         Item('real', 'datasets/RealSRSet', 'any folder of real LR photographs; RealSRSet: '
              'https://github.com/cszn/BSRGAN (testsets/RealSRSet)', image_folder()),
         Item('vgg', f'{PRETRAINED}/{VGG19[0]}', VGG19[1], published_sha256(VGG19[2])),

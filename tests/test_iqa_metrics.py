@@ -125,8 +125,8 @@ def test_esc_real_option_file_names_the_metrics_and_their_default_files():
     for name in ('maniqa', 'musiq', 'clipiqa'):
         assert no_reference.weights_path(name, metrics[name].get('weights')) == \
             f'experiments/pretrained_models/iqa/{no_reference.METRICS[name].weight_file}'
-    readme = (REPO / 'README.md').read_text()
-    for spec in no_reference.METRICS.values():  # the README says where each file goes and where it is published
+    readme = (REPO / 'docs/evaluation.md').read_text()
+    for spec in no_reference.METRICS.values():  # docs/evaluation.md says where each goes and where it is published
         assert spec.weight_file in readme and spec.published_at in readme
 
 
@@ -258,9 +258,9 @@ def test_lpips_and_dists_are_option_file_metrics():
     validate_options(opt, is_train=False)
     assert {m['type'] for m in opt['val']['metrics'].values()} == {'calculate_psnr', 'calculate_ssim',
                                                                    'calculate_lpips', 'calculate_dists'}
-    readme = (REPO / 'README.md').read_text()
+    readme = (REPO / 'docs/evaluation.md').read_text()
     from esc.metrics import full_reference
-    for spec in full_reference.METRICS.values():  # the README says where each file goes and where it is published
+    for spec in full_reference.METRICS.values():  # docs/evaluation.md says where each goes and where it is published
         for file in (spec.weights, spec.backbone):
             if file is not None:
                 assert file.name in readme and file.published_at in readme, file.name
