@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from esc.utils.experiment import RUN_MARKER, RunLock
 from tests.conftest import REPO
@@ -209,3 +210,17 @@ def test_a_stop_signal_ends_training_in_one_line_and_the_run_resumes(tmp_path, s
                   'train:scheduler:milestones=[4]'], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / 'experiments' / 'run' / 'models' / 'net_g_latest.pth').is_file()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks a machine without a GPU')
+@pytest.mark.parametrize('command', [TRAIN, TEST])
+def test_an_official_num_gpu_on_a_machine_without_one_is_one_line(tmp_path, command):
+    """The official option files say ``num_gpu: 1``; without a GPU that used to end in torch's 'Found no NVIDIA
+    driver' traceback, deep in the model's construction."""
+    opt = {**train_options('official', total_iter=1), 'num_gpu': 1}
+    options = write(tmp_path / 'o.yml', opt if command == TRAIN else as_test_options(opt))
+    result = run([command, '-opt', str(options)], tmp_path)
+    assert_refused(result, 'num_gpu: the option file asks for 1 GPU but this machine finds no GPU; set num_gpu: auto')
+    assert not (tmp_path / 'experiments').exists() and not (tmp_path / 'results').exists()
+    result = run([command, '-opt', str(options), '--force_yml', 'num_gpu=-1'], tmp_path)
+    assert_refused(result, "num_gpu: -1 is not a count of GPUs (a whole number, or 'auto')")

@@ -235,8 +235,7 @@ def parse_options(argv: Sequence[str], is_train: bool, root: Optional[str] = Non
     if opt.get('manual_seed') is None:
         opt['manual_seed'] = random.randint(1, 10000)
     seed_everything(opt['manual_seed'] + opt['rank'])
-    if opt.get('num_gpu', 'auto') == 'auto':
-        opt['num_gpu'] = torch.cuda.device_count()
+    opt['num_gpu'] = check_num_gpu(opt.get('num_gpu', 'auto'))
 
     for phase, dataset in (opt.get('datasets') or {}).items():
         dataset['phase'] = phase.split('_')[0]
@@ -253,6 +252,22 @@ def parse_options(argv: Sequence[str], is_train: bool, root: Optional[str] = Non
     validate_options(opt, is_train)
     check_paths(opt)
     return opt, args
+
+
+def check_num_gpu(value: Any) -> int:
+    """``num_gpu`` as a count of the GPUs this process may use: ``auto`` is all of them (0 on a machine without one);
+    a count the machine does not have is one line (the official option files say ``num_gpu: 1``, which on a machine
+    without a GPU would otherwise fail deep in torch, asking for an NVIDIA driver)."""
+    available = torch.cuda.device_count()
+    if value == 'auto':
+        return available
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ESCError(f"num_gpu: {value!r} is not a count of GPUs (a whole number, or 'auto')")
+    if value > available:
+        found = f'finds {available} GPU{"s" * (available != 1)}' if available else 'finds no GPU'
+        raise ESCError(f'num_gpu: the option file asks for {value} GPU{"s" * (value != 1)} but this machine {found}; '
+                       "set num_gpu: auto (or 0 for the CPU), e.g. --force_yml num_gpu=auto")
+    return value
 
 
 def seed_everything(seed: int) -> None:
