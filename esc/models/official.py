@@ -17,6 +17,11 @@ in the method resolution order, so each official name accepts the options of the
 a subclass adds is the official evaluation: the official models reflect-pad the LR image to a multiple of the
 window inside their test step, which this project's models do when ``val.pad_to_multiple`` says so; the official
 names set it to ``network_g.window_size`` where the file leaves it out (:class:`OfficialEvaluation`).
+
+The official dataset names are registered the same way, beside the datasets they run as: ``RealESRGANDataset``
+(ESC-Real's files) is :class:`esc.data.realesrgan_dataset.RealESRGANDataset`, a subclass of this project's
+``ESCRealESRGANDataset`` that takes the name before basicsr's fallback to its own ``RealESRGANDataset_basicsr``;
+``DownsampleImageDataset`` (the DFLIP files) is this project's :mod:`esc.data.downsample_dataset`.
 """
 from __future__ import annotations
 
