@@ -336,7 +336,7 @@ def check_network_state(state_dict: Mapping[str, Any], metadata: Mapping[str, An
     window) within what ``device`` has (:func:`esc.utils.memory_estimate.check_memory`), the file holding about
     as many values as that network has parameters, then every key and shape against the network built on the meta
     device (FlashBias tables factorised to the layout first)."""
-    check_weights(state_dict, source)
+    check_weights(state_dict, source, integer_tables=True)  # index tables: checked against the network below
     detected = checkpoint_network(state_dict, metadata, scale, source=source)
     scale_text = f" x{detected['upscaling_factor']}" if detected.get('upscaling_factor') else ''
     if arch is not None:

@@ -179,6 +179,10 @@ def test_official_baseline_checkpoints_read_as_lte_on_their_encoder(tmp_path, en
     own = net.state_dict()
     assert state.keys() == own.keys() and all(torch.equal(state[k], own[k]) for k in own)
     assert metadata['network'] == options
+    model = esc.load_model(str(path), scale=2.5, device='cpu')  # integer index tables (ATD) pass the weight checks
+    assert model.name == variant
+    lr = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    assert (model.upscale_tensor(lr) - reference(net.eval(), lr, 2.5)).abs().max() < 1e-5
 
 
 # --- the test protocol ------------------------------------------------------------------------------------------

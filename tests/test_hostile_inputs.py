@@ -337,7 +337,7 @@ def hostile_checkpoints(folder: Path, net: ESC) -> Dict[str, str]:
         'list_weight.pth': 'proj.weight is not a tensor but list',
         'zero_d.pth': 'proj.weight is a single number (a 0-d tensor), not a weight',
         'params_ema_5.pth': 'params_ema is not a state dict but int',
-        'int_weight.pth': 'plk_filter holds int64 values, not floating-point weights',
+        'int_weight.pth': 'plk_filter holds int64 values; the ESC (custom) x2 network it declares holds float32 there',
         'nan.pth': 'proj.bias holds NaN or infinite values; the checkpoint is damaged',
         'dim_20000.safetensors': 'network option dim is 20000; a sane ESC network has 0 < dim <= 2048',
         'dim_32.safetensors': 'is (16, 3, 3, 3) in the file; the ESC (custom) x2 network it declares needs '

@@ -236,7 +236,7 @@ class HiT_SRF(BaselineNetwork):
             self.absolute_pos_embed = nn.Parameter(torch.zeros(1, math.prod(self.patches_resolution), embed_dim))
             nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(drop_rate)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()  # stochastic depth grows along the body
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()  # stochastic depth
         self.layers = nn.ModuleList()
         for depth, heads in zip(depths, num_heads):
             blocks = [HierarchicalTransformerBlock(embed_dim, heads, windows[j], base, mlp_ratio, drop_rate,

@@ -322,7 +322,7 @@ class SRFormer(BaselineNetwork):
             self.absolute_pos_embed = None
         self.pos_drop = nn.Dropout(drop_rate)
         shifts = min(resolution) > window_size  # the official rule: no shifted windows when a window covers it all
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.layers = nn.ModuleList()
         for group, (depth, heads) in enumerate(zip(depths, num_heads)):
             first = sum(depths[:group])

@@ -53,13 +53,17 @@ def check_storage(tensor: Tensor, key: str, source: str) -> None:
                        'storage; the checkpoint is damaged or hostile')
 
 
-def check_weights(state_dict: Mapping[str, Any], source: str) -> None:
+def check_weights(state_dict: Mapping[str, Any], source: str, integer_tables: bool = False) -> None:
     """The values a network's weights can be: tensors of floating point, with at least one dimension, all finite.
 
     Non-finite weights would make every output NaN (written as black images); a 0-d tensor or an integer one is no
-    ESC parameter."""
+    ESC parameter. ``integer_tables``: integer tensors are let through, as the index tables some networks hold
+    (SRFormer's and ATD's position indices); the caller then holds them against the network's own
+    (:func:`check_against_network` compares the kinds)."""
     check_tensors(state_dict, source)
     for key, value in state_dict.items():
+        if integer_tables and not value.is_floating_point() and not value.is_complex() and value.dtype != torch.bool:
+            continue
         if not value.is_floating_point():
             raise ESCError(f'{source}: {key} holds {str(value.dtype).replace("torch.", "")} values, not floating-point '
                            'weights')
@@ -127,13 +131,18 @@ def check_against_network(network: Type[nn.Module], config: Mapping[str, Any], s
     check_option_bounds(config, source)
     try:
         with torch.device('meta'):
-            expected = {key: tuple(value.shape) for key, value in network(**config).state_dict().items()}
+            own = network(**config).state_dict()
     except TypeError as exc:
         raise ESCError(f'{source}: {exc}') from None
+    expected = {key: tuple(value.shape) for key, value in own.items()}
     for key, shape in expected.items():  # in the network's order: the first layer that disagrees is named
         if key in state_dict and tuple(state_dict[key].shape) != shape:
             raise ESCError(f'{source}: {key} is {tuple(state_dict[key].shape)} in the file; the {description} network '
                            f'it declares needs {shape}')
+        if key in state_dict and state_dict[key].is_floating_point() != own[key].is_floating_point():
+            held = str(state_dict[key].dtype).replace('torch.', '')
+            raise ESCError(f'{source}: {key} holds {held} values; the {description} network it declares holds '
+                           f"{str(own[key].dtype).replace('torch.', '')} there")
     missing = [key for key in expected if key not in state_dict]
     if missing:
         more = f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''
