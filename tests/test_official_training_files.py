@@ -200,6 +200,12 @@ def downsample_set(root: Path, mode: str, images: List[np.ndarray], **options: A
     return DownsampleImageDataset(opt)
 
 
+def orientations(image: np.ndarray) -> List[np.ndarray]:
+    """The eight flips and quarter turns of ``image``: what basicsr's augment (hflip, vflip, transpose) can make."""
+    turns = [np.rot90(image, k) for k in range(4)]
+    return turns + [np.fliplr(turn) for turn in turns]
+
+
 def test_downsample_lr_patch_is_pils_bicubic_of_the_8_bit_crop(tmp_path):
     """The LR patch is the official one: torchvision's ToPILImage (x·255 truncated to 8 bits) → Resize(BICUBIC) →
     ToTensor of the GT crop, and PIL's bicubic of the 8-bit crop itself; the GT crop is the file's pixels (RGB)."""
@@ -215,12 +221,8 @@ def test_downsample_lr_patch_is_pils_bicubic_of_the_8_bit_crop(tmp_path):
     levels = (gt * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     assert torch.equal(gt, torch.from_numpy(levels).permute(2, 0, 1).float() / 255)  # 8-bit levels, as decoded
     rgb = image[..., ::-1]
-    assert any(np.array_equal(levels, window) for window in (  # one crop of the image, flipped/transposed or not
-        np.ascontiguousarray(transform(rgb[t:t + 12, l:l + 12]))
-        for t in range(10) for l in range(15)
-        for transform in (lambda a: a, np.fliplr, np.flipud, lambda a: a.transpose(1, 0, 2),
-                          lambda a: np.flipud(np.fliplr(a)), lambda a: np.fliplr(a.transpose(1, 0, 2)),
-                          lambda a: np.flipud(a.transpose(1, 0, 2)), lambda a: np.flipud(np.fliplr(a.transpose(1, 0, 2))))))
+    assert any(np.array_equal(levels, variant) for t in range(10) for l in range(15)  # a crop, flipped/turned or not
+               for variant in orientations(rgb[t:t + 12, l:l + 12]))
     official = transforms.ToTensor()(transforms.Resize((4, 4), transforms.InterpolationMode.BICUBIC)(
         transforms.ToPILImage()(gt)))
     assert torch.equal(lq, official)

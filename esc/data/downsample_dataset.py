@@ -84,7 +84,8 @@ class DownsampleImageDataset(data.Dataset):
         self.opt = opt
         self.option = f"datasets.{opt.get('phase', 'train')}"
         if not isinstance(opt.get('gt_size'), int) or opt['gt_size'] < 1:
-            raise ESCError(f"{self.option}.gt_size: must be a positive integer (the HR crop), got {opt.get('gt_size')!r}")
+            raise ESCError(f'{self.option}.gt_size: must be a positive integer (the HR crop), '
+                           f"got {opt.get('gt_size')!r}")
         if not isinstance(opt.get('scale'), int) or opt['scale'] < 1:
             raise ESCError(f"scale: must be a positive integer for {opt.get('type', 'DownsampleImageDataset')}, "
                            f"got {opt.get('scale')!r}")
