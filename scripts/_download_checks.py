@@ -122,6 +122,25 @@ def nonempty_file(path: str) -> Tuple[str, str]:
     return (OK, f'{size / 2**20:.1f} MB (no checksum is published)') if size else (WRONG, 'empty file')
 
 
+DETECTED_TYPES = ('ESC', 'ESCFP', 'ESCReal', 'ESCLTE')
+"""The networks whose every option is read off a state dict (esc.upscaler.checkpoint_network); the others (the
+paper's baselines) are checked key for key and shape for shape against the network their option file builds."""
+
+
+def baseline_checkpoint(state: Mapping[str, Any], expected_network: Mapping[str, Any]) -> Tuple[str, str]:
+    import torch
+
+    from esc.archs import NETWORKS
+    from esc.utils.checkpoint_checks import check_state_dict_fits
+
+    options = {key: value for key, value in expected_network.items() if key not in ('type', 'param_key')}
+    name = f"{expected_network['type']} x{expected_network.get('upscale', '?')}"
+    with torch.device('meta'):  # shapes only: no memory
+        own = NETWORKS[expected_network['type']](**options).state_dict()
+    check_state_dict_fits(name, own, state)
+    return OK, name
+
+
 def esc_checkpoint(expected_network: Mapping[str, Any]) -> Callable[[str], Tuple[str, str]]:
     """A checkpoint holding the network an option file builds (the options it names, compared with what the
     weights say)."""
@@ -132,6 +151,8 @@ def esc_checkpoint(expected_network: Mapping[str, Any]) -> Callable[[str], Tuple
 
         try:
             state, metadata = read_checkpoint(path, expected_network.get('param_key', 'params_ema'), 'checkpoint')
+            if expected_network.get('type') not in DETECTED_TYPES:  # the baselines: held against their options
+                return baseline_checkpoint(state, expected_network)
             found = checkpoint_network(state, metadata)
         except ESCError as exc:
             return WRONG, str(exc)

@@ -125,3 +125,23 @@ def test_the_command_exits_1_while_anything_is_missing_or_wrong(root, capsys):
     assert info.value.code == 2
     assert capsys.readouterr().err.strip() == ("error: GROUP: unknown 'benchmark'; choose from benchmarks, div2k, "
                                                'dflip, real, vgg, iqa, checkpoints')
+
+
+def test_baseline_checkpoints_are_held_against_their_option_files(root):
+    """The baselines' checkpoints (SRFormer-light here; ATD-light and HiT-SRF alike) are checked key for key and shape
+    for shape against the network their test option file builds: the layout is the official one (params)."""
+    from esc.archs import SRFormer
+
+    pretrained = root / 'experiments/pretrained_models'
+    pretrained.mkdir(parents=True)
+    light = dict(in_chans=3, img_size=64, window_size=16, img_range=1.0, depths=[6, 6, 6, 6], embed_dim=60,
+                 num_heads=[6, 6, 6, 6], mlp_ratio=2, upsampler='pixelshuffledirect', resi_connection='1conv')
+    torch.save({'params': SRFormer(upscale=2, **light).state_dict()}, pretrained / 'SRFormer_light_DFLIP_X2.pth')
+    torch.save({'params': SRFormer(upscale=3, **light).state_dict()}, pretrained / 'SRFormer_light_DFLIP_X4.pth')
+    found = by_path(downloads.check_all(str(root), ['checkpoints'], only_present=True))
+    right = found[f'{downloads.PRETRAINED}/SRFormer_light_DFLIP_X2.pth']
+    assert (right.status, right.detail) == (downloads.OK, 'SRFormer x2')
+    wrong = found[f'{downloads.PRETRAINED}/SRFormer_light_DFLIP_X4.pth']
+    assert wrong.status == downloads.WRONG
+    assert wrong.detail == ("checkpoint does not fit SRFormer x4: 'upsample.0.weight' has shape (27, 60, 3, 3) in the "
+                            'checkpoint but (48, 60, 3, 3) in the network')

@@ -3,6 +3,7 @@ run, resume past a damaged state, write errors in one line, YAML (never Python) 
 whose aliases would blow up, non-finite losses that stop a diverged run, and the commands' entry points."""
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from esc.utils.experiment import RUN_MARKER, RunLock
 from esc.utils.option_file import apply_overrides, check_run_name, override_value, read_option_file
 from tests.conftest import REPO
 from tests.test_entrypoints import run, train_options, write
-from tests.test_model import file_size_limit
+from tests.test_model import file_size_limit, training_model
 
 TRAIN = str(REPO / 'esc/train.py')
 TEST = str(REPO / 'esc/test.py')
@@ -197,7 +198,7 @@ def test_skipped_non_finite_steps_log_the_real_value_and_stop_a_diverged_run(tmp
     assert any(value.strip() in ('nan', 'inf', '-inf') for value in logged), logged  # the real value, not a stale one
 
 
-def test_non_finite_weights_are_never_saved_without_saying_so(tmp_path):
+def test_non_finite_weights_are_refused_as_pretrained_ones_and_never_saved_without_saying_so(tmp_path, caplog):
     opt = train_options('nan_weights', total_iter=1)
     opt['logger'].update(use_tb_logger=False)
     opt.pop('val'), opt['datasets'].pop('val')
@@ -210,9 +211,24 @@ def test_non_finite_weights_are_never_saved_without_saying_so(tmp_path):
     torch.save(state, tmp_path / 'nan.pth')
     opt['name'] = 'from_nan'
     opt['path'] = {'pretrain_network_g': str(tmp_path / 'nan.pth'), 'param_key_g': 'params'}
-    opt['train']['nonfinite_loss'] = 'skip'
     result = run([TRAIN, '-opt', str(write(tmp_path / 'n.yml', opt))], tmp_path)
-    assert 'net_g_latest: the weights hold non-finite values' in result.stderr + result.stdout
+    assert result.returncode == 2  # the door: a pretrained file with NaN weights never starts a run
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        f'nan.pth: {name} holds NaN or infinite values; the checkpoint is damaged')
+
+    model = training_model()  # weights that went non-finite during training are still saved, with an error line
+    model.opt['path']['models'] = str(tmp_path / 'models')
+    (tmp_path / 'models').mkdir()
+    with torch.no_grad():
+        next(model.net_g.parameters()).fill_(float('nan'))
+    logger = logging.getLogger('basicsr')  # basicsr's logger does not propagate: caplog listens to it directly
+    logger.addHandler(caplog.handler)
+    try:
+        model.save_network(model.net_g, 'net_g', -1)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert 'net_g_latest: the weights hold non-finite values' in caplog.text
+    assert (tmp_path / 'models' / 'net_g_latest.pth').is_file()
 
 
 def test_every_command_has_a_console_script_and_a_module_entry_point():
