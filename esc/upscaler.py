@@ -29,7 +29,8 @@ from esc.archs.lte_arch import VARIANTS as LTE_VARIANTS, check_scale
 from esc.errors import ESCError
 from esc.utils.checkpoint import read_checkpoint
 from esc.utils.checkpoint_checks import check_against_network, check_weights, tensor_shape
-from esc.utils.memory_estimate import ESTIMATED_TYPES, Workload, check_memory, parameter_count, window_workload
+from esc.utils.memory_estimate import (ESTIMATED_TYPES, LTE_CHUNK, Workload, check_memory, parameter_count,
+                                      window_workload)
 from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
 DEVICES = ('auto', 'cpu', 'cuda')
@@ -201,8 +202,6 @@ def _same_option(value: Any, expected: Any) -> bool:
 
 NETWORK_BYTES_PER_PIXEL = 1024
 """The network's working memory per LR pixel when an image runs whole (measured: about 0.84 GB per megapixel)."""
-LTE_CHUNK = 30000
-"""ESC+LTE: output pixels queried per pass (LTE's evaluation setting), which bounds the decoder's memory."""
 
 
 class Upscaler:

@@ -26,16 +26,16 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
+from esc.archs.streaming import STRIP_PIXELS
 from esc.errors import ESCError
 from esc.utils.checkpoint_checks import check_option_bounds
 
 FLOAT_BYTES = 4
 """Every figure is for float32 (autocast halves some activations; the estimate does not count on it)."""
 ESTIMATED_TYPES = ('ESC', 'ESCFP', 'ESCReal', 'ESCLTE')
-STRIP_PIXELS = 1 << 15
-"""Pixels per strip of row-strip streaming (:data:`esc.archs.streaming.STRIP_PIXELS`)."""
 LTE_CHUNK = 30000
-"""ESC+LTE's queries per pass (:data:`esc.upscaler.LTE_CHUNK`)."""
+"""ESC+LTE: output pixels queried per pass (LTE's evaluation setting, which :class:`esc.upscaler.Upscaler` runs),
+which bounds the decoder's memory."""
 LTE_EVALUATION_SCALE = 4
 """The output scale ESC+LTE is estimated at where the workload does not say (the largest it was trained for)."""
 
