@@ -11,28 +11,23 @@ from __future__ import annotations
 
 import functools
 import math
-import shutil
 from pathlib import Path
 from typing import Any, Dict
 
-import cv2
 import numpy as np
 import pytest
 import torch
 import yaml
-from basicsr.metrics import calculate_psnr
 
 from esc.archs import ATD, NETWORKS
 from esc.archs.atd_arch import ATD_LIGHT, CategoryAttention, shifted_window_mask, symmetric_pad
-from esc.archs.layers import pad_to_multiple
 from esc.errors import ESCError
 from esc.utils.complexity import count_flops, count_parameters
 from esc.utils.options import validate_options
 from esc.utils.paper import TABLE4
+from tests.baselines import assert_option_files_run_through_esc_test, official_test_options, random_state
 from tests.conftest import REPO
-from tests.test_baseline_srformer import logged_scores, random_state
-from tests.test_entrypoints import run
-from tests.test_official_files import as_saved, paired_dataset, read_rgb, without_type, write_pairs
+from tests.test_official_files import without_type
 
 SCALES = (2, 3, 4)
 BENCHMARKS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')
@@ -53,15 +48,8 @@ def light_network(scale: int) -> Dict[str, Any]:
 
 
 def official_options(scale: int, root: Path, checkpoint: str) -> Dict[str, Any]:
-    """The official ATD_light_DFLIP_X<scale>.yaml (ESRModel, five benchmarks with '{}x<scale>' LR names, the
-    'params_ema' weights loaded strictly, PSNR/SSIM on Y; ×4 saves no images), its paths under ``root``, on the CPU."""
-    metrics = {name: dict(type=f'calculate_{name}', crop_border=scale, test_y_channel=True)
-               for name in ('psnr', 'ssim')}
-    return dict(name=f'ATD_light_DFLIP_X{scale}', model_type='ESRModel', scale=scale, num_gpu=0, manual_seed=0,
-                datasets={f'test_{i}': paired_dataset(name, root, scale) for i, name in enumerate(BENCHMARKS, 1)},
-                network_g=light_network(scale),
-                path=dict(pretrain_network_g=checkpoint, param_key_g='params_ema', strict_load_g=True),
-                val=dict(save_img=scale != 4, suffix=None, metrics=metrics))
+    """The official ATD_light_DFLIP_X<scale>.yaml, its paths under ``root``, on the CPU."""
+    return official_test_options('ATD_light_DFLIP', light_network(scale), scale, root, checkpoint, 'params_ema')
 
 
 @functools.lru_cache(maxsize=None)
@@ -292,41 +280,9 @@ def test_option_files_run_through_esc_test_on_official_checkpoints(scale, tmp_pa
     names with 'x<scale>') through esc/test.py on a random checkpoint of the official layout: strict loading, the
     images the network gives (×2, ×3: ESRModel pads the LR image to whole windows by reflection, as the official
     test does) and the PSNR of each set."""
-    net = ATD(**without_type(light_network(scale))).eval()
-    state = random_state(net)
-    net.load_state_dict(state)
-    torch.save({'params': state, 'params_ema': state}, tmp_path / 'atd.pth')
-    official_root, our_root = tmp_path / 'official', tmp_path / 'ours'
-    write_pairs(official_root, scale, sets=('Set5',), size=12)
-    shutil.copytree(official_root / 'HR', our_root / 'HR')
-    (our_root / f'LR_bicubic/X{scale}').mkdir(parents=True)
-    shutil.copy(official_root / f'LR_bicubic/X{scale}/img0x{scale}.png', our_root / f'LR_bicubic/X{scale}/img0.png')
-    x = read_rgb(official_root / f'LR_bicubic/X{scale}/img0x{scale}.png')
-    with torch.no_grad():
-        expected = as_saved(net(pad_to_multiple(x, 16))[..., :12 * scale, :12 * scale])
-    hr = cv2.imread(str(official_root / 'HR/img0.png'))
-    expected_psnr = calculate_psnr(expected, hr, crop_border=scale, test_y_channel=True)
-
-    ours = yaml.safe_load(option_file(scale).read_text())
-    for dataset in ours['datasets'].values():
-        dataset.update(dataroot_gt=str(our_root / 'HR'), dataroot_lq=str(our_root / f'LR_bicubic/X{scale}'))
-    ours['path']['pretrain_network_g'] = str(tmp_path / 'atd.pth')
-    runs = {'ours': ours, 'official': official_options(scale, official_root, str(tmp_path / 'atd.pth'))}
-    for label, options in runs.items():
-        options['name'] = f'{options["name"]}_{label}'
-        (tmp_path / f'{label}.yml').write_text(yaml.safe_dump(options, sort_keys=False))
-        result = run([str(REPO / 'esc/test.py'), '-opt', f'{label}.yml'], tmp_path)
-        assert result.returncode == 0, result.stderr[-3000:]
-        results = tmp_path / 'results' / options['name']
-        log = next(results.glob('test_*.log')).read_text()
-        assert 'Model [ESRModel] is created.' in log and 'Loading ATD from' in log and '[params_ema]' in log
-        scores = logged_scores(log)
-        assert list(scores) == list(BENCHMARKS)
-        assert all(abs(psnr - expected_psnr) < 1e-3 for psnr in scores.values()), (scores, expected_psnr)
-        saved = sorted((results / 'visualization').rglob('*.png'))
-        assert len(saved) == (5 if scale != 4 else 0)
-        for path in saved:
-            assert np.abs(cv2.imread(str(path)).astype(float) - expected).max() <= 1
+    assert_option_files_run_through_esc_test(ATD(**without_type(light_network(scale))), scale, tmp_path,
+                                             option_file(scale), official_options, param_keys=('params', 'params_ema'),
+                                             pad=16, size=12)
 
 
 # --- Table 4: #Params and #FLOPs ------------------------------------------------------------------------------

@@ -9,18 +9,13 @@ No test here needs the official code: the layout and outputs were compared with 
 from __future__ import annotations
 
 import functools
-import re
-import shutil
 from pathlib import Path
 from typing import Any, Dict
 
-import cv2
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from basicsr.metrics import calculate_psnr
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from esc.archs import NETWORKS, HiT_SRF
@@ -29,10 +24,10 @@ from esc.archs.layers import reflect_pad
 from esc.errors import ESCError
 from esc.utils.complexity import HD_OUTPUT, count_flops, count_parameters
 from esc.utils.options import validate_options
-from esc.utils.paper import BENCHMARKS, TABLE4
+from esc.utils.paper import TABLE4
+from tests.baselines import assert_option_files_run_through_esc_test, official_test_options, random_state
 from tests.conftest import REPO
-from tests.test_entrypoints import run
-from tests.test_official_files import as_saved, paired_dataset, read_rgb, without_type, write_pairs
+from tests.test_official_files import without_type
 
 SCALES = (2, 3, 4)
 TINY = dict(embed_dim=16, depths=[3, 2], num_heads=[2, 4], base_win_size=[4, 4], hier_win_ratios=[0.5, 1, 2])
@@ -50,22 +45,8 @@ def hitsrf_network(scale: int) -> Dict[str, Any]:
 
 
 def official_options(scale: int, root: Path, checkpoint: str) -> Dict[str, Any]:
-    """The official HiTSRF_DFLIP_X<scale>.yaml (ESRModel, five benchmarks with '{}x<scale>' LR names, the 'params'
-    weights loaded strictly, PSNR/SSIM on Y; ×4 saves no images), its paths under ``root``, on the CPU."""
-    metrics = {name: dict(type=f'calculate_{name}', crop_border=scale, test_y_channel=True)
-               for name in ('psnr', 'ssim')}
-    return dict(name=f'HiTSRF_DFLIP_X{scale}', model_type='ESRModel', scale=scale, num_gpu=0, manual_seed=0,
-                datasets={f'test_{i}': paired_dataset(name, root, scale) for i, name in enumerate(BENCHMARKS, 1)},
-                network_g=hitsrf_network(scale),
-                path=dict(pretrain_network_g=checkpoint, param_key_g='params', strict_load_g=True),
-                val=dict(save_img=scale != 4, suffix=None, metrics=metrics))
-
-
-def random_state(net: torch.nn.Module, seed: int = 0) -> Dict[str, torch.Tensor]:
-    """``net``'s state dict with every weight perturbed (biases and norms included), so that each one shows."""
-    generator = torch.Generator().manual_seed(seed)
-    return {key: value + 0.05 * torch.randn(value.shape, generator=generator)
-            for key, value in net.state_dict().items()}
+    """The official HiTSRF_DFLIP_X<scale>.yaml, its paths under ``root``, on the CPU."""
+    return official_test_options('HiTSRF_DFLIP', hitsrf_network(scale), scale, root, checkpoint, 'params')
 
 
 def perturbed(net: HiT_SRF, seed: int = 0) -> HiT_SRF:
@@ -291,51 +272,17 @@ def test_an_option_the_network_does_not_take_is_one_line():
         validate_options(options, is_train=False)
 
 
-def logged_scores(log: str) -> Dict[str, float]:
-    return {name: float(psnr) for name, psnr in re.findall(r'Validation (\w+)\n\s*# psnr: ([\d.]+)', log)}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('scale', SCALES)
-@pytest.mark.parametrize('layout', ['ours', 'official'])
-def test_option_files_run_through_esc_test_on_official_checkpoints(scale, layout, tmp_path):
+def test_option_files_run_through_esc_test_on_official_checkpoints(scale, tmp_path):
     """This project's file (its paths pointed at one tiny pair per benchmark) or the official layout of it (LR
     names with 'x<scale>') through esc/test.py on a random checkpoint of the official layout: strict loading, the
     images the network gives (unpadded: HiT-SRF pads inside each block, and ESRModel pads only to a window_size
     the network has not got) and the PSNR of each set. Six full-size HiT-SRF passes on 10×10 images and a test
     run: about 10 s on a quiet machine (a minute on a loaded one)."""
-    net = HiT_SRF(**without_type(hitsrf_network(scale))).eval()
-    state = random_state(net)
-    net.load_state_dict(state)
-    torch.save({'params': state}, tmp_path / 'hitsrf.pth')
-    official_root, our_root = tmp_path / 'official', tmp_path / 'ours'
-    write_pairs(official_root, scale, sets=('Set5',), size=10)
-    shutil.copytree(official_root / 'HR', our_root / 'HR')
-    (our_root / f'LR_bicubic/X{scale}').mkdir(parents=True)
-    shutil.copy(official_root / f'LR_bicubic/X{scale}/img0x{scale}.png', our_root / f'LR_bicubic/X{scale}/img0.png')
-    with torch.no_grad():
-        expected = as_saved(net(read_rgb(official_root / f'LR_bicubic/X{scale}/img0x{scale}.png')))
-    expected_psnr = calculate_psnr(expected, cv2.imread(str(official_root / 'HR/img0.png')), crop_border=scale,
-                                   test_y_channel=True)
-
-    ours = yaml.safe_load(option_file(scale).read_text())
-    for dataset in ours['datasets'].values():
-        dataset.update(dataroot_gt=str(our_root / 'HR'), dataroot_lq=str(our_root / f'LR_bicubic/X{scale}'))
-    ours['path']['pretrain_network_g'] = str(tmp_path / 'hitsrf.pth')
-    options = ours if layout == 'ours' else official_options(scale, official_root, str(tmp_path / 'hitsrf.pth'))
-    (tmp_path / f'{layout}.yml').write_text(yaml.safe_dump(options, sort_keys=False))
-    result = run([str(REPO / 'esc/test.py'), '-opt', f'{layout}.yml'], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = tmp_path / 'results' / options['name']
-    log = next(results.glob('test_*.log')).read_text()
-    assert 'Model [ESRModel] is created.' in log and 'Loading HiT_SRF from' in log
-    scores = logged_scores(log)
-    assert list(scores) == list(BENCHMARKS)
-    assert all(abs(psnr - expected_psnr) < 1e-3 for psnr in scores.values()), (scores, expected_psnr)
-    saved = sorted((results / 'visualization').rglob('*.png'))
-    assert len(saved) == (5 if scale != 4 else 0)
-    for path in saved:
-        assert np.abs(cv2.imread(str(path)).astype(float) - expected).max() <= 1
+    assert_option_files_run_through_esc_test(HiT_SRF(**without_type(hitsrf_network(scale))), scale, tmp_path,
+                                             option_file(scale), official_options, param_keys=('params',),
+                                             pad=0, size=10)
 
 
 # --- Table 4: #Params and #FLOPs ------------------------------------------------------------------------------
