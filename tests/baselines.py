@@ -96,3 +96,21 @@ def assert_option_files_run_through_esc_test(net: torch.nn.Module, scale: int, t
         assert len(saved) == (5 if scale != 4 else 0)
         for path in saved:
             assert np.abs(cv2.imread(str(path)).astype(float) - expected).max() <= 1
+
+
+def assert_option_file_is_the_official_one(option_file: Path, official: OfficialOptions, scale: int, weights: str,
+                                           tmp_path: Path) -> None:
+    """This project's copy of an official test file is the official one but for the data and weight paths (this
+    project's layout: datasets/<set>, LR names as the HR names; ``weights`` under experiments/pretrained_models) and
+    num_gpu, and both pass the option checks."""
+    from esc.utils.options import validate_options
+
+    ours = yaml.safe_load(option_file.read_text())
+    released = official(scale, Path('datasets'), f'experiments/pretrained_models/{weights}')
+    for dataset in released['datasets'].values():
+        dataset.pop('filename_tmpl')
+        for key in ('dataroot_gt', 'dataroot_lq'):
+            dataset[key] = dataset[key].replace('datasets/', f"datasets/{dataset['name']}/")
+    assert ours == {**released, 'num_gpu': 'auto'}
+    validate_options(ours, is_train=False)
+    validate_options(official(scale, tmp_path, 'weights.pth'), is_train=False)

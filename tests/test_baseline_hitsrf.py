@@ -15,7 +15,6 @@ from typing import Any, Dict
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from esc.archs import NETWORKS, HiT_SRF
@@ -25,7 +24,8 @@ from esc.errors import ESCError
 from esc.utils.complexity import HD_OUTPUT, count_flops, count_parameters
 from esc.utils.options import validate_options
 from esc.utils.paper import TABLE4
-from tests.baselines import assert_option_files_run_through_esc_test, official_test_options, random_state
+from tests.baselines import (assert_option_file_is_the_official_one, assert_option_files_run_through_esc_test,
+                             official_test_options, random_state)
 from tests.conftest import REPO
 from tests.test_official_files import without_type
 
@@ -251,18 +251,8 @@ def test_a_checkpoint_of_another_scale_or_configuration_is_one_line():
 # --- the option files -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('scale', SCALES)
 def test_option_files_are_the_official_ones_with_this_projects_paths(scale, tmp_path):
-    """Each file is the official one but for the data and weight paths (this project's layout: datasets/<set>, LR
-    names as the HR names; experiments/pretrained_models) and num_gpu, and both pass the option checks."""
-    ours = yaml.safe_load(option_file(scale).read_text())
-    weights = f'experiments/pretrained_models/HiTSRF_DFLIP_X{scale}.pth'
-    official = official_options(scale, Path('datasets'), weights)
-    for dataset in official['datasets'].values():
-        dataset.pop('filename_tmpl')
-        for key in ('dataroot_gt', 'dataroot_lq'):
-            dataset[key] = dataset[key].replace('datasets/', f"datasets/{dataset['name']}/")
-    assert ours == {**official, 'num_gpu': 'auto'}
-    validate_options(ours, is_train=False)
-    validate_options(official_options(scale, tmp_path, 'weights.pth'), is_train=False)
+    weights = f'HiTSRF_DFLIP_X{scale}.pth'
+    assert_option_file_is_the_official_one(option_file(scale), official_options, scale, weights, tmp_path)
 
 
 def test_an_option_the_network_does_not_take_is_one_line():
