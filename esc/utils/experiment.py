@@ -135,7 +135,7 @@ def is_run_folder(folder: str) -> bool:
 def _not_ours(option: str, folder: str) -> ESCError:
     return ESCError(f'{option}: {folder} exists and is not a run folder of this project (it has no {RUN_MARKER} '
                     'marker): it is left as it is; choose another name, or another path.experiments_root / '
-                    'path.results_root')
+                    f'path.results_root (a run folder written before the marker existed: touch {folder}/{RUN_MARKER})')
 
 
 def archive(folder: str) -> Optional[str]:
@@ -170,7 +170,8 @@ def claim_run_folder(folder: str, resuming: bool, option: str, subfolders: Seque
         if not osp.lexists(osp.join(folder, RUN_MARKER)):
             fd = os.open(osp.join(folder, RUN_MARKER), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             with os.fdopen(fd, 'w') as marker:
-                marker.write(f"a run folder of ESC, created {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)}\n")
+                created = time.strftime('%Y-%m-%d %H:%M:%S')
+                marker.write(f"a run folder of ESC, created {created}: {' '.join(sys.argv)}\n")
         for name in subfolders:
             path = osp.join(folder, name)
             if osp.islink(path) or (osp.lexists(path) and not osp.isdir(path)):
