@@ -201,6 +201,9 @@ class FusedBiasAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+        # the CPU flash kernel leaves part of its output unwritten for q, k, v whose last dimension is strided (as
+        # the window split's views are): seen in torch 2.14.1 as NaN from whatever memory the output reused
+        q, k, v = (t.contiguous() for t in (q, k, v))
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             q, k, v, 0.0, False, attn_mask=bias.to(q.dtype).unsqueeze(0))
         ctx.save_for_backward(q, k, v, bias, out, lse)
