@@ -11,12 +11,14 @@ def requirements() -> list:
     return [line.strip() for line in lines if line.strip() and not line.startswith('#')]
 
 
-# esc/export.py: torch.onnx's exporter needs onnx and onnxscript, its check onnxruntime (tested: 1.23, 0.7, 1.32)
+# esc/commands/export.py: torch.onnx's exporter needs onnx and onnxscript, its check onnxruntime
+# (tested: 1.23, 0.7, 1.32)
 EXPORT = ['onnx', 'onnxscript', 'onnxruntime']
 # esc.metrics: MANIQA, MUSIQ and CLIPIQA through pyiqa (tested: 0.1.16; it leaves torch, torchvision and basicsr
 # as they are, but brings about 50 packages, 1 GB: transformers, bitsandbytes, pyarrow, numba, ...)
 IQA = ['pyiqa>=0.1.16,<0.2']
-# esc/demo.py (esc-demo): the page; gr.ImageSlider and launch(theme=..., footer_links=...) are Gradio 6 (tested: 6.31)
+# esc/commands/demo.py (esc-demo): the page; gr.ImageSlider and launch(theme=..., footer_links=...) are Gradio 6
+# (tested: 6.31)
 DEMO = ['gradio>=6,<7']
 # scripts/make_tables.py --figure draws with matplotlib (tested: 3.11)
 PLOTS = ['matplotlib']
@@ -25,11 +27,12 @@ BROWSER_TEST = ['playwright']
 # esc/spandrel.py: ESC in spandrel's registry, for chaiNNer and ComfyUI (tested: 0.4.2)
 SPANDREL = ['spandrel>=0.4.2,<0.5']
 
-# every command, also as `python -m esc.<module>` and (from a checkout) `python esc/<module>.py`
-COMMANDS = {'esc-train': 'train', 'esc-test': 'test', 'esc-upscale': 'inference', 'esc-export': 'export',
-            'esc-evaluate-run': 'evaluate_run', 'esc-convert-flashbias': 'convert_flashbias',
-            'esc-convert-safetensors': 'convert_safetensors', 'esc-demo': 'demo',
-            'esc-realworld-table': 'realworld_table'}
+# every command, also as `python -m esc.<module>` and (from a checkout) `python esc/<module path>.py`
+COMMANDS = {'esc-train': 'train', 'esc-test': 'test', 'esc-upscale': 'commands.upscale',
+            'esc-export': 'commands.export', 'esc-evaluate-run': 'commands.evaluate_run',
+            'esc-convert-flashbias': 'commands.convert_flashbias',
+            'esc-convert-safetensors': 'commands.convert_safetensors', 'esc-demo': 'commands.demo',
+            'esc-realworld-table': 'commands.realworld_table'}
 
 setup(
     name='esc-sr',

@@ -79,7 +79,7 @@ class ESCArch(Architecture[nn.Module]):
             raise ESCError(f'{SOURCE}: {exc}') from None
         if not getattr(NETWORKS[options['type']], 'fixed_scale', True):
             raise ESCError(f'{variant_name(options)} upscales to any scale, a spandrel model has one integer scale: '
-                           "use esc.load_model(path, scale=...) or esc/inference.py --scale")
+                           "use esc.load_model(path, scale=...) or esc/commands/upscale.py --scale")
         checked = check_network_state(state_dict, {}, SOURCE)  # esc.load_model's checks, before any allocation
         try:
             net = checked.network(**checked.config)

@@ -24,9 +24,9 @@ import torch.distributed as dist  # noqa: E402
 from basicsr.data import build_dataloader, build_dataset  # noqa: E402
 from basicsr.models import build_model  # noqa: E402
 
+from esc.config.reader import describe_options, parse_options  # noqa: E402
 from esc.utils.cli import run_loop  # noqa: E402
 from esc.utils.experiment import RunLock, RunLog, environment, prepare_results_folder  # noqa: E402
-from esc.utils.option_file import describe_options, parse_options  # noqa: E402
 
 
 def test(argv: Sequence[str]) -> int:

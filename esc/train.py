@@ -31,14 +31,14 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from basicsr.models import build_model  # noqa: E402
 
+from esc.config.batch import training_batch_plan  # noqa: E402
+from esc.config.reader import describe_options, parse_options  # noqa: E402
 from esc.data.resumable import create_train_val_dataloader  # noqa: E402
-from esc.utils.batch import training_batch_plan  # noqa: E402
-from esc.utils.checkpoint import load_resume_state  # noqa: E402
+from esc.io.checkpoint import load_resume_state  # noqa: E402
 from esc.utils.cli import run_loop  # noqa: E402
 from esc.utils.experiment import (RunLock, RunLog, copy_option_file, environment, free_space_note,  # noqa: E402
                                   lock_run_folders, prepare_training_folders, release_all, tensorboard_enabled,
                                   tensorboard_folder, training_folders)
-from esc.utils.option_file import describe_options, parse_options  # noqa: E402
 
 
 class ProgressLog:
@@ -113,7 +113,7 @@ def train(argv: Sequence[str]) -> int:
         # data and model
         resume_at = (resume_state['epoch'], resume_state['iter']) if resume_state else None
         train_loader, sampler, val_loaders, total_epochs, total_iters = create_train_val_dataloader(opt, logger,
-                                                                                                   resume_at)
+                                                                                                    resume_at)
         model = build_model(opt)
         start_epoch, iteration = 0, 0
         if resume_state is not None:

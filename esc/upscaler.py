@@ -27,10 +27,10 @@ from esc.archs.esc_arch import NETWORKS, VARIANTS
 from esc.archs.flashbias import bias_ranks, network_layout, query_factors
 from esc.archs.lte_arch import VARIANTS as LTE_VARIANTS, check_scale
 from esc.errors import ESCError
-from esc.utils.checkpoint import read_checkpoint
-from esc.utils.checkpoint_checks import check_against_network, check_weights, tensor_shape
-from esc.utils.memory_estimate import (ESTIMATED_TYPES, LTE_CHUNK, Workload, check_memory, parameter_count,
-                                      window_workload)
+from esc.io.checkpoint import read_checkpoint
+from esc.io.memory_estimate import (ESTIMATED_TYPES, LTE_CHUNK, Workload, check_memory, parameter_count,
+                                    window_workload)
+from esc.io.state_dict_checks import check_against_network, check_weights, tensor_shape
 from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
 DEVICES = ('auto', 'cpu', 'cuda')
@@ -141,7 +141,7 @@ def _with_requested_scale(opt: Dict[str, Any], scale: Optional[float]) -> Dict[s
 def checkpoint_network(state_dict: Mapping[str, Tensor], metadata: Mapping[str, Any], scale: Optional[float] = None,
                        source: str = 'checkpoint') -> Dict[str, Any]:
     """The network options of a checkpoint: those its metadata records (``esc.network`` and ``esc.scale`` of a
-    safetensors file this project wrote, :mod:`esc.utils.checkpoint`), else :func:`detect_network`'s reading of
+    safetensors file this project wrote, :mod:`esc.io.checkpoint`), else :func:`detect_network`'s reading of
     the state dict. How the network ran where it was written (``attn_type``, ``streaming``) is left to where it
     runs now, except that factorised biases (``bias_rank``) run on FlashBias. ``source`` names the file in errors."""
     recorded = metadata.get('network')
@@ -332,7 +332,7 @@ def check_network_state(state_dict: Mapping[str, Any], metadata: Mapping[str, An
     one-line ESCError naming ``source``: tensors with values of their own (no stride-0 or empty ones), finite
     floating-point weights, the network they are (metadata or detection; ``arch`` and ``scale`` checked,
     ``overrides`` applied), its options bounded and its estimated memory for ``workload`` (default: one attention
-    window) within what ``device`` has (:func:`esc.utils.memory_estimate.check_memory`), the file holding about
+    window) within what ``device`` has (:func:`esc.io.memory_estimate.check_memory`), the file holding about
     as many values as that network has parameters, then every key and shape against the network built on the meta
     device (FlashBias tables factorised to the layout first)."""
     check_weights(state_dict, source, integer_tables=True)  # index tables: checked against the network below
@@ -362,7 +362,7 @@ def _check_declared_size(options: Mapping[str, Any], state_dict: Mapping[str, Te
     if options.get('type') not in ESTIMATED_TYPES:
         return
     as_tables = {key: value for key, value in options.items() if key not in ('bias_rank', 'flashbias_rank',
-                                                                              'attn_type')}
+                                                                             'attn_type')}
     try:
         needed = parameter_count(as_tables)
     except (TypeError, ValueError, KeyError, ZeroDivisionError):  # options the network's own checks refuse

@@ -131,7 +131,7 @@ def baseline_checkpoint(state: Mapping[str, Any], expected_network: Mapping[str,
     import torch
 
     from esc.archs import NETWORKS
-    from esc.utils.checkpoint_checks import check_state_dict_fits
+    from esc.io.state_dict_checks import check_state_dict_fits
 
     options = {key: value for key, value in expected_network.items() if key not in ('type', 'param_key')}
     name = f"{expected_network['type']} x{expected_network.get('upscale', '?')}"
@@ -147,7 +147,7 @@ def esc_checkpoint(expected_network: Mapping[str, Any]) -> Callable[[str], Tuple
     def check(path: str) -> Tuple[str, str]:
         from esc.errors import ESCError
         from esc.upscaler import RUN_OPTIONS, _same_option, checkpoint_network, variant_name
-        from esc.utils.checkpoint import read_checkpoint
+        from esc.io.checkpoint import read_checkpoint
 
         try:
             state, metadata = read_checkpoint(path, expected_network.get('param_key', 'params_ema'), 'checkpoint')
@@ -162,7 +162,7 @@ def esc_checkpoint(expected_network: Mapping[str, Any]) -> Callable[[str], Tuple
         if found.get('type') != expected_network.get('type') or differing:
             what = ', '.join(f'{k} {found[k]!r} (options: {expected_network[k]!r})' for k in differing)
             return WRONG, f"holds a {variant_name(found)} x{found.get('upscaling_factor')}" + (f': {what}' if what
-                                                                                                 else '')
+                                                                                               else '')
         return OK, f"{variant_name(found)} x{found.get('upscaling_factor')}"
     return check
 

@@ -18,7 +18,7 @@
 Defaults: warm-up 3 / 10 timed runs on CPU, 10 / 100 on CUDA (Table 1 on CPU: 1 / 3). Latency is the
 median of the timed runs (min/max and IQR beside it). Memory in MB (bytes / 2**20): on CUDA
 torch.cuda.max_memory_allocated, on CPU the peak-RSS growth over the timed runs, each case in a fresh
-subprocess; see scripts/_benchmark_engine.py. Bad input is reported as one `error: ...` line, exit status 2.
+subprocess; see esc/evaluation/benchmark.py. Bad input is reported as one `error: ...` line, exit status 2.
 """
 from __future__ import annotations
 
@@ -30,12 +30,9 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import _checkout  # noqa: F401  (this checkout's esc on sys.path; before any esc import)
-from esc.errors import ESCError  # noqa: E402
-from esc.utils.checkpoint import write_atomic  # noqa: E402
-from esc.utils.cli import one_line_errors  # noqa: E402
 from esc.acceleration import COMPILE_MODES, FAST, FastPath  # noqa: E402
-from esc.upscaler import DTYPES, load_model, resolve_device  # noqa: E402
-from _benchmark_engine import (NAIVE_RATIO_HEADER, NETWORK_HEADER, SCALING_HEADER, SIZES_HEADER,  # noqa: E402
+from esc.errors import ESCError  # noqa: E402
+from esc.evaluation.benchmark import (NAIVE_RATIO_HEADER, NETWORK_HEADER, SCALING_HEADER, SIZES_HEADER,  # noqa: E402
                                SPEEDUP_HEADER, SPEEDUP_NETWORKS, SPEEDUP_TRAINING, TABLE1_DIM, TABLE1_HEADER,
                                TABLE1_HEADS, TABLE1_WINDOW_SIZES, TEST_SET_LR_SIZES, TRAIN_HEADER, RunSettings,
                                attention_spec, backend_label, benchmark_network, check_variant, evaluate_sizes,
@@ -43,10 +40,13 @@ from _benchmark_engine import (NAIVE_RATIO_HEADER, NETWORK_HEADER, SCALING_HEADE
                                network_spec, parse_size, measure, scaling_row, size_cells, speed_entry,
                                speedup_cells, speedup_row, stream_table, table1_cells, train_row, train_spec,
                                with_naive_ratio)
+from esc.io.checkpoint import write_atomic  # noqa: E402
+from esc.upscaler import DTYPES, load_model, resolve_device  # noqa: E402
+from esc.utils.cli import one_line_errors  # noqa: E402
 
-from _benchmark_engine import (FLASHBIAS_ACCURACY_HEADER, FLASHBIAS_RANKS, flashbias_accuracy,  # noqa: E402
+from esc.evaluation.benchmark import (FLASHBIAS_ACCURACY_HEADER, FLASHBIAS_RANKS, flashbias_accuracy,  # noqa: E402
                                flashbias_cells, flashbias_header, iter_flashbias)
-from _benchmark_engine import (COMPARE_HEADER, COMPARE_NETWORKS, REFERENCE, BenchmarkTimeout,  # noqa: E402
+from esc.evaluation.benchmark import (COMPARE_HEADER, COMPARE_NETWORKS, REFERENCE, BenchmarkTimeout,  # noqa: E402
                                MissingNetwork, compare_cells, compare_entry, compare_spec, device_name,
                                hd_lr_size, load_average)
 
@@ -408,7 +408,7 @@ def run_flashbias(argv: Sequence[str]) -> None:
         else:
             import torch
 
-            from esc.convert_flashbias import photograph
+            from esc.commands.convert_flashbias import photograph
 
             model = load_model(args.checkpoint, device=settings.device)
             images = [photograph(None, args.crop, name).to(settings.device) for name in args.photos]

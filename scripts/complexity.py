@@ -6,7 +6,7 @@ named variant (esc.archs.VARIANTS: ESC-Real, ESC-XL, ESC-Real-XL too).
     python scripts/complexity.py --variants ESC-XL ESC-Real-XL --scales 2 4
 
 FLOPs come from small traces with explicit attention, extrapolated exactly (see
-esc.utils.complexity.count_flops): seconds per row. --direct traces the full-size input instead:
+esc.evaluation.complexity.count_flops): seconds per row. --direct traces the full-size input instead:
 about 4 minutes and 11 GB of memory for all nine rows on a 2-core CPU, the same numbers.
 """
 import argparse
@@ -14,7 +14,7 @@ import sys
 
 import _checkout  # noqa: F401  (this checkout's esc on sys.path; before any esc import)
 from esc.archs import NETWORKS, VARIANTS, build_variant
-from esc.utils.complexity import PAPER_TABLE2, count_flops, count_parameters
+from esc.evaluation.complexity import PAPER_TABLE2, count_flops, count_parameters
 
 
 def main() -> None:

@@ -28,9 +28,9 @@ import esc  # before basicsr, which imports on current torchvision through esc's
 from esc.archs.bicubic_arch import Bicubic
 from esc.data.sample_image_dataset import load_sample_image, mod_crop
 from esc.errors import ESCError
-from esc.utils.checkpoint import write_atomic
+from esc.io.checkpoint import write_atomic
+from esc.io.images import colour_of, read_image
 from esc.utils.cli import run_command
-from esc.utils.image_io import colour_of, read_image
 from basicsr.metrics.psnr_ssim import calculate_psnr  # noqa: E402,I001  (after esc: see above)
 from basicsr.utils.matlab_functions import imresize  # noqa: E402
 

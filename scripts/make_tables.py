@@ -17,11 +17,11 @@ from pathlib import Path
 import _checkout  # noqa: F401  (this checkout's esc on sys.path; before any esc import)
 from esc.archs import build_variant
 from esc.errors import ESCError
+from esc.evaluation.complexity import count_flops, count_parameters
+from esc.evaluation.paper import BENCHMARKS
+from esc.evaluation.results import (FIGURE_FORMATS, check_figure, collect_results, draw_figure, figure_points,
+                                    load_speed, table_rows, to_csv, to_markdown)
 from esc.utils.cli import one_line_errors
-from esc.utils.complexity import count_flops, count_parameters
-from esc.utils.paper import BENCHMARKS
-from esc.utils.results import (FIGURE_FORMATS, check_figure, collect_results, draw_figure, figure_points, load_speed,
-                               table_rows, to_csv, to_markdown)
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
     python scripts/onnx_vs_pytorch.py --model ESC_DIV2K_X4.pth --image photo.png
     python scripts/onnx_vs_pytorch.py --variant ESC --scale 4 --size 180x320      # random weights, HD output
 
-The network (a checkpoint, or a named variant with random weights) is exported in memory as esc/export.py
+The network (a checkpoint, or a named variant with random weights) is exported in memory as esc/commands/export.py
 exports it (fp32, folded, checked against PyTorch) and loaded into an onnxruntime CPU session; the same LR
 image (``--image``, else scikit-image's coffee, centre-cropped to ``--size``) then goes through the session and
 through ``esc.load_model``'s path (``Upscaler.upscale_tensor``: row strips, the fused attention), both with
@@ -25,12 +25,12 @@ import torch
 from torch import Tensor
 
 from esc.archs import VARIANTS, build_variant
-from esc.convert_flashbias import photograph
+from esc.commands.convert_flashbias import photograph
+from esc.commands.export import export
 from esc.errors import ESCError
-from esc.export import export
+from esc.evaluation.benchmark import cpu_name  # noqa: E402  (the CPU's name, as the benchmark tables give it)
 from esc.upscaler import Upscaler, load_model
 from esc.utils.cli import run_command
-from _benchmark_engine import cpu_name  # noqa: E402  (the CPU's name, as the benchmark tables give it)
 
 DEFAULT_SIZE = '180x320'
 

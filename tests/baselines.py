@@ -15,7 +15,7 @@ import yaml
 from basicsr.metrics import calculate_psnr
 
 from esc.archs.layers import pad_to_multiple
-from esc.utils.paper import BENCHMARKS
+from esc.evaluation.paper import BENCHMARKS
 from tests.conftest import REPO
 from tests.test_entrypoints import run
 from tests.test_official_files import as_saved, paired_dataset, read_rgb, write_pairs
@@ -103,7 +103,7 @@ def assert_option_file_is_the_official_one(option_file: Path, official: Official
     """This project's copy of an official test file is the official one but for the data and weight paths (this
     project's layout: datasets/<set>, LR names as the HR names; ``weights`` under experiments/pretrained_models) and
     num_gpu, and both pass the option checks."""
-    from esc.utils.options import validate_options
+    from esc.config.validation import validate_options
 
     ours = yaml.safe_load(option_file.read_text())
     released = official(scale, Path('datasets'), f'experiments/pretrained_models/{weights}')

@@ -6,8 +6,8 @@ from esc.archs import build_variant
 from esc.archs.attention import WindowAttention
 from esc.archs.layers import ConvAttn
 from esc.errors import ESCError
-from esc.utils.complexity import count_flops, count_parameters
-from esc.utils.paper import TABLE3
+from esc.evaluation.complexity import count_flops, count_parameters
+from esc.evaluation.paper import TABLE3
 
 DETERMINED = {
     '9x9 LK': dict(kernel_size=9),

@@ -14,11 +14,11 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 from esc.acceleration import FastPath
+from esc.config.validation import validate_options
 from esc.errors import ESCError
 from esc.models.amp import Acceleration
 from esc.models.lte_model import ESCLTEModel
 from esc.models.real_model import ESCRealESRGANModel
-from esc.utils.options import validate_options
 from tests.conftest import REPO
 from tests.test_entrypoints import train_options
 from tests.test_model import model_options, training_model

@@ -20,10 +20,10 @@ import torch
 
 from esc.archs import ATD, NETWORKS
 from esc.archs.atd_arch import ATD_LIGHT, CategoryAttention, shifted_window_mask, symmetric_pad
+from esc.config.validation import validate_options
 from esc.errors import ESCError
-from esc.utils.complexity import count_flops, count_parameters
-from esc.utils.options import validate_options
-from esc.utils.paper import TABLE4
+from esc.evaluation.complexity import count_flops, count_parameters
+from esc.evaluation.paper import TABLE4
 from tests.baselines import (assert_option_file_is_the_official_one, assert_option_files_run_through_esc_test,
                              official_test_options, random_state)
 from tests.conftest import REPO
@@ -310,7 +310,7 @@ def architecture_flops(net: ATD, h: int, w: int) -> int:
 
 
 def test_flops_are_the_architectures_count():
-    """fvcore through esc.utils.complexity gives the architecture's count, from its small traces (the fit ATD
+    """fvcore through esc.evaluation.complexity gives the architecture's count, from its small traces (the fit ATD
     passes: every op is linear in the padded pixels) and traced whole alike."""
     net = ATD(upscale=2, **TINY)
     assert count_flops(net, 2, output_size=(2 * 16, 2 * 24)) == architecture_flops(net, 16, 24)

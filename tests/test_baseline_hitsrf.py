@@ -20,10 +20,10 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from esc.archs import NETWORKS, HiT_SRF
 from esc.archs.hitsrf_arch import SpatialChannelCorrelation
 from esc.archs.layers import reflect_pad
+from esc.config.validation import validate_options
 from esc.errors import ESCError
-from esc.utils.complexity import HD_OUTPUT, count_flops, count_parameters
-from esc.utils.options import validate_options
-from esc.utils.paper import TABLE4
+from esc.evaluation.complexity import HD_OUTPUT, count_flops, count_parameters
+from esc.evaluation.paper import TABLE4
 from tests.baselines import (assert_option_file_is_the_official_one, assert_option_files_run_through_esc_test,
                              official_test_options, random_state)
 from tests.conftest import REPO

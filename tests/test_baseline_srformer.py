@@ -17,10 +17,10 @@ import torch
 from esc.archs import SRFormer
 from esc.archs.layers import pad_to_multiple
 from esc.archs.srformer_arch import MASKED, PermutedSelfAttention, permuted_attention_mask
+from esc.config.validation import validate_options
 from esc.errors import ESCError
-from esc.utils.complexity import count_flops, count_parameters
-from esc.utils.options import validate_options
-from esc.utils.paper import TABLE4
+from esc.evaluation.complexity import count_flops, count_parameters
+from esc.evaluation.paper import TABLE4
 from tests.baselines import (assert_option_file_is_the_official_one, assert_option_files_run_through_esc_test,
                              official_test_options, random_state)
 from tests.conftest import REPO

@@ -1,4 +1,4 @@
-"""The batch of an optimizer step on any number of processes (esc/utils/batch.py): the split, the one-line
+"""The batch of an optimizer step on any number of processes (esc/config/batch.py): the split, the one-line
 refusals, gradient accumulation in the model (EMA, bf16, logged losses) and two gloo processes against one."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 from basicsr.models import build_model
 
+from esc.config.batch import plan_batch
+from esc.config.validation import validate_options
 from esc.errors import ESCError
-from esc.utils.batch import plan_batch
-from esc.utils.options import validate_options
 from tests.conftest import REPO
 from tests.test_entrypoints import free_port, train_options, write
 from tests.test_model import model_options

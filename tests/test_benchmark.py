@@ -1,4 +1,4 @@
-"""scripts/benchmark.py and its engine, scripts/_benchmark_engine.py: behaviour only (records, tables,
+"""scripts/benchmark.py and its engine, esc/evaluation/benchmark.py: behaviour only (records, tables,
 errors), never speed."""
 from __future__ import annotations
 
@@ -17,19 +17,17 @@ import yaml
 
 from esc.archs import NETWORKS
 from esc.errors import ESCError
+from esc.evaluation.paper import CLAIMED_RATIOS, TABLE4
+from esc.evaluation.results import load_speed
 from esc.upscaler import check_dtype
-from esc.utils.paper import CLAIMED_RATIOS, TABLE4
-from esc.utils.results import load_speed
-from tests.conftest import REPO, SCRIPTS, load_script
+from tests.conftest import REPO, load_script
 
-if str(SCRIPTS) not in sys.path:  # the engine is a sibling module of scripts/benchmark.py, imported as it does
-    sys.path.insert(0, str(SCRIPTS))
-import _benchmark_engine  # noqa: E402
-from _benchmark_engine import (COMPARE_HEADER, NETWORK_HEADER, TABLE1_HEADER, TRAIN_HEADER,  # noqa: E402
-                               BenchmarkRecord, MissingNetwork, Table1Row, _build, benchmark_network,
-                               benchmark_window_attention, compare_cells, compare_entry, compare_spec,
-                               format_network_table, format_table1, fused_attention_type, hd_lr_size, iter_table1,
-                               make_settings, measure, network_spec, parse_size, train_spec)
+from esc.evaluation import benchmark as engine
+from esc.evaluation.benchmark import (COMPARE_HEADER, NETWORK_HEADER, TABLE1_HEADER, TRAIN_HEADER, BenchmarkRecord,
+                                      MissingNetwork, Table1Row, _build, benchmark_network, benchmark_window_attention,
+                                      compare_cells, compare_entry, compare_spec, format_network_table, format_table1,
+                                      fused_attention_type, hd_lr_size, iter_table1, make_settings, measure,
+                                      network_spec, parse_size, train_spec)
 
 CUDA = pytest.mark.cuda
 TINY = dict(warmup=1, runs=2)
@@ -289,9 +287,9 @@ def test_paper_claims_are_the_papers():
 
 def test_cli_compare_in_process(tmp_path, monkeypatch, capsys):
     """compare measures ESC and each baseline its option file builds, in one run; the ratios are those of the
-    measured medians, Table 4's and the claimed ones are esc.utils.paper's, and a missing network is named."""
+    measured medians, Table 4's and the claimed ones are esc.evaluation.paper's, and a missing network is named."""
     cli = load_cli()
-    monkeypatch.setattr(_benchmark_engine, 'CHECKOUT', tiny_checkout(tmp_path / 'checkout'))
+    monkeypatch.setattr(engine, 'CHECKOUT', tiny_checkout(tmp_path / 'checkout'))
     result = tmp_path / 'compare.json'
     cli.main(['compare', '--lr-size', '8x12', '--device', 'cpu', '--threads', '1', '--warmup', '0', '--runs', '2',
               '--markdown', '--in-process', '--json', str(result)])
@@ -344,7 +342,7 @@ def test_compare_cases_refuse_or_skip_what_cannot_be_measured(tmp_path, monkeypa
     files = {'options/test/HiTSRF/HiTSRF_DFLIP_X4.yml': dict(type='NotANetwork', upscale=4),
              'options/test/SRFormerLight/SRFormer_light_DFLIP_X4.yml':
                  TINY_COMPARE['options/test/SRFormerLight/SRFormer_light_DFLIP_X4.yml']}
-    monkeypatch.setattr(_benchmark_engine, 'CHECKOUT', tiny_checkout(tmp_path, files))
+    monkeypatch.setattr(engine, 'CHECKOUT', tiny_checkout(tmp_path, files))
     with pytest.raises(MissingNetwork, match=r"HiT-SRF x4: options/test/HiTSRF/HiTSRF_DFLIP_X4.yml: network_g.type "
                                              r"'NotANetwork' is not a network of esc.archs"):
         compare_spec('HiT-SRF', 4, settings)

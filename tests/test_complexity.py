@@ -2,7 +2,7 @@
 import pytest
 
 from esc.archs import build_variant
-from esc.utils.complexity import HD_OUTPUT, PAPER_TABLE2, count_flops, count_parameters
+from esc.evaluation.complexity import HD_OUTPUT, PAPER_TABLE2, count_flops, count_parameters
 
 ROWS = sorted(PAPER_TABLE2)
 

@@ -1,4 +1,4 @@
-"""esc/inference.py never upscales a damaged image: a truncated file of any format is skipped with one line
+"""esc/commands/upscale.py never upscales a damaged image: a truncated file of any format is skipped with one line
 naming it, and the run exits 1 (issue 16: a JPEG cut short used to come out grey below the cut, exit 0)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from esc.errors import ESCError
-from esc.utils.image_io import read_image
+from esc.io.images import read_image
 from tests.conftest import REPO
 from tests.test_entrypoints import TINY_NET
 
@@ -54,8 +54,8 @@ def test_a_truncated_jpeg_is_skipped_by_the_command(tmp_path):
     from esc.archs.esc_arch import ESC
     net = ESC(**{k: v for k, v in TINY_NET.items() if k != 'type'})
     torch.save({'params_ema': net.state_dict()}, tmp_path / 'tiny.pth')
-    result = subprocess.run([sys.executable, str(REPO / 'esc' / 'inference.py'), '-i', str(src), '-o', str(out),
-                             '--model', str(tmp_path / 'tiny.pth'), '--device', 'cpu'],
+    result = subprocess.run([sys.executable, str(REPO / 'esc' / 'commands' / 'upscale.py'), '-i', str(src),
+                             '-o', str(out), '--model', str(tmp_path / 'tiny.pth'), '--device', 'cpu'],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr[-2000:]
     assert f'skipped: {cut}: damaged or truncated image (image file is truncated' in result.stderr

@@ -24,10 +24,10 @@ from PIL import Image
 
 import esc
 from esc.archs import NETWORKS, ESCLTE
-from esc.convert_safetensors import run as convert
+from esc.commands.convert_safetensors import run as convert
 from esc.data.arbitrary_scale_dataset import ArbitraryScaleTestDataset
 from esc.errors import ESCError
-from esc.utils.checkpoint import read_checkpoint
+from esc.io.checkpoint import read_checkpoint
 from tests.conftest import REPO
 from tests.test_entrypoints import run, write
 
@@ -213,7 +213,7 @@ def test_the_test_options_follow_esc_arbs_protocol(folder):
                     assert dataset['downsample'] == 'pil' and 'dataroot_lq' not in dataset
             psnr = opt['val']['metrics']['psnr']
             assert (psnr['crop_border'], psnr['test_y_channel']) == ((scale, True) if kind == 'benchmarks'
-                                                                    else (scale + 6, False))
+                                                                     else (scale + 6, False))
             assert 'pad_to_multiple' not in opt['val']
             if opt['network_g']['type'] in ('ESCLTE', 'LTE'):
                 assert opt['network_g']['data_norm'] == OFFICIAL_NORM and opt['val']['cell_scale_max'] == 4
@@ -298,7 +298,7 @@ def test_esc_test_scores_an_official_checkpoint_with_the_protocol_files(saved, t
         else:
             h, w = hr.shape[0] // scale, hr.shape[1] // scale
             lr = np.asarray(Image.fromarray(np.ascontiguousarray(hr[:h * scale, :w * scale])).resize((w, h),
-                                                                                                      Image.BICUBIC))
+                                                                                                     Image.BICUBIC))
         expected.append(expected_psnr(saved['net'], hr, lr, scale, metric['crop_border'], metric['test_y_channel']))
     assert reported == pytest.approx(expected, abs=1e-3)
 

@@ -1,4 +1,5 @@
-"""esc/evaluate_run.py end to end: a tiny training run, five fake benchmarks, the Table 2 row beside the paper's."""
+"""esc/commands/evaluate_run.py end to end: a tiny training run, five fake benchmarks, the Table 2 row beside the
+paper's."""
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ import torch
 import yaml
 from basicsr.archs import build_network
 
-from esc import evaluate_run
-from esc.utils.paper import BENCHMARKS
+from esc.commands import evaluate_run
+from esc.evaluation.paper import BENCHMARKS
 from tests.conftest import REPO
 from tests.test_entrypoints import METRICS, TINY_NET, run, train_options, write
 
@@ -99,7 +100,7 @@ def test_the_default_test_options_are_the_table2_benchmarks(tmp_path, monkeypatc
     network = {**TINY_NET, 'upscaling_factor': 3}
     torch.save({'params_ema': build_network(dict(network)).state_dict()}, models / 'net_g_500.pth')
     (models.parent / 'train_ESC_X3_DIV2K.yml').write_text(yaml.safe_dump({'name': 'ESC_X3_DIV2K', 'scale': 3,
-                                                                            'network_g': network}))
+                                                                          'network_g': network}))
     monkeypatch.chdir(tmp_path)
     code, out, err = evaluate(capsys, 'ESC_X3_DIV2K')
     assert code == 2 and 'no net_g_latest (training has not ended): the newest, iteration 500' in out

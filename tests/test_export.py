@@ -1,5 +1,5 @@
-"""Deployment export (esc/export.py): folding, ONNX with dynamic batch, height and width in fp32, fp16 and bf16,
-checked with onnxruntime (a bf16 graph as its fp32 twin), FlashBias factors kept, the command line."""
+"""Deployment export (esc/commands/export.py): folding, ONNX with dynamic batch, height and width in fp32, fp16 and
+bf16, checked with onnxruntime (a bf16 graph as its fp32 twin), FlashBias factors kept, the command line."""
 import copy
 import subprocess
 import sys
@@ -11,9 +11,9 @@ import torch
 from esc.archs import NETWORKS
 from esc.archs.attention import relative_position_bias
 from esc.archs.layers import depthwise_conv_per_sample, symmetric_average
+from esc.commands.export import (DEFAULT_TOLERANCE, example_input, export, export_onnx, fold_for_export, fp32_twin,
+                                 main, onnx_runner, per_sample_depthwise_3x3)
 from esc.errors import ESCError
-from esc.export import (DEFAULT_TOLERANCE, example_input, export, export_onnx, fold_for_export, fp32_twin, main,
-                        onnx_runner, per_sample_depthwise_3x3)
 from esc.upscaler import DTYPES
 from tests.conftest import REPO, load_script
 from tests.test_networks import randomise, small
@@ -165,7 +165,7 @@ def test_verify_runs_the_file_on_a_photograph(checkpoint, tmp_path, capsys, prec
     """--verify IMAGE: the written fp16 file against PyTorch on a real photograph (Set5's butterfly, cropped), the
     largest difference to PyTorch fp16 printed and equal to what the file gives, then the one to fp32."""
     _onnx_modules()
-    from esc.convert_flashbias import photograph
+    from esc.commands.convert_flashbias import photograph
     from tests.conftest import shared_path
 
     photo = shared_path('datasets', 'Set5', 'butterfly.png')
@@ -190,7 +190,7 @@ def test_verify_runs_the_file_on_a_photograph(checkpoint, tmp_path, capsys, prec
 def test_failed_verification_writes_nothing(checkpoint, tmp_path, monkeypatch, capsys):
     _onnx_modules()
     path, _ = checkpoint
-    monkeypatch.setattr('esc.export.max_difference', lambda run, net, x: 0.5)
+    monkeypatch.setattr('esc.commands.export.max_difference', lambda run, net, x: 0.5)
     with pytest.raises(SystemExit) as exit_:
         main(['--model', str(path), '-o', str(tmp_path / 'bad.onnx')])
     assert exit_.value.code == 2 and list(tmp_path.iterdir()) == []

@@ -166,7 +166,7 @@ def test_bad_options_are_one_line_errors(options, message):
 
 
 def test_checkpoints_are_detected_and_load_and_the_inference_command_runs(tmp_path):
-    from esc.inference import main as inference_main
+    from esc.commands.upscale import main as inference_main
 
     net = tiny(inner_mixer='self_attn')
     factorised = copy.deepcopy(net)
@@ -188,7 +188,7 @@ def test_checkpoints_are_detected_and_load_and_the_inference_command_runs(tmp_pa
 
 
 def test_conversion_command_reports_every_layer_and_writes_a_flashbias_checkpoint(tmp_path, capsys):
-    from esc.convert_flashbias import main as convert_main
+    from esc.commands.convert_flashbias import main as convert_main
 
     net = tiny()
     source, target = tmp_path / 'exact.pth', tmp_path / 'fb.pth'
@@ -213,7 +213,7 @@ def test_onnx_export_keeps_the_factors_and_no_dense_bias(tmp_path, capsys):
     pytest.importorskip('onnxruntime')
     onnx = pytest.importorskip('onnx')
     pytest.importorskip('onnxscript')
-    from esc.export import main as export_main, onnx_runner
+    from esc.commands.export import main as export_main, onnx_runner
 
     net = tiny()
     source, target = tmp_path / 'exact.pth', tmp_path / 'fb.onnx'

@@ -1,6 +1,6 @@
 """Issue 29, parts 2 and 6: one door for checkpoints and option files. A corpus of hostile checkpoints and option
-files, each a few kilobytes, goes through every surface that opens one — ``esc.load_model``, esc/inference.py,
-spandrel's hook, esc/export.py, both converters, training with ``pretrain_network_g``, testing — and each is
+files, each a few kilobytes, goes through every surface that opens one — ``esc.load_model``, esc/commands/upscale.py,
+spandrel's hook, esc/commands/export.py, both converters, training with ``pretrain_network_g``, testing — and each is
 refused in one line naming the file and the culprit, with the command's exit status, before the allocation it
 would cost (peak memory under :data:`PEAK_LIMIT`), leaving everything outside the run's folders as it was.
 ``--auto_resume`` passes over a state whose weights hold NaN, or whose raw ``params`` file is missing."""
@@ -18,9 +18,9 @@ import torch
 import esc
 from esc.archs.esc_arch import ESC
 from esc.errors import ESCError
-from esc.utils import memory_estimate
-from esc.utils.checkpoint import weights_metadata, write_safetensors
-from esc.utils.memory_estimate import Workload, estimate_memory, parameter_count
+from esc.io.checkpoint import weights_metadata, write_safetensors
+from esc.io.memory_estimate import Workload, estimate_memory, parameter_count
+from esc.io import memory_estimate
 from tests.conftest import REPO
 from tests.test_entrypoints import TINY_NET, run, run_in_process, train_options, write
 
@@ -189,13 +189,14 @@ def image_argument(root: Path) -> str:
 
 SURFACES: Dict[str, Callable[[Path, Path], str]] = {
     'api': api,
-    'command': command_surface('esc.inference', lambda path, root: [
+    'command': command_surface('esc.commands.upscale', lambda path, root: [
         '-i', image_argument(root), '-o', str(root / 'results' / 'out'), '--model', str(path), '--device', 'cpu']),
     'spandrel': spandrel,
-    'export': command_surface('esc.export', lambda path, root: ['--model', str(path), '-o', str(root / 'x.onnx')]),
-    'flashbias': command_surface('esc.convert_flashbias', lambda path, root: [
+    'export': command_surface('esc.commands.export',
+                              lambda path, root: ['--model', str(path), '-o', str(root / 'x.onnx')]),
+    'flashbias': command_surface('esc.commands.convert_flashbias', lambda path, root: [
         '--model', str(path), '-o', str(root / 'fb.pth'), '--rank', '4']),
-    'safetensors': command_surface('esc.convert_safetensors', lambda path, root: [
+    'safetensors': command_surface('esc.commands.convert_safetensors', lambda path, root: [
         '--model', str(path), '-o', str(root / 'x.safetensors')]),
     'train': training,
     'test': run_testing,
@@ -261,7 +262,7 @@ def test_the_estimate_counts_parameters_exactly_and_the_dense_bias_of_large_wind
     """The parameter count, from the options alone, is that of the built network for every family and form; a
     window of 128 on a 32×32 image costs at least its dense (heads, ws², ws²) bias."""
     for options in (dict(TINY_NET, upscaling_factor=3), dict(TINY_NET, upscaling_factor=2, use_ln=True,
-                                                               first_mixer='conv_attn', inner_mixer='self_attn'),
+                                                             first_mixer='conv_attn', inner_mixer='self_attn'),
                     dict(TINY_NET, type='ESCFP', upscaling_factor=4, pdim=8),
                     dict(TINY_NET, type='ESCReal', upscaling_factor=2, flashbias_rank=[3])):
         config = {key: value for key, value in options.items() if key != 'type'}
@@ -273,7 +274,7 @@ def test_the_estimate_counts_parameters_exactly_and_the_dense_bias_of_large_wind
 
 def write_state_pair(models: Path, iteration: int, params: Dict[str, torch.Tensor]) -> None:
     """The safetensors files training writes for one iteration: EMA at net_g_<i>.safetensors, raw beside it."""
-    from esc.utils.checkpoint import save_weights
+    from esc.io.checkpoint import save_weights
 
     save_weights(str(models / f'net_g_{iteration}'), {'params': params, 'params_ema': params}, 'safetensors',
                  network=dict(TINY_NET, upscaling_factor=2), scale=2)

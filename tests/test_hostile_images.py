@@ -1,7 +1,7 @@
 """Issue 29, parts 3, 4 and 8: the one image and video reader keeps what a file holds and refuses the rest first.
 
 Images keep their bit depth, channels (grey, grey with alpha, RGB, RGBA), alpha and colour profile in every format
-the README lists, through ``esc.utils.image_io`` and through ``esc/inference.py`` (in this process). The input files
+the README lists, through ``esc.io.images`` and through ``esc/commands/upscale.py`` (in this process). The input files
 are written here by other means than the code under test (PNG from its specification, TIFF by tifffile, the others
 by Pillow or OpenCV where the reader is Pillow), and each result is compared with the network's output in memory.
 Videos are refused on their frame size from the header, before a frame is decoded; a folder run names every entry
@@ -29,11 +29,11 @@ import torch
 from PIL import Image
 
 import esc
-from esc import inference
 from esc.archs.esc_arch import ESC
+from esc.commands import upscale
 from esc.errors import ESCError
-from esc.utils.image_io import load_image, pixel_limit, result_format, write_image
-from esc.video import upscale_video
+from esc.io.images import load_image, pixel_limit, result_format, write_image
+from esc.io.video import upscale_video
 from tests.test_video import TINY
 
 REFUSAL_MEMORY = 1_500_000_000
@@ -107,7 +107,7 @@ def png_bytes(image: np.ndarray, key: Optional[Sequence[int]] = None, profile: O
 
 
 def write_input(path: Path, image: np.ndarray, profile: Optional[bytes] = None) -> None:
-    """``image`` as ``path``'s format, written without esc.utils.image_io (PNG by :func:`png_bytes`, TIFF by
+    """``image`` as ``path``'s format, written without esc.io.images (PNG by :func:`png_bytes`, TIFF by
     tifffile, BMP by OpenCV, WebP losslessly (colour under clear alpha kept) and JPEG at quality 95 by Pillow)."""
     ext = path.suffix
     channels = 1 if image.ndim == 2 else image.shape[2]
@@ -126,7 +126,7 @@ def write_input(path: Path, image: np.ndarray, profile: Optional[bytes] = None) 
 
 
 def read_result(path: Path) -> np.ndarray:
-    """A result as OpenCV decodes it (not through esc.utils.image_io), as grey, grey and alpha, RGB or RGBA."""
+    """A result as OpenCV decodes it (not through esc.io.images), as grey, grey and alpha, RGB or RGBA."""
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     assert image is not None, path
     if image.ndim == 2:
@@ -152,10 +152,10 @@ def tiny(tmp_path_factory) -> Tuple[Path, esc.Upscaler]:
 
 
 def command(capsys, *args) -> Tuple[int, str, str]:
-    """esc/inference.py's ``main`` in this process (``esc.inference.run`` and its one-line errors): exit status,
-    stdout, stderr."""
+    """esc/commands/upscale.py's ``main`` in this process (``esc.commands.upscale.run`` and its one-line errors):
+    exit status, stdout, stderr."""
     with pytest.raises(SystemExit) as exit_info:
-        inference.main([*map(str, args), '--device', 'cpu'])
+        upscale.main([*map(str, args), '--device', 'cpu'])
     captured = capsys.readouterr()
     return exit_info.value.code, captured.out, captured.err
 
@@ -310,7 +310,7 @@ def test_a_grey_palette_stays_grey_and_a_colour_palette_is_rgb(tmp_path):
     Image.fromarray(grey).convert('P').save(tmp_path / 'grey.gif')
     loaded = load_image(tmp_path / 'grey.gif').pixels
     assert loaded.shape == grey.shape and np.array_equal(loaded, np.asarray(Image.open(tmp_path / 'grey.gif')
-                                                                           .convert('L')))
+                                                                            .convert('L')))
     colour = pixels_of('RGB', np.uint8)
     Image.fromarray(colour).quantize(16).save(tmp_path / 'colour.gif')
     assert load_image(tmp_path / 'colour.gif').pixels.shape == colour.shape
@@ -454,7 +454,7 @@ def test_a_special_file_alone_is_one_line_and_never_opened(tiny, tmp_path, capsy
         status, _, stderr = command(capsys, '-i', source, '-o', out, '--model', path)
         with pytest.raises(ESCError) as info:
             load_image(source) if name.endswith(('.png', '.jpg')) else upscale_video(tiny[1], source,
-                                                                                    out / 'pipe_x2.mp4')
+                                                                                     out / 'pipe_x2.mp4')
     assert status == 2 and stderr.strip() == f'error: {source}: {special_files[name]}'
     assert str(info.value).startswith(f'{source}: {special_files[name].split(",")[0]}, not an image or video file')
     assert list(out.iterdir()) == []

@@ -1,6 +1,6 @@
 """Issue 23: upscaling never ends in a traceback, a sideways or silently truncated image, or a file it should not
 touch. The tests build their own corpus of hostile files (images, checkpoints, videos), each small, and run it
-through esc/inference.py and the Python API (esc.utils.image_io.load_image, esc.load_model)."""
+through esc/commands/upscale.py and the Python API (esc.io.images.load_image, esc.load_model)."""
 from __future__ import annotations
 
 import os
@@ -21,11 +21,11 @@ import torch
 from PIL import Image, ImageOps
 
 import esc
-from esc import inference
 from esc.archs.esc_arch import ESC
+from esc.commands import upscale
 from esc.errors import ESCError
-from esc.utils.checkpoint import weights_metadata, write_safetensors
-from esc.utils.image_io import load_image, pixel_limit
+from esc.io.checkpoint import weights_metadata, write_safetensors
+from esc.io.images import load_image, pixel_limit
 from tests.conftest import REPO
 from tests.test_video import TINY, write_video
 
@@ -76,9 +76,9 @@ def tiny(tmp_path_factory) -> Tuple[Path, ESC]:
 
 
 def command(capsys, *args) -> Tuple[int, str, str]:
-    """esc/inference.py's ``main`` in this process: exit status, stdout, stderr."""
+    """esc/commands/upscale.py's ``main`` in this process: exit status, stdout, stderr."""
     with pytest.raises(SystemExit) as exit_info:
-        inference.main([*map(str, args), '--device', 'cpu'])
+        upscale.main([*map(str, args), '--device', 'cpu'])
     captured = capsys.readouterr()
     return exit_info.value.code, captured.out, captured.err
 
@@ -115,8 +115,8 @@ def test_every_hostile_image_is_one_line_in_a_folder_run_and_the_good_ones_are_d
     (src / 'no_extension').write_bytes(cv2.imencode('.png', photo())[1].tobytes())
     Image.fromarray(photo()).save(src / 'still.gif')
     save_frames(src / 'anim.gif', duration=100, loop=0)
-    result = subprocess.run([sys.executable, str(REPO / 'esc' / 'inference.py'), '-i', str(src), '-o', str(out),
-                             '--model', str(path), '--device', 'cpu', '--max-pixels', '1M'],
+    result = subprocess.run([sys.executable, str(REPO / 'esc' / 'commands' / 'upscale.py'), '-i', str(src),
+                             '-o', str(out), '--model', str(path), '--device', 'cpu', '--max-pixels', '1M'],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr[-3000:]
     assert 'Traceback' not in result.stderr
@@ -129,7 +129,7 @@ def test_every_hostile_image_is_one_line_in_a_folder_run_and_the_good_ones_are_d
     assert 'note: extension-less images give .png results' in result.stderr
     assert 'note: .gif images give .png results' in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ['anim_x2.gif', 'good_x2.png', 'no_extension_x2.png',
-                                                    'photo_x2.jpg', 'still_x2.png']
+                                                     'photo_x2.jpg', 'still_x2.png']
     assert cv2.imread(str(out / 'photo_x2.jpg')).shape == (24, 40, 3)
 
 
@@ -406,8 +406,8 @@ def test_a_terminated_run_leaves_no_temporary_file(tiny, tmp_path):
     path, _ = tiny
     clip, out = tmp_path / 'long.mkv', tmp_path / 'out'
     write_video(clip, frames=120, size=(16, 16), audio=False)
-    process = subprocess.Popen([sys.executable, str(REPO / 'esc' / 'inference.py'), '-i', str(clip), '-o', str(out),
-                                '--model', str(path), '--device', 'cpu'],
+    process = subprocess.Popen([sys.executable, str(REPO / 'esc' / 'commands' / 'upscale.py'), '-i', str(clip),
+                                '-o', str(out), '--model', str(path), '--device', 'cpu'],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:

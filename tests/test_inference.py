@@ -1,4 +1,4 @@
-"""Upscaling your own images: checkpoint detection, esc.load_model / upscale, and esc/inference.py."""
+"""Upscaling your own images: checkpoint detection, esc.load_model / upscale, and esc/commands/upscale.py."""
 import subprocess
 import sys
 
@@ -138,7 +138,7 @@ def test_tiled_model_upscales_large_inputs_in_tiles(checkpoint, monkeypatch):
 
 
 def _run_cli(*args):
-    return subprocess.run([sys.executable, str(REPO / 'esc' / 'inference.py'), *map(str, args)],
+    return subprocess.run([sys.executable, str(REPO / 'esc' / 'commands' / 'upscale.py'), *map(str, args)],
                           capture_output=True, text=True, timeout=300)
 
 

@@ -17,10 +17,10 @@ import yaml
 from basicsr.metrics import calculate_metric
 from skimage import data
 
-from esc.metrics.offline import pyiqa_offline
+from esc.config.validation import validate_options
 from esc.errors import ESCError
 from esc.metrics import no_reference
-from esc.utils.options import validate_options
+from esc.metrics.offline import pyiqa_offline
 from tests.conftest import REPO
 
 pytest.importorskip('pyiqa', reason='pyiqa is in the test extra: pip install -e ".[test]"')
@@ -171,7 +171,7 @@ def full_reference_files(tmp_path_factory):
     root = tmp_path_factory.mktemp('iqa_full_reference')
     torch.manual_seed(0)
     files = {name: root / f'{name}.pth' for name in ('alexnet', 'vgg16', 'lpips', 'dists', 'dists_other', 'fid',
-                                                      'fid_other')}
+                                                     'fid_other')}
     for name, constructor in (('alexnet', torchvision.models.alexnet), ('vgg16', torchvision.models.vgg16)):
         features = {k: v for k, v in constructor(weights=None).state_dict().items() if k.startswith('features.')}
         torch.save(features, files[name])
@@ -201,7 +201,7 @@ def full_reference_files(tmp_path_factory):
 
 @pytest.mark.parametrize('metric', ['lpips', 'dists'])
 def test_lpips_and_dists_read_their_two_local_files_and_compare_with_the_ground_truth(metric, full_reference_files,
-                                                                                       offline):
+                                                                                      offline):
     from esc.metrics import full_reference
 
     full_reference._cached_network.cache_clear()

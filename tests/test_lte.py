@@ -244,7 +244,7 @@ def test_train_and_test_through_the_entrypoints(tmp_path):
         'path': {'pretrain_network_g': str(experiment / 'models' / 'net_g_3.pth'), 'param_key_g': 'params',
                  'strict_load_g': True},
         'val': {'save_img': True, 'chunk': 300, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4,
-                                                                      'test_y_channel': True}}},
+                                                                     'test_y_channel': True}}},
     }
     result = run([str(REPO / 'esc/test.py'), '-opt', str(write(tmp_path / 'test.yml', test_opt))], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -305,7 +305,7 @@ def head_keys(net: torch.nn.Module) -> dict:
 @pytest.mark.parametrize('variant', sorted(BASELINES))
 def test_the_lte_baselines_build_from_their_option_files(variant):
     from esc.archs.lte_arch import LTE, LTEHead, RECONSTRUCTION_MODULES, VARIANTS
-    from esc.utils.options import validate_options
+    from esc.config.validation import validate_options
 
     tag = BASELINES[variant]
     if VARIANTS[variant]['encoder']['type'] not in NETWORKS:

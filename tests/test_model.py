@@ -9,7 +9,7 @@ import torch
 from basicsr.models import build_model
 
 from esc.errors import ESCError
-from esc.utils.checkpoint import atomic_torch_save, read_state_dict
+from esc.io.checkpoint import atomic_torch_save, read_state_dict
 from tests.test_entrypoints import TINY_NET
 
 

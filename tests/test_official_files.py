@@ -25,12 +25,12 @@ import esc
 from esc.archs import NETWORKS
 from esc.archs.attention import relative_position_bias
 from esc.archs.layers import pad_to_multiple
+from esc.config.validation import validate_options
 from esc.errors import ESCError
 from esc.models.esc_model import ESCModel
 from esc.models.official import OFFICIAL_MODELS, OfficialEvaluation
 from esc.models.real_model import ESCRealESRGANModel, ESCRealESRNetModel
 from esc.upscaler import detect_network
-from esc.utils.options import validate_options
 from tests.conftest import REPO
 from tests.test_flashbias import WS, tiny
 from tests.test_networks import SMALL
@@ -282,7 +282,7 @@ def test_official_flashbias_test_files_run_on_official_checkpoints(file, tmp_pat
     model = esc.load_model(str(checkpoint), device='cpu')
     with torch.no_grad():
         assert (model.net(x) - expected).abs().max() <= 1e-5
-    from esc.inference import main as inference_main
+    from esc.commands.upscale import main as inference_main
     with pytest.raises(SystemExit) as exit_:
         inference_main(['-i', str(tmp_path / f'data/LR_bicubic/X{scale}/img0x{scale}.png'), '-o', str(tmp_path / 'out'),
                         '--model', str(checkpoint)])

@@ -28,10 +28,10 @@ import esc.compat  # noqa: F401  (registers the datasets and models; basicsr's d
 from basicsr.data import build_dataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from esc.archs import NETWORKS
+from esc.config.validation import validate_options
 from esc.data import DownsampleImageDataset, ESCRealESRGANDataset
 from esc.data.resumable import SeededIndex, TrainingSamples
 from esc.errors import ESCError
-from esc.utils.options import validate_options
 from tests.conftest import REPO
 from tests.test_entrypoints import run, write
 

@@ -10,9 +10,9 @@ import yaml
 from basicsr.archs import build_network
 from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY
 
+from esc.config.batch import plan_batch
+from esc.evaluation.paper import TABLE5, TABLE6
 from esc.models.lte_model import crop_border as lte_crop_border
-from esc.utils.batch import plan_batch
-from esc.utils.paper import TABLE5, TABLE6
 from tests.conftest import REPO
 
 OPTION_FILES = sorted((REPO / 'options').rglob('*.yml'))
@@ -84,7 +84,7 @@ def test_arbitrary_scale_training_follows_the_supplementary():
     data, train = opt['datasets']['train'], opt['train']
     assert opt['network_g']['type'] == 'ESCLTE'
     assert {k: opt['network_g'][k] for k in ('dim', 'n_blocks', 'conv_blocks')} == {'dim': 64, 'n_blocks': 5,
-                                                                                     'conv_blocks': 5}
+                                                                                    'conv_blocks': 5}
     assert data['dataroot_gt'] == 'datasets/DIV2K/DIV2K_train_HR'
     assert (data['lq_size'], data['sample_q'], data['scale_min'], data['scale_max']) == (64, 2304, 1, 4)
     assert data['batch_size_per_gpu'] * 4 == 32

@@ -1,4 +1,5 @@
-"""The real-world table command (esc/realworld_table.py): the official table's layout, data pairing, one-line errors
+"""The real-world table command (esc/commands/realworld_table.py): the official table's layout, data pairing,
+one-line errors
 for what is missing before any image is upscaled, and (slow) a whole table on a tiny network whose PSNR, SSIM and
 LPIPS cells are recomputed here from the images it wrote."""
 from __future__ import annotations
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from esc.commands.realworld_table import DATASETS, dataset_files, format_table, main, pair_key
 from esc.errors import ESCError
-from esc.realworld_table import DATASETS, dataset_files, format_table, main, pair_key
 from tests.test_iqa_metrics import full_reference_files, random_weights, small_networks, sr_image  # noqa: F401
 from tests.test_networks import small
 
@@ -54,7 +55,7 @@ def test_pairs_are_matched_by_name_and_what_is_missing_is_one_line(tmp_path):
     write_dataset(tmp_path, 'RealSR', paired=True)
     pairs = dataset_files(DATASETS['RealSR'], tmp_path)
     assert [(lr.name, gt.name) for lr, gt in pairs] == [('Canon_000_LR4.png', 'Canon_000_HR.png'),
-                                                         ('Canon_001_LR4.png', 'Canon_001_HR.png')]
+                                                        ('Canon_001_LR4.png', 'Canon_001_HR.png')]
     (tmp_path / 'RealSR/HR/Canon_001_HR.png').unlink()
     with pytest.raises(ESCError, match=r'^--datasets RealSR: .*Canon_001_LR4\.png has no ground truth in '):
         dataset_files(DATASETS['RealSR'], tmp_path)

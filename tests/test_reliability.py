@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
+from esc.config.validation import validate_options
 from esc.errors import ESCError
-from esc.utils.options import validate_options
 from tests.conftest import REPO
 from tests.test_entrypoints import free_port, run, train_options, write
 
@@ -225,7 +225,7 @@ def test_keep_last_prunes_old_states_after_the_new_one(tmp_path):
 
 
 def test_prune_checkpoints_keeps_every_state_its_weights(tmp_path):
-    from esc.utils.checkpoint import prune_checkpoints
+    from esc.io.checkpoint import prune_checkpoints
 
     models, states = tmp_path / 'models', tmp_path / 'training_states'
     models.mkdir(), states.mkdir()

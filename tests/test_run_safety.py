@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from esc.config.reader import apply_overrides, check_run_name, override_value, read_option_file
 from esc.errors import ESCError
 from esc.utils.experiment import RUN_MARKER, RunLock
-from esc.utils.option_file import apply_overrides, check_run_name, override_value, read_option_file
 from tests.conftest import REPO
 from tests.test_entrypoints import run, train_options, write
 from tests.test_model import file_size_limit, training_model
@@ -236,11 +236,12 @@ def test_every_command_has_a_console_script_and_a_module_entry_point():
 
     scripts = {entry.name: entry.value for entry in importlib.metadata.entry_points(group='console_scripts')
                if entry.value.startswith('esc.')}
-    expected = {'esc-train': 'esc.train:main', 'esc-test': 'esc.test:main', 'esc-upscale': 'esc.inference:main',
-                'esc-export': 'esc.export:main', 'esc-evaluate-run': 'esc.evaluate_run:main',
-                'esc-convert-flashbias': 'esc.convert_flashbias:main',
-                'esc-convert-safetensors': 'esc.convert_safetensors:main', 'esc-demo': 'esc.demo:main',
-                'esc-realworld-table': 'esc.realworld_table:main'}
+    expected = {'esc-train': 'esc.train:main', 'esc-test': 'esc.test:main', 'esc-upscale': 'esc.commands.upscale:main',
+                'esc-export': 'esc.commands.export:main', 'esc-evaluate-run': 'esc.commands.evaluate_run:main',
+                'esc-convert-flashbias': 'esc.commands.convert_flashbias:main',
+                'esc-convert-safetensors': 'esc.commands.convert_safetensors:main',
+                'esc-demo': 'esc.commands.demo:main',
+                'esc-realworld-table': 'esc.commands.realworld_table:main'}
     assert scripts == expected
     for value in expected.values():
         module, function = value.split(':')

@@ -11,11 +11,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import esc
-from esc.convert_safetensors import main as convert
+from esc.commands.convert_safetensors import main as convert
+from esc.config.validation import validate_options
 from esc.errors import ESCError
-from esc.utils.checkpoint import (load_resume_state, prune_checkpoints, read_checkpoint, read_state_dict,
-                                  weights_metadata, write_safetensors)
-from esc.utils.options import validate_options
+from esc.io.checkpoint import (load_resume_state, prune_checkpoints, read_checkpoint, read_state_dict,
+                               weights_metadata, write_safetensors)
 from tests.conftest import REPO
 from tests.test_model import model_options, training_model
 from tests.test_networks import randomise, small

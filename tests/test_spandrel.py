@@ -12,7 +12,7 @@ import torch
 from esc.archs import build_variant
 from esc.archs.esc_arch import VARIANTS
 from esc.errors import ESCError
-from esc.utils.checkpoint import weights_metadata, write_safetensors
+from esc.io.checkpoint import weights_metadata, write_safetensors
 from tests.conftest import REPO, SCRIPTS
 from tests.test_networks import randomise, small
 

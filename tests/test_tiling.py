@@ -37,7 +37,7 @@ def test_tiles_of_a_pointwise_upscaler_reassemble_exactly():
 @pytest.mark.slow
 def test_tiled_set14_score_matches_whole_images(reference):
     """Official-layout ESC ×2 weights on Set14, LR tiles of 96 px overlapping by at least 32 and aligned to
-    the 32-px windows, as evaluation and esc/inference.py tile (every image is tiled):
+    the 32-px windows, as evaluation and esc/commands/upscale.py tile (every image is tiled):
     the Set14 PSNR (mean over images, Y, border 2) moves by less than 0.01 dB, and each tiled output
     stays close to its whole-image output (tiling is an approximation: attention windows, the 13×13
     kernels and the dynamic kernels' pooling all see past a tile)."""

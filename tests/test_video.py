@@ -1,5 +1,5 @@
-"""Videos through esc/inference.py and esc.video.upscale_video (issue 16): frames, timing and audio kept, tiles,
-odd sizes, and damaged or unreadable videos refused in one line with nothing left behind.
+"""Videos through esc/commands/upscale.py and esc.io.video.upscale_video (issue 16): frames, timing and audio kept,
+tiles, odd sizes, and damaged or unreadable videos refused in one line with nothing left behind.
 
 Every video here is written by the test itself with PyAV: a few frames of 32×24 or smaller.
 """
@@ -18,10 +18,10 @@ import torch
 
 import esc
 from esc.archs.esc_arch import ESC
+from esc.commands import upscale
+from esc.commands.upscale import video_output_path
 from esc.errors import ESCError
-from esc import inference
-from esc.inference import video_output_path
-from esc.video import upscale_video
+from esc.io.video import upscale_video
 from tests.conftest import REPO
 
 RATE = 12
@@ -83,7 +83,7 @@ def audio_payloads(path: Path) -> List[bytes]:
 
 
 def as_yuv420(rgb: np.ndarray) -> np.ndarray:
-    """An RGB frame converted as esc.video converts before encoding (no colour tags: BT.601, limited range)."""
+    """An RGB frame converted as esc.io.video converts before encoding (no colour tags: BT.601, limited range)."""
     frame = av.VideoFrame.from_ndarray(rgb, format='rgb24')
     return frame.reformat(format='yuv420p', dst_color_range=1).to_ndarray().astype(int)
 
@@ -98,14 +98,16 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / 'esc' / 'inference.py'), *map(str, args), '--device', 'cpu'],
+    return subprocess.run([sys.executable, str(REPO / 'esc' / 'commands' / 'upscale.py'), *map(str, args),
+                           '--device', 'cpu'],
                           capture_output=True, text=True, timeout=300)
 
 
 def run_command(capsys, *args) -> Tuple[int, str, str]:
-    """esc/inference.py's ``main`` in this process (a new interpreter costs seconds): exit status, stdout, stderr."""
+    """esc/commands/upscale.py's ``main`` in this process (a new interpreter costs seconds): exit status, stdout,
+    stderr."""
     with pytest.raises(SystemExit) as exit_info:
-        inference.main([*map(str, args), '--device', 'cpu'])
+        upscale.main([*map(str, args), '--device', 'cpu'])
     captured = capsys.readouterr()
     return exit_info.value.code, captured.out, captured.err
 

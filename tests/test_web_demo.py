@@ -1,8 +1,8 @@
-"""esc-demo (esc/demo.py): the page upscales with the command's code, and a real headless browser drives it.
+"""esc-demo (esc/commands/demo.py): the page upscales with the command's code, and a real headless browser drives it.
 
-The browser test starts ``python -m esc.demo`` on a tiny random checkpoint, opens the page in Chromium from the
+The browser test starts ``python -m esc.commands.demo`` on a tiny random checkpoint, opens the page in Chromium from the
 OS packages (Debian's ``chromium``) through Playwright, uploads a 32×32 photograph, waits for the before/after
-slider, downloads the result and compares it byte for byte with what ``esc/inference.py`` writes for the same
+slider, downloads the result and compares it byte for byte with what ``esc/commands/upscale.py`` writes for the same
 image. It skips, with one reason, where Gradio, Playwright or the browser is missing.
 """
 from __future__ import annotations
@@ -31,12 +31,12 @@ from PIL import Image
 from skimage import data as photographs
 
 import esc
-from esc.demo import (Page, Settings, default_upload_limit, find_checkpoints, main, parser, precisions_for,
-                      upscale_file)
+from esc.commands.demo import (Page, Settings, default_upload_limit, find_checkpoints, main, parser, precisions_for,
+                               upscale_file)
+from esc.commands.upscale import main as inference_main, run as run_inference
 from esc.errors import ESCError
-from esc.inference import main as inference_main, run as run_inference
-from esc.utils.checkpoint import weights_metadata, write_safetensors
-from esc.utils.image_io import pixel_limit
+from esc.io.checkpoint import weights_metadata, write_safetensors
+from esc.io.images import pixel_limit
 from tests.conftest import REPO
 
 TINY = dict(dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=2, window_size=8, num_heads=2)
@@ -63,14 +63,14 @@ def photo_crop(path: Path, size: int = 32) -> Path:
 
 
 def command_output(image: Path, checkpoint: Path, folder: Path, options: Optional[List[str]] = None) -> Path:
-    """What ``esc/inference.py`` writes for ``image`` (run in this process: the same functions as the command)."""
+    """What ``esc/commands/upscale.py`` writes for ``image`` (in this process: the same functions as the command)."""
     assert run_inference(['-i', str(image), '-o', str(folder), '--model', str(checkpoint), *(options or [])]) == 0
     (written,) = folder.iterdir()
     return written
 
 
 def command_refusal(image: Path, checkpoint: Path, folder: Path, options: Optional[List[str]] = None) -> str:
-    """The one line ``esc/inference.py`` prints (after ``error: ``) when it refuses ``image``, with exit status 2."""
+    """The one line ``esc/commands/upscale.py`` prints (after ``error: ``) when it refuses ``image``, exit status 2."""
     buffer = io.StringIO()
     with contextlib.redirect_stderr(buffer), pytest.raises(SystemExit) as stop:
         inference_main(['-i', str(image), '-o', str(folder), '--model', str(checkpoint), *(options or [])])
@@ -140,7 +140,7 @@ def test_the_page_writes_what_the_command_writes(tmp_path, checkpoint, kind):
     assert before.shape == after.shape == (48, 56, after.shape[2]) and after.dtype == np.uint8
     assert stages == ['upscaling', 'showing the result']
     command, model_line = printed.splitlines()[:2]
-    assert command == (f'python esc/inference.py -i {name} -o <folder> --model {checkpoint} --device cpu '
+    assert command == (f'python esc/commands/upscale.py -i {name} -o <folder> --model {checkpoint} --device cpu '
                        '--tile 16 --tile-overlap 8 --precision fp32')
     assert model_line == f'Upscaler(ESC (custom) x2, cpu, fp32, tile 16/8) from {checkpoint}'
     assert printed.splitlines()[-1].startswith('done 1, skipped 0, ')
@@ -407,7 +407,7 @@ def test_a_browser_uploads_compares_and_downloads_what_the_command_writes(tmp_pa
     port, log = free_port(), tmp_path / 'demo.log'
     env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
     with open(log, 'w') as out:
-        server = subprocess.Popen([sys.executable, '-m', 'esc.demo', '--model', str(models), '--device', 'cpu',
+        server = subprocess.Popen([sys.executable, '-m', 'esc.commands.demo', '--model', str(models), '--device', 'cpu',
                                    '--port', str(port), '--output', str(tmp_path / 'demo')],
                                   cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -451,7 +451,7 @@ def test_a_browser_uploads_compares_and_downloads_what_the_command_writes(tmp_pa
                 download.save_as(saved)
                 assert saved.read_bytes() == expected.read_bytes()
                 printed = page.locator('#esc-summary textarea').input_value().splitlines()
-                assert printed[0].startswith('python esc/inference.py -i .astronaut.png -o <folder> --model ')
+                assert printed[0].startswith('python esc/commands/upscale.py -i .astronaut.png -o <folder> --model ')
                 assert printed[1] == f'Upscaler(ESC (custom) x2, cpu, fp32, tile 1024/64) from {model}'
                 field.fill('3')
                 page.locator('#esc-run').click()  # a scale this checkpoint lacks: the command's one line, shown

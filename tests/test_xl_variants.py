@@ -10,8 +10,8 @@ from esc.archs.attention import flex_attention_available, relative_position_bias
 from esc.archs.esc_arch import ESC
 from esc.archs.streaming import streamed_forward
 from esc.errors import ESCError
+from esc.evaluation.complexity import count_parameters
 from esc.upscaler import Upscaler, detect_network, variant_name
-from esc.utils.complexity import count_parameters
 from tests.conftest import REPO, load_script
 from tests.test_export import _onnx_modules
 from tests.test_networks import randomise
@@ -163,7 +163,7 @@ def test_window_48_tiles_start_on_window_boundaries(narrow_xl, monkeypatch):
 def test_window_48_exports_to_onnx(narrow_xl):
     """Traced at 53×99 (2×3 windows), run by onnxruntime at :data:`SIZE`: dynamic sizes, folded 48×48 biases."""
     _onnx_modules()
-    from esc.export import example_input, export_onnx, fold_for_export, onnx_runner
+    from esc.commands.export import example_input, export_onnx, fold_for_export, onnx_runner
 
     net, x, expected = narrow_xl
     run_onnx = onnx_runner(export_onnx(fold_for_export(net, 'sdpa'), example_input(XL_WINDOW)))

@@ -44,7 +44,7 @@ from esc.archs.attention import relative_position_index
 from esc.archs.srformer_arch import (DIV2K_RGB_MEAN, MASKED, RESIDUAL_CONVS, BaselineNetwork, from_windows,
                                      residual_conv, shift_regions, subpixel_upsampler, to_windows)
 from esc.errors import ESCError
-from esc.utils.checkpoint_checks import check_state_dict_fits
+from esc.io.state_dict_checks import check_state_dict_fits
 
 UPSAMPLERS = ('pixelshuffledirect', 'pixelshuffle', 'nearest+conv')
 UPSAMPLER_FEATURES = 64  # the official num_feat of the 'pixelshuffle' and 'nearest+conv' heads

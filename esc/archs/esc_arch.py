@@ -18,11 +18,11 @@ from torch import Tensor, nn
 from esc.archs.attention import bias_form_conflict, normalize_attn_type
 from esc.archs.flashbias import (BiasRank, FactorisedWindowAttention, adapt_state_dict, layer_ranks,
                                  network_bias_rank, window_attention)
-from esc.archs.streaming import streamed_forward
 from esc.archs.layers import (ConvAttn, ConvFFN, DecomposedLargeKernelConv, LargeKernel, LayerNorm2d, ReflectConv2d,
                               SharedLargeKernelConv, symmetric_average)
+from esc.archs.streaming import streamed_forward
 from esc.errors import ESCError
-from esc.utils.checkpoint_checks import check_state_dict_fits
+from esc.io.state_dict_checks import check_state_dict_fits
 
 
 MIXERS = ('self_attn', 'conv_attn')

@@ -19,7 +19,7 @@ pieces:
   given rank or at the smallest rank keeping a given share of the bias energy Σσ².
 - :func:`factorise_network`: converts every attention layer of a trained network in place and reports
   per layer the rank and the energy kept; :func:`compare_on_image` adds the output differences against
-  the exact network on an image; :func:`factorised_copy` does both on a copy (``esc/convert_flashbias.py``).
+  the exact network on an image; :func:`factorised_copy` does both on a copy (``esc/commands/convert_flashbias.py``).
 
 Any backend runs a factorised layer: ``flashbias`` reads the factors, ``sdpa`` and ``naive`` read the
 dense Φq·Φkᵀ (on the CPU, ``sdpa``'s bias-aware backward trains faster than the stock flash backward

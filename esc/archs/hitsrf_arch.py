@@ -46,7 +46,7 @@ from esc.archs.layers import reflect_pad
 from esc.archs.srformer_arch import (DIV2K_RGB_MEAN, RESIDUAL_CONVS, UPSAMPLERS, BaselineNetwork, ConvFFN, PSAGroup,
                                      SRFormer, TokenNorm, drop_path, residual_conv, subpixel_upsampler)
 from esc.errors import ESCError
-from esc.utils.checkpoint_checks import check_state_dict_fits
+from esc.io.state_dict_checks import check_state_dict_fits
 
 NAME = 'HiT_SRF'
 WHERE = f'network_g ({NAME})'

@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 
 from esc.archs.layers import pad_to_multiple
 from esc.errors import ESCError
-from esc.utils.checkpoint_checks import check_state_dict_fits
+from esc.io.state_dict_checks import check_state_dict_fits
 
 UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv', '')
 RESIDUAL_CONVS = ('1conv', '3conv')

@@ -1,7 +1,7 @@
 """Convert a trained ESC checkpoint to the FlashBias form: every attention layer's position bias as low-rank factors.
 
-    python esc/convert_flashbias.py --model ESC_DIV2K_X2.pth -o ESC_X2_flashbias_r32.pth --rank 32
-    python esc/convert_flashbias.py --model net_g_latest.pth -o fb.pth --energy 0.999 --image photo.png
+    python esc/commands/convert_flashbias.py --model ESC_DIV2K_X2.pth -o ESC_X2_flashbias_r32.pth --rank 32
+    python esc/commands/convert_flashbias.py --model net_g_latest.pth -o fb.pth --energy 0.999 --image photo.png
 
 Each layer's dense (heads, ws², ws²) bias is factorised once by SVD (esc.archs.flashbias.factorise), at
 ``--rank`` or at the smallest rank keeping the share ``--energy`` of its energy. The command prints per
@@ -9,8 +9,8 @@ layer the rank, the energy kept and the difference of the layer's output against
 real photograph (``--image``, by default scikit-image's ``coffee``), then the whole network's difference
 (max abs, PSNR). The file written holds ``params`` and ``params_ema`` in the official FlashBias layout
 (``flashbias_q``/``flashbias_k`` per layer, as the official ``ESC_DIV2K_FB_R48_X2.pth``), which esc.load_model,
-esc/inference.py, esc/export.py and the official code read; it runs with ``attn_type: flashbias`` (the official
-``FlashBias``) and ``flashbias_rank`` set to the rank printed.
+esc/commands/upscale.py, esc/commands/export.py and the official code read; it runs with
+``attn_type: flashbias`` (the official ``FlashBias``) and ``flashbias_rank`` set to the rank printed.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 try:
     import esc  # noqa: F401
-except ModuleNotFoundError as missing:  # `python esc/convert_flashbias.py` in a checkout that was never installed
+except ModuleNotFoundError as missing:  # run from a checkout that was never installed
     sys.exit('error: the esc package is not installed: run `pip install -e .` in the checkout first'
              if missing.name == 'esc' else f'error: {missing}')
 
@@ -32,10 +32,10 @@ from torch import Tensor  # noqa: E402
 
 from esc.archs.flashbias import bias_ranks, describe_conversion, factorised_copy  # noqa: E402
 from esc.errors import ESCError  # noqa: E402
+from esc.io.checkpoint import atomic_torch_save  # noqa: E402
+from esc.io.writing import check_output_file  # noqa: E402
 from esc.upscaler import load_model  # noqa: E402
-from esc.utils.checkpoint import atomic_torch_save  # noqa: E402
 from esc.utils.cli import run_command  # noqa: E402
-from esc.utils.writing import check_output_file  # noqa: E402
 
 DEFAULT_PHOTO = 'coffee'
 DEFAULT_CROP = 256
@@ -45,7 +45,7 @@ def photograph(path: Optional[str], crop: int = DEFAULT_CROP, sample: str = DEFA
     """A (1, 3, H, W) RGB image in [0, 1]: the file at ``path``, or else scikit-image's photograph ``sample``,
     centre-cropped to at most ``crop`` pixels a side (0: whole)."""
     if path is not None:
-        from esc.utils.image_io import colour_of, read_image
+        from esc.io.images import colour_of, read_image
 
         image = colour_of(read_image(Path(path)))
         image = image.astype(np.float32) / float(np.iinfo(image.dtype).max)

@@ -1,15 +1,15 @@
 """Convert an ESC checkpoint (.pth) to a safetensors file that records its network options and scale.
 
-    python esc/convert_safetensors.py --model ESC_DIV2K_X4.pth -o ESC_DIV2K_X4.safetensors
-    python esc/convert_safetensors.py --model net_g_latest.pth -o net_g_latest.safetensors --param-key params
-    python esc/convert_safetensors.py --model esc_lte.pth -o ESC_LTE.safetensors   # an official esc_arb file
+    python esc/commands/convert_safetensors.py --model ESC_DIV2K_X4.pth -o ESC_DIV2K_X4.safetensors
+    python esc/commands/convert_safetensors.py --model net_g_latest.pth -o net_g_latest.safetensors --param-key params
+    python esc/commands/convert_safetensors.py --model esc_lte.pth -o ESC_LTE.safetensors   # an official esc_arb file
 
-The checkpoint is read and its network built and loaded as esc/inference.py does (the EMA weights,
+The checkpoint is read and its network built and loaded as esc/commands/upscale.py does (the EMA weights,
 ``params_ema``, unless ``--param-key`` says otherwise, falling back to ``params``), so only a checkpoint that
 runs is converted. The file written holds that one state dict, unpickled-safe and readable by any safetensors
 reader (chaiNNer, spandrel, traiNNer-redux), with the metadata ``esc.network`` (the network options, JSON),
-``esc.scale`` and ``esc.param_key`` that esc.load_model, esc/inference.py and esc/export.py read instead of
-detecting the network. It is written atomically and read back before the command reports success.
+``esc.scale`` and ``esc.param_key`` that esc.load_model, esc/commands/upscale.py and esc/commands/export.py read
+instead of detecting the network. It is written atomically and read back before the command reports success.
 An official esc_arb ESC+LTE checkpoint (``{'model': {'name', 'args', 'sd'}}``) converts to this project's layout
 (keys mapped, ``data_norm`` in ``esc.network``): the file this project's commands and option files read.
 """
@@ -23,18 +23,18 @@ from typing import Optional, Sequence
 
 try:
     import esc  # noqa: F401
-except ModuleNotFoundError as missing:  # `python esc/convert_safetensors.py` in a checkout that was never installed
+except ModuleNotFoundError as missing:  # run from a checkout that was never installed
     sys.exit('error: the esc package is not installed: run `pip install -e .` in the checkout first'
              if missing.name == 'esc' else f'error: {missing}')
 
 import torch  # noqa: E402
 
 from esc.errors import ESCError  # noqa: E402
-from esc.upscaler import Upscaler, checkpoint_network, load_model  # noqa: E402
-from esc.utils.checkpoint import (SAFETENSORS_SUFFIX, read_checkpoint, weights_metadata,  # noqa: E402
+from esc.io.checkpoint import (SAFETENSORS_SUFFIX, read_checkpoint, weights_metadata,  # noqa: E402
                                   write_safetensors)
+from esc.io.writing import check_output_file  # noqa: E402
+from esc.upscaler import Upscaler, checkpoint_network, load_model  # noqa: E402
 from esc.utils.cli import run_command  # noqa: E402
-from esc.utils.writing import check_output_file  # noqa: E402
 
 
 def convert_to_safetensors(model: Upscaler, output: str, param_key: Optional[str] = 'params_ema') -> int:

@@ -1,12 +1,12 @@
 """Try a checkpoint in the browser: upload an image, compare before and after on a slider, download the result.
 
     pip install -e ".[demo]"
-    esc-demo --model experiments/pretrained_models/ESC_DIV2K_X4.pth      # or: python -m esc.demo --model ...
+    esc-demo --model experiments/pretrained_models/ESC_DIV2K_X4.pth      # or: python -m esc.commands.demo --model ...
     esc-demo --model experiments/ --port 7860                             # every ESC checkpoint under a folder
 
-The page (Gradio) runs the command line itself on the upload: ``esc.inference.run`` with the checkpoint, scale,
+The page (Gradio) runs the command line itself on the upload: ``esc.commands.upscale.run`` with the checkpoint, scale,
 tile and precision chosen on the page (so ``esc.load_model(...).upscale`` and the command's reading, naming and
-writing), so the download is byte for byte what ``python esc/inference.py -i <image> -o <folder> --model <ckpt>``
+writing), so the download is byte for byte what ``python esc/commands/upscale.py -i <image> -o <folder> --model <ckpt>``
 writes with the same settings. Gradio hands the page the uploaded file unopened, so every refusal is the command's
 one line, made before the work and shown on the page (and in the console): a file that is no image, one larger
 than the memory takes (checked from its header before a pixel is decoded), a result larger than its format holds.
@@ -39,19 +39,19 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Se
 
 try:
     import esc  # noqa: F401
-except ModuleNotFoundError as missing:  # `python esc/demo.py` in a checkout that was never installed
+except ModuleNotFoundError as missing:  # `python esc/commands/demo.py` in a checkout that was never installed
     sys.exit('error: the esc package is not installed: run `pip install -e .` in the checkout first'
              if missing.name == 'esc' else f'error: {missing}')
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from esc.commands.upscale import parser as inference_parser, run as run_inference
 from esc.errors import ESCError  # noqa: E402
-from esc.inference import parser as inference_parser, run as run_inference
+from esc.io.checkpoint import read_checkpoint
+from esc.io.images import Animation, load_image, pixel_limit
 from esc.upscaler import DTYPES, checkpoint_network, load_model, resolve_device, variant_name
-from esc.utils.checkpoint import read_checkpoint
 from esc.utils.cli import run_command
-from esc.utils.image_io import Animation, load_image, pixel_limit
 from esc.utils.tiling import DEFAULT_OVERLAP
 
 if TYPE_CHECKING:
@@ -236,14 +236,14 @@ class Settings:
         return cls(scale, int(tile), int(tile_overlap), precision)
 
     def command_options(self) -> List[str]:
-        """These settings as ``esc/inference.py`` options."""
+        """These settings as ``esc/commands/upscale.py`` options."""
         options = ['--tile', str(self.tile), '--tile-overlap', str(self.tile_overlap), '--precision', self.precision]
         return (['--scale', f'{self.scale:g}'] if self.scale is not None else []) + options
 
 
 def upscale_file(checkpoint: Path, source: Path, settings: Settings, device: str, output: Path,
                  progress: Any = None) -> Tuple[Path, np.ndarray, np.ndarray, str]:
-    """Upscale ``source`` by running the command itself (``esc.inference.run``, in this process) into a fresh
+    """Upscale ``source`` by running the command itself (``esc.commands.upscale.run``, in this process) into a fresh
     folder under ``output``: the result is the command's by construction, not by imitation.
 
     Returns the written result, the before/after pair for the slider and what the command printed, after the
@@ -269,7 +269,7 @@ def upscale_file(checkpoint: Path, source: Path, settings: Settings, device: str
     tell(0.9, 'showing the result')
     result, frames = shown_picture(target)
     before = before_image(shown_picture(source)[0], (result.shape[1], result.shape[0]))
-    command = ' '.join(['python esc/inference.py -i', source.name, '-o <folder>', *options])
+    command = ' '.join(['python esc/commands/upscale.py -i', source.name, '-o <folder>', *options])
     lines = [command, *printed.getvalue().strip().splitlines()]
     if frames > 1:
         lines.append(f'an animation of {frames} frames: the slider shows the first, the download holds them all')
@@ -363,7 +363,7 @@ def build_page(page: Page, not_offered: Sequence[str] = (),
     with gr.Blocks(title='ESC super-resolution', analytics_enabled=False,
                    delete_cache=(min(age, 600), age)) as blocks:
         gr.Markdown('## ESC super-resolution\nUpload an image, choose a checkpoint and press *Upscale*. '
-                    'The result is what `esc/inference.py` writes with the same settings.')
+                    'The result is what `esc/commands/upscale.py` writes with the same settings.')
         with gr.Row():
             with gr.Column():
                 upload = gr.Image(label='Image', type='filepath', image_mode=None, sources=['upload'],

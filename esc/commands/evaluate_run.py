@@ -1,7 +1,7 @@
 """Evaluate a training run on the five benchmarks and print its Table 2 row beside the paper's.
 
-    python esc/evaluate_run.py experiments/ESC_X2_DIV2K                  # the latest weights, EMA
-    python esc/evaluate_run.py ESC_X2_DIV2K --iter 250000 --param-key params
+    python esc/commands/evaluate_run.py experiments/ESC_X2_DIV2K                  # the latest weights, EMA
+    python esc/commands/evaluate_run.py ESC_X2_DIV2K --iter 250000 --param-key params
 
 The run's folder (``experiments/<name>/``, or just the name) holds the option file it was trained with
 (basicsr copies it there) and its weights in ``models/``. The command picks ``net_g_latest`` (written when
@@ -32,18 +32,19 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 try:
     import esc  # noqa: F401
-except ModuleNotFoundError as missing:  # `python esc/evaluate_run.py` in a checkout that was never installed
+except ModuleNotFoundError as missing:  # `python esc/commands/evaluate_run.py` in a checkout that was never installed
     sys.exit('error: the esc package is not installed: run `pip install -e .` in the checkout first'
              if missing.name == 'esc' else f'error: {missing}')
 
 import yaml  # noqa: E402
 
 from esc.errors import ESCError  # noqa: E402
-from esc.utils.checkpoint import read_checkpoint  # noqa: E402
+from esc.evaluation.results import (RUN_NAME, VARIANT_LABELS, Scores, parse_test_log, table_rows, to_csv,  # noqa: E402
+                                    to_markdown)
+from esc.io.checkpoint import read_checkpoint  # noqa: E402
 from esc.utils.cli import run_command  # noqa: E402
-from esc.utils.results import RUN_NAME, VARIANT_LABELS, Scores, parse_test_log, table_rows, to_csv, to_markdown  # noqa: E402
 
-CHECKOUT = Path(__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[2]
 WEIGHT_SUFFIXES = ('.pth', '.safetensors')
 EMA_KEY = 'params_ema'
 
@@ -191,7 +192,7 @@ def complexity_of(network: Dict[str, Any], scale: int) -> Tuple[int, float]:
     import esc.compat  # noqa: F401  (registers ESC's networks with basicsr)
     from basicsr.archs import build_network
 
-    from esc.utils.complexity import count_flops, count_parameters
+    from esc.evaluation.complexity import count_flops, count_parameters
 
     net = build_network({**network, 'attn_type': 'naive'})
     return round(count_parameters(net) / 1e3), count_flops(net, scale) / 1e9
@@ -214,7 +215,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--iter', default='latest', help="'latest' (default) or the iteration of a saved net_g_<N>")
     p.add_argument('--param-key', default=EMA_KEY, help='params_ema (EMA weights, default) or params')
     p.add_argument('--options', type=Path, help='test options whose datasets and metrics to use (default: '
-                                                 'options/test/ESC/test_ESC_X<scale>_DIV2K.yml of this checkout)')
+                   'options/test/ESC/test_ESC_X<scale>_DIV2K.yml of this checkout)')
     p.add_argument('--variant', choices=sorted(set(VARIANT_LABELS.values()) - {'Bicubic'}),
                    help="the paper's row to compare with (default: from the run's name)")
     return p

@@ -1,9 +1,9 @@
 """Export a trained ESC checkpoint to ONNX for deployment: dynamic batch, height and width; fp32, fp16 or bf16.
 
-    python esc/export.py --model ESC_DIV2K_X4.pth -o esc_x4.onnx
-    python esc/export.py --model ESC_DIV2K_X4.pth -o esc_x4_fp16.onnx --precision fp16 --verify photo.png
+    python esc/commands/export.py --model ESC_DIV2K_X4.pth -o esc_x4.onnx
+    python esc/commands/export.py --model ESC_DIV2K_X4.pth -o esc_x4_fp16.onnx --precision fp16 --verify photo.png
 
-The network is read off the checkpoint as ``esc/inference.py`` reads it, folded for inference
+The network is read off the checkpoint as ``esc/commands/upscale.py`` reads it, folded for inference
 (:func:`fold_for_export`: the 8-symmetric large kernel and every window's relative position bias become
 constants; with ``--attn-type flashbias`` the biases stay low-rank factors instead, factorised here with
 ``--bias-rank``/``--bias-energy`` unless the checkpoint already holds them), cast to ``--precision`` and traced
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tupl
 
 try:
     import esc  # noqa: F401
-except ModuleNotFoundError as missing:  # `python esc/export.py` in a checkout that was never installed
+except ModuleNotFoundError as missing:  # `python esc/commands/export.py` in a checkout that was never installed
     sys.exit('error: the esc package is not installed: run `pip install -e .` in the checkout first'
              if missing.name == 'esc' else f'error: {missing}')
 
@@ -43,13 +43,13 @@ from torch import Tensor, nn  # noqa: E402
 from esc.archs.attention import WindowAttention  # noqa: E402
 from esc.archs.flashbias import describe_conversion, factorised_copy  # noqa: E402
 from esc.archs.layers import DecomposedLargeKernelConv, SharedLargeKernelConv, symmetric_average  # noqa: E402
-from esc.convert_flashbias import DEFAULT_CROP, DEFAULT_PHOTO, photograph  # noqa: E402
+from esc.commands.convert_flashbias import DEFAULT_CROP, DEFAULT_PHOTO, photograph  # noqa: E402
 from esc.errors import ESCError  # noqa: E402
+from esc.io.checkpoint import write_atomic  # noqa: E402
+from esc.io.memory_estimate import Workload, check_memory  # noqa: E402
+from esc.io.writing import check_output_file  # noqa: E402
 from esc.upscaler import DTYPES, load_model  # noqa: E402
-from esc.utils.checkpoint import write_atomic  # noqa: E402
 from esc.utils.cli import run_command  # noqa: E402
-from esc.utils.memory_estimate import Workload, check_memory  # noqa: E402
-from esc.utils.writing import check_output_file  # noqa: E402
 
 if TYPE_CHECKING:
     import onnx

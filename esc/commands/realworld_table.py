@@ -1,7 +1,7 @@
 """Print the official ESC-Real table of quantitative real-world results for one or more checkpoints.
 
-    python esc/realworld_table.py --model experiments/pretrained_models/ESC_Real_X4.pth
-    python esc/realworld_table.py --model ESC_Real_X4.pth ESC_Real_FB_R48_GAN_X4.pth --datasets RealSR RealSRSet
+    python esc/commands/realworld_table.py --model experiments/pretrained_models/ESC_Real_X4.pth
+    esc-realworld-table --model ESC_Real_X4.pth ESC_Real_FB_R48_GAN_X4.pth --datasets RealSR RealSRSet
 
 The official table (its README's figure of real-world results, made by its comparison script with pyiqa) scores
 RealSR and DRealSR, which have ground truths, with PSNR and SSIM (on Y, no border cropped, as pyiqa's ``psnr`` and
@@ -31,7 +31,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 try:
     import esc  # noqa: F401
-except ModuleNotFoundError as missing:  # `python esc/realworld_table.py` in a checkout that was never installed
+except ModuleNotFoundError as missing:  # run from a checkout that was never installed
     sys.exit('error: the esc package is not installed: run `pip install -e .` in the checkout first'
              if missing.name == 'esc' else f'error: {missing}')
 
@@ -156,7 +156,7 @@ def score_dataset(model, dataset: Dataset, files: List[Tuple[Path, Optional[Path
 
     from esc.metrics.full_reference import calculate_dists, calculate_lpips, fid_between_folders
     from esc.metrics.no_reference import score_image
-    from esc.utils.image_io import read_image, write_image
+    from esc.io.images import read_image, write_image
 
     out_dir.mkdir(parents=True, exist_ok=True)
     truth_dir = out_dir.parent / f'{dataset.name}_GT'
@@ -186,8 +186,8 @@ def score_dataset(model, dataset: Dataset, files: List[Tuple[Path, Optional[Path
 
 
 def _rgb8(image: np.ndarray) -> np.ndarray:
-    """An image read by esc.utils.image_io as 8-bit RGB (grayscale repeated, alpha dropped, 16 bits rounded)."""
-    from esc.utils.image_io import colour_of
+    """An image read by esc.io.images as 8-bit RGB (grayscale repeated, alpha dropped, 16 bits rounded)."""
+    from esc.io.images import colour_of
 
     image = colour_of(image)
     if image.dtype == np.uint16:

@@ -1,12 +1,12 @@
 """Upscale your own images and videos with a trained ESC checkpoint: one file or every one in a folder.
 
-    python esc/inference.py -i photo.jpg -o results/ --model ESC_DIV2K_X4.pth
-    python esc/inference.py -i photos/ -o results/ --model ESC_DIV2K_X4.pth --tile 256 --tile-overlap 64
-    python esc/inference.py -i clip.mp4 -o results/ --model ESC_DIV2K_X4.pth --crf 18
+    python esc/commands/upscale.py -i photo.jpg -o results/ --model ESC_DIV2K_X4.pth
+    python esc/commands/upscale.py -i photos/ -o results/ --model ESC_DIV2K_X4.pth --tile 256 --tile-overlap 64
+    python esc/commands/upscale.py -i clip.mp4 -o results/ --model ESC_DIV2K_X4.pth --crf 18
 
 The variant, its options and the scale are read off the checkpoint (esc.upscaler.detect_network), which is checked
-before any network is built (esc.utils.checkpoint_checks); ``--arch`` and ``--scale`` only confirm or override.
-Images are read by esc.utils.image_io: upright (EXIF orientation applied), their size checked from the header
+before any network is built (esc.io.state_dict_checks); ``--arch`` and ``--scale`` only confirm or override.
+Images are read by esc.io.images: upright (EXIF orientation applied), their size checked from the header
 against ``--max-pixels`` (by default what the available memory holds at this scale and tiling) before a pixel
 is decoded, damaged, truncated and multi-page files refused; animated GIF, WebP and PNG are upscaled frame by frame
 and keep their format, frame durations and loop count. Grayscale stays grayscale (with its alpha, if any), RGBA
@@ -16,7 +16,7 @@ Outputs are named ``<name>_x<scale>.<ext>``, in a format settled before the work
 written, or cannot hold the image's depth or channels: said in a note), are written whole or not at all, and never
 replace an input or a file this run did not write (``--overwrite`` allows the latter). Videos (by extension: mp4,
 m4v, mov, mkv, webm, avi, which becomes mkv) are upscaled frame by frame with their timing and audio kept
-(esc.video), their frame size checked against ``--max-pixels`` from the header. Only regular files are opened: a
+(esc.io.video), their frame size checked against ``--max-pixels`` from the header. Only regular files are opened: a
 FIFO, device or socket is refused unopened. A folder run reports every entry it cannot do (subfolders, FIFOs,
 devices, broken links) in one line each and names the hidden ones it leaves out, goes on with the rest and ends
 with a summary; the exit status is 1 if anything was skipped. A single file that fails is one line and exit
@@ -35,7 +35,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 try:
     import esc  # noqa: F401
-except ModuleNotFoundError as missing:  # `python esc/inference.py` in a checkout that was never installed
+except ModuleNotFoundError as missing:  # `python esc/commands/upscale.py` in a checkout that was never installed
     sys.exit('error: the esc package is not installed: run `pip install -e .` in the checkout first'
              if missing.name == 'esc' else f'error: {missing}')
 
@@ -44,13 +44,14 @@ from tqdm import tqdm  # noqa: E402
 
 from esc.archs.streaming import tune_glibc_malloc  # noqa: E402
 from esc.errors import ESCError  # noqa: E402
-from esc.upscaler import DTYPES, Upscaler, load_model  # noqa: E402
-from esc.utils.cli import Stopped, run_command, stop_signals_as_exception  # noqa: E402
-from esc.utils.image_io import (PROFILE_FORMATS, WRITABLE, Animation, check_result_size, load_image,  # noqa: E402
+from esc.io.images import (PROFILE_FORMATS, WRITABLE, Animation, check_result_size, load_image,  # noqa: E402
                                 pixel_limit, read_image, result_format, result_suffix, special_file_kind,
                                 write_animation, write_image)
+from esc.io.video import (CRF_LIMITS, DEFAULT_CRF, VIDEO_EXTENSIONS, is_video, result_extension,  # noqa: E402
+                          upscale_video)
+from esc.upscaler import DTYPES, Upscaler, load_model  # noqa: E402
+from esc.utils.cli import Stopped, run_command, stop_signals_as_exception  # noqa: E402
 from esc.utils.tiling import DEFAULT_OVERLAP  # noqa: E402
-from esc.video import CRF_LIMITS, DEFAULT_CRF, VIDEO_EXTENSIONS, is_video, result_extension, upscale_video  # noqa: E402
 
 __all__ = ['main', 'output_path', 'read_image', 'run', 'video_output_path', 'write_image']
 
@@ -59,8 +60,8 @@ NoteCallback = Callable[[str], None]
 
 def output_path(source: Path, out_dir: Path, scale: float, ext: Optional[str], image: np.ndarray) -> Path:
     """``<out_dir>/<stem>_x<scale><ext>``: ``ext``, else the input's format where it can be written, else PNG
-    (:func:`esc.utils.image_io.result_suffix`); PNG where that format cannot hold the image's depth or channels
-    (:func:`esc.utils.image_io.result_format`)."""
+    (:func:`esc.io.images.result_suffix`); PNG where that format cannot hold the image's depth or channels
+    (:func:`esc.io.images.result_format`)."""
     suffix = result_format(result_suffix(source, ext)[0], image)[0]
     return out_dir / f'{source.stem}_x{scale:g}{suffix}'
 
@@ -119,7 +120,7 @@ def prepare_output_folder(output: Path) -> None:
 
 
 TEMPORARY = re.compile(r'^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$')
-"""The hidden file an atomic write goes through (esc.utils.checkpoint.atomic_path): ``.<name>.<pid>.tmp``."""
+"""The hidden file an atomic write goes through (esc.io.checkpoint.atomic_path): ``.<name>.<pid>.tmp``."""
 
 
 def remove_stale_temporaries(target: Path) -> None:
@@ -216,7 +217,7 @@ class Run:
         tile_bar, self.model.progress = self.model.progress, False
         try:
             frames = [self.model.upscale(frame) for frame in tqdm(animation.frames, desc=source.name, unit='frame',
-                                                                   leave=False)]
+                                                                  leave=False)]
         except ESCError as exc:
             raise ESCError(f'{source}: {exc}') from None
         finally:

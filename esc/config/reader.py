@@ -8,7 +8,7 @@ The option-file format is basicsr's (its keys, sections and registries), read he
   (:func:`read_option_file`);
 - ``--force_yml section:key=value`` values are YAML values (``1e-4``, ``[1, 2]``, ``true``, ``~``), never evaluated
   as Python (:func:`apply_overrides`);
-- every key is checked (:func:`esc.utils.options.validate_options`) before and after the overrides, the run's
+- every key is checked (:func:`esc.config.validation.validate_options`) before and after the overrides, the run's
   ``name`` is one folder name, and every dataset, weight and metric file is checked to exist before anything
   is built (:func:`check_paths`);
 - what basicsr's option format derives is derived the same way: the process group (``--launcher``), ``rank``
@@ -28,9 +28,9 @@ import numpy as np
 import torch
 import yaml
 
+from esc.config.validation import validate_options
 from esc.errors import ESCError
 from esc.utils.dist import get_dist_info, init_dist
-from esc.utils.options import validate_options
 
 LAUNCHERS = ('none', 'pytorch', 'slurm')
 EXPANSION_FLOOR = 10_000

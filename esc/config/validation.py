@@ -1,7 +1,7 @@
 """Option-file validation: every key, at every level, against what basicsr and ESC read.
 
 :func:`validate_options` runs on the YAML file as read and again on the parsed options
-(:mod:`esc.utils.option_file`; ``--force_yml`` may add keys), so a typo, a value of the wrong type or options that
+(:mod:`esc.config.reader`; ``--force_yml`` may add keys), so a typo, a value of the wrong type or options that
 contradict each other stop the run in one line naming the key path — ``datasets.train.gt_sizee:
 unknown option (did you mean gt_size?)`` — before any dataset or network is built.
 
@@ -24,9 +24,9 @@ import types as pytypes
 import typing
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
+from esc.config.batch import check_batch_options, plan_batch
 from esc.errors import ESCError
-from esc.utils.batch import check_batch_options, plan_batch
-from esc.utils.checkpoint import WEIGHTS_FORMATS
+from esc.io.checkpoint import WEIGHTS_FORMATS
 
 NoneType = type(None)
 BAD_SAMPLE_MODES = ('error', 'skip')
@@ -54,7 +54,7 @@ COMMON_DATASET_KEYS: Dict[str, Spec] = {
     'use_shuffle': BOOL,  # unread (basicsr shuffles every training set); the official option files carry it
     'prefetch_mode': optional(STR), 'num_prefetch_queue': INT, 'pin_memory': BOOL, 'persistent_workers': BOOL,
     'bad_samples': STR, 'scan': BOOL,  # ESC: esc.data.resumable
-    'total_batch_size': INT, 'accumulate_grad_batches': INT, 'max_batch_size_per_gpu': INT,  # ESC: esc.utils.batch
+    'total_batch_size': INT, 'accumulate_grad_batches': INT, 'max_batch_size_per_gpu': INT,  # ESC: esc.config.batch
 }
 _PAIRED = {'dataroot_gt': SEQ + STR, 'dataroot_lq': SEQ + STR, 'meta_info_file': optional(STR),
            'filename_tmpl': STR, 'gt_size': INT, 'use_hflip': BOOL, 'use_rot': BOOL, 'mean': optional(SEQ),
@@ -103,14 +103,14 @@ PATH_KEYS: Dict[str, Spec] = {
 }
 LOGGER_KEYS: Dict[str, Spec] = {
     'print_freq': NUM, 'save_checkpoint_freq': NUM, 'use_tb_logger': BOOL, 'keep_last': optional(INT),
-    'weights_format': STR,  # ESC: esc.utils.checkpoint
+    'weights_format': STR,  # ESC: esc.io.checkpoint
     'wandb': {'project': optional(STR), 'resume_id': optional(STR), 'entity': optional(STR)},
 }
 TOP_KEYS: Dict[str, Spec] = {
     'name': STR, 'model_type': STR, 'scale': NUM, 'num_gpu': INT + STR, 'manual_seed': optional(INT),
     'datasets': 'datasets', 'network_g': 'network', 'network_d': 'network', 'path': PATH_KEYS, 'logger': LOGGER_KEYS,
     'dist_params': {'backend': STR, 'port': INT}, 'find_unused_parameters': BOOL,
-    # derived when the options are parsed (esc.utils.option_file.parse_options)
+    # derived when the options are parsed (esc.config.reader.parse_options)
     'is_train': BOOL, 'dist': BOOL, 'rank': INT, 'world_size': INT, 'auto_resume': BOOL, 'root_path': STR,
 }
 REQUIRED_TRAIN = (('train', 'total_iter'), ('train', 'optim_g'), ('logger', 'print_freq'),
@@ -237,7 +237,7 @@ def _check_datasets(value: Any, path: str) -> None:
                            f'{_suggest(dataset_type, DATASET_REGISTRY)}')
         tables = [DATASET_KEYS[c.__name__] for c in reversed(dataset_class.__mro__) if c.__name__ in DATASET_KEYS]
         if not tables:
-            raise ESCError(f'{where}.type: {dataset_type} has no option table in esc.utils.options.DATASET_KEYS')
+            raise ESCError(f'{where}.type: {dataset_type} has no option table in esc.config.validation.DATASET_KEYS')
         _check_section(dataset, {k: v for table in [COMMON_DATASET_KEYS, *tables] for k, v in table.items()},
                        f'{where}.')
 

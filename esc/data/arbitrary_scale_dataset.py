@@ -35,8 +35,8 @@ from torch.utils import data
 
 from esc.archs.bicubic_arch import imresize_to
 from esc.archs.lte_arch import check_scale, make_coord
+from esc.config.validation import BOOL, DATASET_KEYS, INT, NUM, STR, optional
 from esc.errors import ESCError
-from esc.utils.options import BOOL, DATASET_KEYS, INT, NUM, STR, optional
 
 
 def quantize(image: Tensor) -> Tensor:

@@ -35,7 +35,7 @@ from basicsr.utils.matlab_functions import imresize
 from tqdm import tqdm
 
 from esc.errors import ESCError
-from esc.utils.checkpoint import write_atomic
+from esc.io.checkpoint import write_atomic
 
 PathLike = Union[str, 'os.PathLike[str]']
 Warn = Callable[[str], None]

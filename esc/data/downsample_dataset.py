@@ -35,10 +35,10 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 from torchvision.transforms.functional import normalize
 
+from esc.config.validation import BOOL, DATASET_KEYS, INT, SEQ, STR, optional
 from esc.data.arbitrary_scale_dataset import pil_bicubic
 from esc.data.realesrgan_dataset import folder_images
 from esc.errors import ESCError
-from esc.utils.options import BOOL, DATASET_KEYS, INT, SEQ, STR, optional
 
 
 def gt_paths(opt: Dict[str, Any], option: str) -> List[str]:

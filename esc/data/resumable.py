@@ -11,7 +11,7 @@ loaders from basicsr's datasets and:
   position in the epoch's order over all processes — and draws its random crop and flips from
   generators seeded with it (:class:`TrainingSamples`), whichever worker or process loads it and
   whenever; the caller's generators are left as they were. With the batch of an optimizer step
-  fixed (``total_batch_size``, :mod:`esc.utils.batch`), one process and several train on the same
+  fixed (``total_batch_size``, :mod:`esc.config.batch`), one process and several train on the same
   crops, step for step, where the dataset size is a multiple of the world size;
 - yields per iteration the samples one process contributes to an optimizer step (micro-batch ×
   gradient accumulation), so that an iteration is an optimizer step and resuming skips whole steps;
@@ -36,9 +36,9 @@ from basicsr.data.data_sampler import EnlargedSampler
 from basicsr.utils import get_root_logger
 from torch.utils import data
 
+from esc.config.batch import training_batch_plan
+from esc.config.validation import BAD_SAMPLE_MODES
 from esc.errors import ESCError
-from esc.utils.batch import training_batch_plan
-from esc.utils.options import BAD_SAMPLE_MODES
 
 MAX_CONSECUTIVE_BAD = 10
 

@@ -23,8 +23,8 @@ from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
+from esc.config.validation import BOOL, DATASET_KEYS, INT, SEQ, optional
 from esc.errors import ESCError
-from esc.utils.options import BOOL, DATASET_KEYS, INT, SEQ, optional
 
 
 def load_sample_image(name: str) -> np.ndarray:

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from esc.data.benchmark_prep import (IMAGE_EXTENSIONS, STATUSES, PathLike, Warn, ensure_image, list_files,
                                      progress_disabled, read_image, read_image_bytes, warn_to_stderr)
 from esc.errors import ESCError
-from esc.utils.checkpoint import write_atomic
+from esc.io.checkpoint import write_atomic
 
 
 class LRFolder(NamedTuple):

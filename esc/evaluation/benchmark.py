@@ -29,7 +29,7 @@ is *not* flash attention and is labelled "fused SDPA").
 The comparison with the paper's baselines (``benchmark.py compare``, issue 31) measures each network of
 :data:`COMPARE_NETWORKS` as the ``network_g`` of its DFLIP test option file builds it, case by case as above,
 and sets ESC's advantage (the baseline's figure over ESC's) beside Table 4's and the paper's claimed ratios
-(:mod:`esc.utils.paper`).
+(:mod:`esc.evaluation.paper`).
 """
 from __future__ import annotations
 
@@ -54,18 +54,17 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import torch
 from torch import Tensor, nn
 
-import _checkout  # noqa: F401  (this checkout's esc on sys.path; before any esc import)
+from esc.acceleration import FastPath
 from esc.archs import NETWORKS
 from esc.archs.attention import WindowAttention, normalize_attn_type, resolve_attn_type
 from esc.archs.esc_arch import STREAMING, VARIANTS, build_variant
 from esc.archs.flashbias import FactorisedWindowAttention, factorise_network, compare_on_image, window_attention
-from esc.acceleration import FastPath
 from esc.archs.streaming import tune_glibc_malloc
+from esc.config.reader import read_option_file
 from esc.errors import ESCError
+from esc.evaluation.complexity import HD_OUTPUT, count_parameters
+from esc.evaluation.paper import CLAIMED_RATIOS, TABLE4
 from esc.upscaler import autocast, check_dtype, resolve_device
-from esc.utils.complexity import HD_OUTPUT, count_parameters
-from esc.utils.option_file import read_option_file
-from esc.utils.paper import CLAIMED_RATIOS, TABLE4
 
 DEFAULT_SCHEDULE: Dict[str, Tuple[int, int]] = {'cpu': (3, 10), 'cuda': (10, 100)}
 """(warm-up passes, timed passes) per device when none are given."""
@@ -519,12 +518,13 @@ def run_spec_isolated(spec: Dict[str, Any], timeout: Optional[float] = None) -> 
 
     Raises :class:`BenchmarkTimeout` past ``timeout`` seconds and :class:`ESCError` if the child fails.
     """
-    engine = str(Path(__file__).resolve())  # the child runs this very file (see the end of it)
+    package_root = str(Path(__file__).resolve().parents[2])  # the child imports the same esc as this process
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [package_root, os.environ.get('PYTHONPATH')]))}
     with tempfile.TemporaryDirectory(prefix='esc-benchmark-') as tmp:
         result_path = Path(tmp) / 'record.json'
         try:
-            proc = subprocess.run([sys.executable, engine, '--child', json.dumps(spec), str(result_path)],
-                                  capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run([sys.executable, '-m', 'esc.evaluation.benchmark', '--child', json.dumps(spec),
+                                   str(result_path)], capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
             raise BenchmarkTimeout(f'{describe(spec)}: no result within {timeout:g} s') from None
         if not result_path.is_file():
@@ -963,7 +963,7 @@ def iter_flashbias(cases: Iterable[Tuple[str, Dict[str, Any]]], ranks: Sequence[
 
 def flashbias_header(ranks: Sequence[int], attn_types: Sequence[str] = ('flashbias',), unit: str = 'ms') -> Tuple[str, ...]:
     return ('Case', f'Exact: median (min) {unit} / MB', *(f'{label}: median (min) {unit} / MB, speed-up'
-                                                         for label, _, _ in flashbias_columns(ranks, attn_types)))
+                                                          for label, _, _ in flashbias_columns(ranks, attn_types)))
 
 
 def flashbias_cells(row: FlashBiasRow) -> List[str]:
@@ -1002,7 +1002,7 @@ FLASHBIAS_ACCURACY_HEADER = ('Rank', 'Least energy kept (a layer)', 'PSNR vs exa
 
 # --- ESC against the paper's baselines (issue 31): the comparison of its abstract and Table 4 ------------------------
 
-CHECKOUT = Path(__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[2]  # the checkout's options/ (scripts/benchmark.py runs from one)
 
 COMPARE_NETWORKS: Dict[str, str] = {
     'ESC': 'options/test/ESC/*_X{scale}_DFLIP.yml',
@@ -1010,7 +1010,7 @@ COMPARE_NETWORKS: Dict[str, str] = {
     'ATD-lt': 'options/test/ATDLight/*_X{scale}.yml',
     'HiT-SRF': 'options/test/HiTSRF/*_X{scale}.yml',
 }
-"""The networks of the comparison, by the names of the paper's Table 4 (:data:`esc.utils.paper.TABLE4`), each with
+"""The networks of the comparison, by the names of the paper's Table 4 (:data:`esc.evaluation.paper.TABLE4`), each with
 the pattern (under the checkout; ``{scale}`` filled in) of the DFLIP test option file whose ``network_g`` builds it,
 so the benchmark measures the configurations those files evaluate and keeps no copy of them."""
 REFERENCE = 'ESC'
@@ -1111,7 +1111,8 @@ def paper_ratio(name: str, scale: int, quantity: str) -> Optional[float]:
 
 
 def claimed_ratios(name: str, scale: int, quantity: str) -> List[Dict[str, Any]]:
-    """What the paper's text claims for ESC against ``name`` at ``scale`` (:data:`esc.utils.paper.CLAIMED_RATIOS`)."""
+    """What the paper's text claims for ESC against ``name`` at ``scale``
+    (:data:`esc.evaluation.paper.CLAIMED_RATIOS`)."""
     return [dict(ratio=c.ratio, where=c.where) for c in CLAIMED_RATIOS
             if (c.baseline, c.scale, c.quantity) == (name, scale, quantity)]
 
@@ -1180,5 +1181,5 @@ def compare_cells(entry: Dict[str, Any]) -> List[str]:
 
 if __name__ == '__main__':  # the measuring subprocess of run_spec_isolated: --child SPEC_JSON RESULT_PATH
     if sys.argv[1:2] != ['--child']:
-        sys.exit('scripts/_benchmark_engine.py is the engine of scripts/benchmark.py, not a command; run that')
+        sys.exit('esc/evaluation/benchmark.py is the engine of scripts/benchmark.py, not a command; run that')
     child_main(sys.argv[2:])

@@ -12,7 +12,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from torch import nn
 
-from esc.utils.paper import TABLE2
+from esc.evaluation.paper import TABLE2
 
 HD_OUTPUT = (720, 1280)  # (H, W) of the super-resolved image
 

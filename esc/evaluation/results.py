@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from esc.errors import ESCError
-from esc.utils.checkpoint import write_atomic
-from esc.utils.paper import BENCHMARKS, TABLE2, TABLE4, PaperRow
+from esc.evaluation.paper import BENCHMARKS, TABLE2, TABLE4, PaperRow
+from esc.io.checkpoint import write_atomic
 
 if TYPE_CHECKING:
     import matplotlib.figure

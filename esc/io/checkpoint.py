@@ -32,7 +32,7 @@ from torch import Tensor
 
 from esc.archs.lte_arch import is_official_container, read_official_container
 from esc.errors import ESCError
-from esc.utils.checkpoint_checks import check_tensors, check_weights
+from esc.io.state_dict_checks import check_tensors, check_weights
 
 # basicsr's MultiStepRestartLR keeps its milestones in a Counter; allow it in weights-only loading
 torch.serialization.add_safe_globals([collections.Counter])
@@ -120,7 +120,7 @@ def read_checkpoint(path: str, param_key: Optional[str], option: str = 'path.pre
     than taken (resuming training).
 
     This is the one opener of network weights: before a value is read, the file's cost is bounded by its size
-    (:func:`_load_pytorch_file`, :func:`esc.utils.checkpoint_checks.check_storage`), and what is not a state dict
+    (:func:`_load_pytorch_file`, :func:`esc.io.state_dict_checks.check_storage`), and what is not a state dict
     of named, non-empty tensors is one line naming the file and the key."""
     if not osp.isfile(path):
         raise ESCError(f'{option}: no such file {path}')

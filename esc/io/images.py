@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from esc.errors import ESCError
-from esc.utils.checkpoint import write_atomic
+from esc.io.checkpoint import write_atomic
 
 WRITABLE = ('.png', '.jpg', '.jpeg', '.webp', '.tif', '.tiff', '.bmp')
 """Extensions results are written as."""

@@ -4,7 +4,7 @@ A checkpoint or an option file declares a network by its options, and the memory
 faster than any one option: the dense position bias of a window attention layer is heads × ws² × ws² numbers
 (window 128: 4.3 GB for four heads), a naive attention holds that many scores for every window it computes at
 once, and ``dim: 200000`` or ``n_blocks: 100000`` is terabytes of weights. Bounding the options one by one
-(:func:`esc.utils.checkpoint_checks.check_option_bounds`) keeps the arithmetic here quick; :func:`check_memory`
+(:func:`esc.io.state_dict_checks.check_option_bounds`) keeps the arithmetic here quick; :func:`check_memory`
 then compares an estimate of the whole cost — weights, and the peak of the activations for the input size, batch,
 tiling and attention backend the network will run with (:class:`Workload`) — with the memory the device has free,
 and refuses in one line before a tensor is allocated.
@@ -14,7 +14,7 @@ analytically (:func:`parameter_count`, exact for the ESC family: ``ESC``, ``ESCF
 tests/test_hostile_checkpoints.py checks it against built networks); the activations count the feature maps each
 execution path keeps alive at once (row-strip streaming on the CPU keeps three, a plain pass about a dozen,
 training every layer's inputs for the backward pass), the dense bias where the backend reads one, and the scores
-where the backend materialises them (``naive``, and the ONNX graphs of :mod:`esc.export`). Other networks
+where the backend materialises them (``naive``, and the ONNX graphs of :mod:`esc.commands.export`). Other networks
 (the baselines) are not estimated.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 
 from esc.archs.streaming import STRIP_PIXELS
 from esc.errors import ESCError
-from esc.utils.checkpoint_checks import check_option_bounds
+from esc.io.state_dict_checks import check_option_bounds
 
 FLOAT_BYTES = 4
 """Every figure is for float32 (autocast halves some activations; the estimate does not count on it)."""
@@ -258,9 +258,9 @@ def estimate_memory(options: Mapping[str, Any], workload: Workload, device: Any 
 
 
 def memory_limit(device: Any = 'cpu') -> int:
-    """Bytes a network may take on ``device``: :data:`~esc.utils.image_io.MEMORY_SHARE` of the memory available
-    now (host memory, :func:`~esc.utils.image_io.available_memory`; a CUDA device's free memory)."""
-    from esc.utils.image_io import FALLBACK_MEMORY, MEMORY_SHARE  # imported here: image_io needs OpenCV
+    """Bytes a network may take on ``device``: :data:`~esc.io.images.MEMORY_SHARE` of the memory available
+    now (host memory, :func:`~esc.io.images.available_memory`; a CUDA device's free memory)."""
+    from esc.io.images import FALLBACK_MEMORY, MEMORY_SHARE  # imported here: esc.io.images needs OpenCV
 
     device = torch.device(device)
     if device.type == 'cuda' and torch.cuda.is_available():
@@ -271,11 +271,11 @@ def memory_limit(device: Any = 'cpu') -> int:
 
 
 def available_memory() -> Optional[int]:
-    """:func:`esc.utils.image_io.available_memory` (imported when asked: image_io needs OpenCV, which the networks
+    """:func:`esc.io.images.available_memory` (imported when asked: esc.io.images needs OpenCV, which the networks
     and the spandrel hook do not)."""
-    from esc.utils import image_io
+    from esc.io import images
 
-    return image_io.available_memory()
+    return images.available_memory()
 
 
 def check_memory(options: Mapping[str, Any], workload: Workload, source: str, device: Any = 'cpu',

@@ -8,7 +8,7 @@ and every audio stream is copied packet for packet, without re-encoding. It is w
 file renamed into place at the end, so a failed or interrupted run leaves nothing behind.
 
 The frame size the container's header declares is checked against the pixel limit images are checked against
-(:func:`esc.utils.image_io.check_pixels`: ``--max-pixels``, by default what the available memory holds) before
+(:func:`esc.io.images.check_pixels`: ``--max-pixels``, by default what the available memory holds) before
 any frame is decoded, and every frame decoded later is checked against it too (a stream may change size).
 A damaged or truncated input is refused rather than upscaled with its damage: the whole file is demuxed and
 decoded once before any frame is upscaled (seconds, against minutes or hours of upscaling), and every error
@@ -31,9 +31,9 @@ import numpy as np
 from tqdm import tqdm
 
 from esc.errors import ESCError
+from esc.io.checkpoint import atomic_path
+from esc.io.images import MAX_PIXELS_OPTION, check_pixels, open_regular_file, pixel_limit
 from esc.upscaler import Upscaler
-from esc.utils.checkpoint import atomic_path
-from esc.utils.image_io import MAX_PIXELS_OPTION, check_pixels, open_regular_file, pixel_limit
 
 CONTAINERS = {'.mp4': 'mp4', '.m4v': 'mp4', '.mov': 'mov', '.mkv': 'matroska', '.webm': 'webm'}
 """The video file extensions results are written as, and FFmpeg's name for each container."""

@@ -7,7 +7,7 @@ SSIM, computed by pyiqa's networks from weight files on disk.
 
 FID compares two sets of images, not an image with its ground truth, so it is no per-image basicsr metric:
 :func:`fid_between_folders` computes it over a folder of SR images and the folder of ground truths (the real-world
-table command, ``esc/realworld_table.py``, does).
+table command, ``esc/commands/realworld_table.py``, does).
 
 Each network reads local files only, by default under ``experiments/pretrained_models/iqa/`` (``weights`` and
 ``backbone_weights`` name others): pyiqa's file for the metric and, for LPIPS and DISTS, torchvision's ImageNet

@@ -28,8 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from esc.acceleration import FastPath
+from esc.config.validation import BOOL, Types
 from esc.upscaler import autocast, check_dtype
-from esc.utils.options import BOOL, Types
 
 AMP_KEYS: Dict[str, Types] = {'use_amp': BOOL, 'amp_bf16': BOOL, 'use_compile': BOOL, 'use_channels_last': BOOL}
 """The option keys, in ``train`` and in ``val``."""

@@ -4,7 +4,7 @@
   autocast, finite check, scaled backward, step, EMA); subclasses change only the losses
   (:meth:`ESCModel.training_losses`) or, for two networks, reuse its pieces (:mod:`esc.models.real_model`);
 - gradient accumulation, so that the batch of an optimizer step is the same on any number of GPUs
-  (``datasets.train.total_batch_size``, :mod:`esc.utils.batch`): each iteration's batch is split into
+  (``datasets.train.total_batch_size``, :mod:`esc.config.batch`): each iteration's batch is split into
   micro-batches, DDP synchronises the last one's gradients only, and each micro-batch's loss is divided by their
   number (the mean over the whole batch); the learning-rate schedule, the warm-up and checkpoints count
   iterations, which are optimizer steps;
@@ -24,7 +24,7 @@
 - checkpoints and training states are written to a temporary file and renamed, so a kill during
   a save never leaves a truncated file behind; network weights as ``.pth`` or, with
   ``logger.weights_format: safetensors``, as safetensors files that carry the network options and scale
-  (:mod:`esc.utils.checkpoint`);
+  (:mod:`esc.io.checkpoint`);
 - training states carry every rank's random-generator states (and what a subclass adds, see
   :meth:`ESCModel.rank_training_state`), restored on resume, so that with
   :mod:`esc.data.resumable` a resumed run continues exactly as an uninterrupted one; only the newest
@@ -53,13 +53,13 @@ from tqdm import tqdm
 
 from esc.archs.attention import describe_attention
 from esc.archs.layers import pad_to_multiple
+from esc.config.batch import BatchPlan, training_batch_plan
+from esc.config.validation import INT, MODEL_KEYS, STR, optional
 from esc.errors import ESCError
+from esc.io.checkpoint import atomic_torch_save, prune_checkpoints, read_state_dict, save_weights
+from esc.io.memory_estimate import Workload, check_memory, window_workload
+from esc.io.state_dict_checks import check_weights
 from esc.models.amp import AMP_KEYS, is_compiled, mark_dynamic_size, read_acceleration, uncompiled
-from esc.utils.batch import BatchPlan, training_batch_plan
-from esc.utils.checkpoint import atomic_torch_save, prune_checkpoints, read_state_dict, save_weights
-from esc.utils.checkpoint_checks import check_weights
-from esc.utils.memory_estimate import Workload, check_memory, window_workload
-from esc.utils.options import INT, MODEL_KEYS, STR, optional
 from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
 
@@ -71,7 +71,7 @@ DEFAULT_MAX_SKIPS = 10
 
 
 def network_workload(opt: Mapping[str, Any]) -> Workload:
-    """What ``network_g`` runs on in this run, for its memory estimate (:mod:`esc.utils.memory_estimate`): training,
+    """What ``network_g`` runs on in this run, for its memory estimate (:mod:`esc.io.memory_estimate`): training,
     one micro-batch of LR patches (``datasets.train.gt_size`` / ``scale``); testing, a ``val.tile`` tile, else one
     attention window (image sizes are not known before the images are read)."""
     network = opt.get('network_g') or {}

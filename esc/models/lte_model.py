@@ -27,11 +27,11 @@ import torch.distributed as dist
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from esc.archs.lte_arch import LTEHead, check_data_norm
+from esc.config.validation import INT, MODEL_KEYS, NUM, optional
 from esc.data.arbitrary_scale_dataset import check_training_options, make_queries
 from esc.errors import ESCError
+from esc.io.checkpoint import read_checkpoint
 from esc.models.esc_model import ESCModel
-from esc.utils.checkpoint import read_checkpoint
-from esc.utils.options import INT, MODEL_KEYS, NUM, optional
 
 
 def crop_border(scale: float, y_channel: bool) -> int:

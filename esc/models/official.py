@@ -12,7 +12,7 @@ this project's, and is registered here under the official name as a subclass:
   :class:`~esc.models.real_model.ESCRealESRGANModel`.
 
 A subclass, not a second registration of the same class: basicsr logs and names the model by its class, so a run
-says which name its option file used, and the option checks (:mod:`esc.utils.options`) read the keys of every class
+says which name its option file used, and the option checks (:mod:`esc.config.validation`) read the keys of every class
 in the method resolution order, so each official name accepts the options of the model it stands for. The one thing
 a subclass adds is the official evaluation: the official models reflect-pad the LR image to a multiple of the
 window inside their test step, which this project's models do when ``val.pad_to_multiple`` says so; the official
@@ -29,9 +29,9 @@ from typing import Any, Dict
 
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from esc.config.validation import MODEL_KEYS
 from esc.models.esc_model import ESCModel
 from esc.models.real_model import ESCRealESRGANModel, ESCRealESRNetModel
-from esc.utils.options import MODEL_KEYS
 
 
 class OfficialEvaluation:

@@ -1,7 +1,7 @@
 """A run's folders, the lock that keeps two live runs out of one folder, and its log and tensorboard files.
 
 A training run writes to ``experiments/<name>/`` (and ``tb_logger/<name>/``), a test run to ``results/<name>/``;
-``name`` is one folder name (:func:`esc.utils.option_file.check_run_name`). ``path.experiments_root`` and
+``name`` is one folder name (:func:`esc.config.reader.check_run_name`). ``path.experiments_root`` and
 ``path.results_root`` may name another parent folder, so what a run may do to a folder is settled here, whatever
 the option file says:
 
@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 import torch
 
 from esc.errors import ESCError
-from esc.utils.checkpoint import write_atomic
+from esc.io.checkpoint import write_atomic
 
 LOG_FORMAT = '%(asctime)s %(levelname)s: %(message)s'
 LOGGER_NAME = 'basicsr'
