@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from esc import ESC, convert_flashbias, convert_safetensors, export
+from esc import ESC
+from esc.commands import convert_flashbias, convert_safetensors, export
 from tests.test_entrypoints import TINY_NET
 
 COMMANDS = {'esc-export': (export, '.onnx', ()), 'esc-convert-flashbias': (convert_flashbias, '.pth', ('--rank', 8)),
