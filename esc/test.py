@@ -3,8 +3,9 @@
     python esc/test.py -opt options/test/ESC/test_ESC_X2_DIV2K.yml      # or: esc-test -opt ...
 
 Paths are relative to the working directory; results go to ``results/<name>/`` (an earlier folder of that name is
-archived beside it first, unless a live run holds it). :func:`test` is the whole run: options → the results folder
-(locked while the run lives) → logs → one loader per test set → model → each set evaluated in turn.
+archived beside it first, unless a live run holds it). :func:`test` is the whole run: options → this process
+(process group, devices, seeds) → the files the options name → the results folder (locked while the run lives) →
+logs → one loader per test set → model → each set evaluated in turn.
 """
 from __future__ import annotations
 
@@ -24,14 +25,23 @@ import torch.distributed as dist  # noqa: E402
 from basicsr.data import build_dataloader, build_dataset  # noqa: E402
 from basicsr.models import build_model  # noqa: E402
 
-from esc.config.reader import describe_options, parse_options  # noqa: E402
+from esc.config.reader import check_paths, command_line, describe_options, read_options  # noqa: E402
+from esc.data.benchmark_prep import check_benchmark_pairs  # noqa: E402
+from esc.metrics import check_metric_options  # noqa: E402
 from esc.utils.cli import run_loop  # noqa: E402
+from esc.utils.dist import check_num_gpu, seed_everything, start_process_group  # noqa: E402
 from esc.utils.experiment import RunLock, RunLog, environment, prepare_results_folder  # noqa: E402
 
 
 def test(argv: Sequence[str]) -> int:
     """One test run, as ``esc/test.py`` runs it with the command-line arguments ``argv``; the exit status."""
-    opt, _ = parse_options(argv, is_train=False)
+    args = command_line(argv, is_train=False)
+    opt = read_options(args, is_train=False)  # read, validated and derived: nothing done to this process yet
+    # this process: its process group, its devices, its random generators
+    opt['rank'], opt['world_size'] = start_process_group(args.launcher, opt.get('dist_params'))
+    opt['num_gpu'] = check_num_gpu(opt.get('num_gpu', 'auto'))
+    opt['manual_seed'] = seed_everything(opt.get('manual_seed'), opt['rank'])
+    check_paths(opt, check_benchmark_pairs, check_metric_options)  # every file the options name, before any is read
     torch.backends.cudnn.benchmark = True
     log = RunLog(opt['rank']).start()
     lock: Optional[RunLock] = None
@@ -45,7 +55,7 @@ def test(argv: Sequence[str]) -> int:
             dist.barrier()
         log.to_file(osp.join(opt['path']['log'], f"test_{opt['name']}_{time.strftime('%Y%m%d_%H%M%S')}.log"))
         logger = log.logger
-        logger.info(environment())
+        logger.info(environment(esc.__version__))
         for message in messages:
             logger.info(message)
         logger.info(describe_options(opt))

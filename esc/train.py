@@ -8,7 +8,8 @@ Add ``--auto_resume`` to continue from the newest complete training state of the
 relative to the working directory: option files read ``datasets/`` and ``experiments/pretrained_models/``; runs
 go to ``experiments/<name>/`` and ``tb_logger/<name>/``.
 
-:func:`train` is the whole run, top to bottom: options → the run's folder (locked while the run lives) → logs →
+:func:`train` is the whole run, top to bottom: options → this process (process group, devices, seeds, the batch plan
+on its world size) → the files the options name → the run's folder (locked while the run lives) → logs →
 data → model → resume → the loop (learning rate, batch, one optimizer step, logs, checkpoints, validation) →
 the final weights and validation. basicsr supplies the registries, datasets, losses, metrics and models' building
 blocks; the loop and the training step (:meth:`esc.models.esc_model.ESCModel.optimize_parameters`) are ESC's.
@@ -32,10 +33,13 @@ import torch.distributed as dist  # noqa: E402
 from basicsr.models import build_model  # noqa: E402
 
 from esc.config.batch import training_batch_plan  # noqa: E402
-from esc.config.reader import describe_options, parse_options  # noqa: E402
+from esc.config.reader import check_paths, command_line, describe_options, read_options  # noqa: E402
+from esc.data.benchmark_prep import check_benchmark_pairs  # noqa: E402
 from esc.data.resumable import create_train_val_dataloader  # noqa: E402
 from esc.io.checkpoint import load_resume_state  # noqa: E402
+from esc.metrics import check_metric_options  # noqa: E402
 from esc.utils.cli import run_loop  # noqa: E402
+from esc.utils.dist import check_num_gpu, seed_everything, start_process_group  # noqa: E402
 from esc.utils.experiment import (RunLock, RunLog, copy_option_file, environment, free_space_note,  # noqa: E402
                                   lock_run_folders, prepare_training_folders, release_all, tensorboard_enabled,
                                   tensorboard_folder, training_folders)
@@ -77,7 +81,14 @@ def validate(model: Any, val_loaders: List[Any], iteration: int, tb_logger: Any,
 
 def train(argv: Sequence[str]) -> int:
     """One training run, as ``esc/train.py`` runs it with the command-line arguments ``argv``; the exit status."""
-    opt, args = parse_options(argv, is_train=True)
+    args = command_line(argv, is_train=True)
+    opt = read_options(args, is_train=True)  # read, validated and derived: nothing done to this process yet
+    # this process: its process group, its devices, its random generators, and the batch split over the group
+    opt['rank'], opt['world_size'] = start_process_group(args.launcher, opt.get('dist_params'))
+    opt['num_gpu'] = check_num_gpu(opt.get('num_gpu', 'auto'))
+    opt['manual_seed'] = seed_everything(opt.get('manual_seed'), opt['rank'])
+    batch_plan = training_batch_plan(opt)  # one line where total_batch_size does not split over world_size
+    check_paths(opt, check_benchmark_pairs, check_metric_options)  # every file the options name, before any is read
     torch.backends.cudnn.benchmark = True
     rank = opt['rank']
     log = RunLog(rank).start()
@@ -96,10 +107,10 @@ def train(argv: Sequence[str]) -> int:
         started_at = time.strftime('%Y%m%d_%H%M%S')
         log_file = log.to_file(osp.join(opt['path']['log'], f"train_{opt['name']}_{started_at}.log"))
         logger = log.logger
-        logger.info(environment())
+        logger.info(environment(esc.__version__))
         for message in messages:
             logger.info(message)
-        logger.info(f"{training_batch_plan(opt).describe()}\n{describe_options(opt)}")
+        logger.info(f"{batch_plan.describe()}\n{describe_options(opt)}")
         logger.info(free_space_note(opt['path']['experiments_root']))
         if rank == 0 and tensorboard_enabled(opt) and ((opt['logger'].get('wandb') or {}).get('project')):
             from basicsr.utils import init_wandb_logger  # wandb mirrors the tensorboard logs, as in basicsr's runs

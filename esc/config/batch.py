@@ -111,5 +111,5 @@ def plan_batch(dataset_opt: Mapping[str, Any], world_size: int, where: str = 'da
 
 
 def training_batch_plan(opt: Mapping[str, Any]) -> BatchPlan:
-    """The :class:`BatchPlan` of a parsed training option set (``world_size`` as basicsr's ``parse_options`` set it)."""
+    """The :class:`BatchPlan` of a parsed training option set (``world_size`` as the training loop set it)."""
     return plan_batch(opt['datasets']['train'], int(opt.get('world_size', 1)))

@@ -10,27 +10,27 @@ The option-file format is basicsr's (its keys, sections and registries), read he
   as Python (:func:`apply_overrides`);
 - every key is checked (:func:`esc.config.validation.validate_options`) before and after the overrides, the run's
   ``name`` is one folder name, and every dataset, weight and metric file is checked to exist before anything
-  is built (:func:`check_paths`);
-- what basicsr's option format derives is derived the same way: the process group (``--launcher``), ``rank``
-  and ``world_size``, the seed, ``num_gpu: auto``, each dataset's ``phase`` and ``scale``, and the run's folders
-  under ``experiments/<name>/`` (training) or ``results/<name>/`` (testing).
+  is built (:func:`check_paths`, given the dataset and metric checks by the loop);
+- what basicsr's option format derives from the file alone is derived the same way: ``dist``, each dataset's
+  ``phase`` and ``scale``, and the run's folders under ``experiments/<name>/`` (training) or ``results/<name>/``
+  (testing).
+
+Reading is pure: it starts no process group, seeds no generator and asks no device anything. What depends on the
+process (``rank``, ``world_size``, ``num_gpu``, the seed) is set by the loop that needs it, through
+:mod:`esc.utils.dist`, after :func:`read_options`.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import os.path as osp
-import random
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-import numpy as np
-import torch
 import yaml
 
 from esc.config.validation import validate_options
 from esc.errors import ESCError
-from esc.utils.dist import get_dist_info, init_dist
 
 LAUNCHERS = ('none', 'pytorch', 'slurm')
 EXPANSION_FLOOR = 10_000
@@ -156,14 +156,20 @@ def _expand(value: Any) -> Any:
 
 DATASET_PATH_KEYS = ('dataroot_gt', 'dataroot_lq', 'meta_info_file')
 WEIGHT_PATH_KEYS = ('pretrain_network_g', 'pretrain_network_d')
+PairCheck = Callable[[str, str, int, str], Any]
+"""Checks that an HR and an LR folder pair up at a scale (``gt_folder, lq_folder, scale, filename_tmpl``), one
+line naming the first file that does not: :func:`esc.data.benchmark_prep.check_benchmark_pairs`."""
+MetricCheck = Callable[[Mapping[str, Any], str], None]
+"""Checks what one ``val.metrics.<name>`` entry needs (``metric_options, option``), one line naming the option:
+:func:`esc.metrics.check_metric_options`."""
 
 
-def check_paths(opt: Dict[str, Any]) -> None:
+def check_paths(opt: Dict[str, Any], check_pairs: PairCheck, check_metric: MetricCheck) -> None:
     """One line naming the option and the path, for every dataset folder, meta-info file, pretrained
     weight file or metric weight file the (parsed) options name but the disk lacks, and for evaluation
-    HR/LR folders that do not pair up at the option's scale; run before anything is built."""
-    from esc.data.benchmark_prep import check_benchmark_pairs  # basicsr-land, imported only when options are checked
-
+    HR/LR folders that do not pair up at the option's scale; run before anything is built. The pairing and the
+    metrics' files are the data's and the metrics' own checks, which the loop passes in (configuration sits below
+    them)."""
     for phase, dataset in (opt.get('datasets') or {}).items():
         dataset = dataset or {}
         for key in DATASET_PATH_KEYS:
@@ -174,17 +180,15 @@ def check_paths(opt: Dict[str, Any]) -> None:
         if (not phase.startswith('train') and dataset.get('type') == 'PairedImageDataset'
                 and (dataset.get('io_backend') or {}).get('type') == 'disk' and 'meta_info_file' not in dataset
                 and isinstance(dataset.get('dataroot_gt'), str) and isinstance(dataset.get('dataroot_lq'), str)):
-            check_benchmark_pairs(dataset['dataroot_gt'], dataset['dataroot_lq'], int(opt.get('scale', 1)),
-                                  dataset.get('filename_tmpl', '{}'))
+            check_pairs(dataset['dataroot_gt'], dataset['dataroot_lq'], int(opt.get('scale', 1)),
+                        dataset.get('filename_tmpl', '{}'))
     for key in WEIGHT_PATH_KEYS:
         path = (opt.get('path') or {}).get(key)
         if isinstance(path, str) and not osp.isfile(path):
             raise ESCError(f'path.{key}: no such file {path} (paths are relative to {os.getcwd()})')
-    from esc.metrics import check_metric_options  # the weight files of pyiqa's metrics
-
     for name, metric in ((opt.get('val') or {}).get('metrics') or {}).items():
         if isinstance(metric, dict):
-            check_metric_options(metric, f'val.metrics.{name}')
+            check_metric(metric, f'val.metrics.{name}')
 
 
 def _as_list(value: Any) -> List[str]:
@@ -215,10 +219,10 @@ def derive_paths(opt: Dict[str, Any], root: str, is_train: bool) -> None:
         paths.update(results_root=run, log=run, visualization=osp.join(run, 'visualization'))
 
 
-def parse_options(argv: Sequence[str], is_train: bool, root: Optional[str] = None) -> Tuple[Dict[str, Any], argparse.Namespace]:
-    """The options of a run, from the command line ``argv``; the process group is started for ``--launcher``
-    pytorch/slurm. ``root`` (default: the working directory) holds ``experiments/``, ``results/`` and ``tb_logger/``."""
-    args = command_line(argv, is_train)
+def read_options(args: argparse.Namespace, is_train: bool, root: Optional[str] = None) -> Dict[str, Any]:
+    """The options of a run from its command line (:func:`command_line`): the option file read, validated before
+    and after ``--force_yml`` and the derivations, with nothing done to the process (see the module's docstring).
+    ``root`` (default: the working directory) holds ``experiments/``, ``results/`` and ``tb_logger/``."""
     root = os.getcwd() if root is None else root
     opt = read_option_file(args.opt)
     validate_options(opt, is_train)
@@ -229,14 +233,6 @@ def parse_options(argv: Sequence[str], is_train: bool, root: Optional[str] = Non
     check_run_name(opt.get('name'))
 
     opt['dist'] = args.launcher != 'none'
-    if opt['dist']:
-        init_dist(args.launcher, **(opt.get('dist_params') or {}))
-    opt['rank'], opt['world_size'] = get_dist_info()
-    if opt.get('manual_seed') is None:
-        opt['manual_seed'] = random.randint(1, 10000)
-    seed_everything(opt['manual_seed'] + opt['rank'])
-    opt['num_gpu'] = check_num_gpu(opt.get('num_gpu', 'auto'))
-
     for phase, dataset in (opt.get('datasets') or {}).items():
         dataset['phase'] = phase.split('_')[0]
         if 'scale' in opt:
@@ -250,32 +246,7 @@ def parse_options(argv: Sequence[str], is_train: bool, root: Optional[str] = Non
             opt['val']['val_freq'] = 8
         opt['logger'].update(print_freq=1, save_checkpoint_freq=8)
     validate_options(opt, is_train)
-    check_paths(opt)
-    return opt, args
-
-
-def check_num_gpu(value: Any) -> int:
-    """``num_gpu`` as a count of the GPUs this process may use: ``auto`` is all of them (0 on a machine without one);
-    a count the machine does not have is one line (the official option files say ``num_gpu: 1``, which on a machine
-    without a GPU would otherwise fail deep in torch, asking for an NVIDIA driver)."""
-    available = torch.cuda.device_count()
-    if value == 'auto':
-        return available
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ESCError(f"num_gpu: {value!r} is not a count of GPUs (a whole number, or 'auto')")
-    if value > available:
-        found = f'finds {available} GPU{"s" * (available != 1)}' if available else 'finds no GPU'
-        raise ESCError(f'num_gpu: the option file asks for {value} GPU{"s" * (value != 1)} but this machine {found}; '
-                       "set num_gpu: auto (or 0 for the CPU), e.g. --force_yml num_gpu=auto")
-    return value
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's generators (CPU and every CUDA device), as basicsr's runs do."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
+    return opt
 
 
 def describe_options(opt: Mapping[str, Any], indent: int = 1) -> str:

@@ -110,7 +110,7 @@ TOP_KEYS: Dict[str, Spec] = {
     'name': STR, 'model_type': STR, 'scale': NUM, 'num_gpu': INT + STR, 'manual_seed': optional(INT),
     'datasets': 'datasets', 'network_g': 'network', 'network_d': 'network', 'path': PATH_KEYS, 'logger': LOGGER_KEYS,
     'dist_params': {'backend': STR, 'port': INT}, 'find_unused_parameters': BOOL,
-    # derived when the options are parsed (esc.config.reader.parse_options)
+    # derived when the options are read (esc.config.reader.read_options) or the loop sets up its process
     'is_train': BOOL, 'dist': BOOL, 'rank': INT, 'world_size': INT, 'auto_resume': BOOL, 'root_path': STR,
 }
 REQUIRED_TRAIN = (('train', 'total_iter'), ('train', 'optim_g'), ('logger', 'print_freq'),
@@ -359,7 +359,7 @@ def _check_consistency(opt: Mapping[str, Any], is_train: bool) -> None:
         if is_train and phase == 'train':
             if 'num_worker_per_gpu' not in dataset:
                 raise ESCError('datasets.train.num_worker_per_gpu: missing (required for training)')
-            if 'world_size' in opt:  # parsed: the number of processes is known
+            if 'world_size' in opt:  # the process group is up: the number of processes is known
                 plan_batch(dataset, opt['world_size'])
             else:
                 check_batch_options(dataset)

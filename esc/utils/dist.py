@@ -1,15 +1,20 @@
-"""Process-group set-up for ``--launcher pytorch`` (torchrun) and ``--launcher slurm`` on GPU or CPU.
+"""The process a run happens in, set up by the loop that runs it (esc/train.py, esc/test.py), in this order: its
+process group (:func:`start_process_group`), its devices (:func:`check_num_gpu`) and its random generators
+(:func:`seed_everything`). Reading the options (:mod:`esc.config.reader`) does none of this.
 
 basicsr's own ``init_dist`` pins every process to a CUDA device and uses NCCL, which fails on a
 machine without GPUs. This version picks NCCL when CUDA is available and gloo otherwise, and
-reports a missing launcher variable in one line. The training and test commands call it for ``--launcher``.
+reports a missing launcher variable in one line.
 """
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
+from typing import Any, Mapping, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -82,3 +87,40 @@ def init_dist(launcher: str, backend: str | None = None, port: int | None = None
             raise ESCError('dist_params.backend: nccl needs CUDA devices; use gloo on CPU')
         torch.cuda.set_device(local_rank % num_gpus)
     dist.init_process_group(backend=backend, **kwargs)
+
+
+def start_process_group(launcher: str, dist_params: Optional[Mapping[str, Any]] = None) -> Tuple[int, int]:
+    """(rank, world size) of this process once it has joined the process group of ``--launcher`` (pytorch, slurm;
+    ``dist_params`` are the option file's: backend, port); (0, 1) with nothing started for ``none``."""
+    if launcher != 'none':
+        init_dist(launcher, **(dist_params or {}))
+    return get_dist_info()
+
+
+def check_num_gpu(value: Any) -> int:
+    """``num_gpu`` as a count of the GPUs this process may use: ``auto`` is all of them (0 on a machine without one);
+    a count the machine does not have is one line (the official option files say ``num_gpu: 1``, which on a machine
+    without a GPU would otherwise fail deep in torch, asking for an NVIDIA driver)."""
+    available = torch.cuda.device_count()
+    if value == 'auto':
+        return available
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ESCError(f"num_gpu: {value!r} is not a count of GPUs (a whole number, or 'auto')")
+    if value > available:
+        found = f'finds {available} GPU{"s" * (available != 1)}' if available else 'finds no GPU'
+        raise ESCError(f'num_gpu: the option file asks for {value} GPU{"s" * (value != 1)} but this machine {found}; '
+                       "set num_gpu: auto (or 0 for the CPU), e.g. --force_yml num_gpu=auto")
+    return value
+
+
+def seed_everything(seed: Optional[int], rank: int = 0) -> int:
+    """Seed Python's, NumPy's and torch's generators (CPU and every CUDA device) with ``seed + rank``, as basicsr's
+    runs do, so that each process of a job draws its own samples; a ``seed`` the options leave out (None) is drawn
+    from 1 to 10000. Returns the run's seed (``manual_seed``, without the rank)."""
+    if seed is None:
+        seed = random.randint(1, 10000)
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    torch.manual_seed(seed + rank)
+    torch.cuda.manual_seed_all(seed + rank)
+    return seed

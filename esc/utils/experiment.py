@@ -276,14 +276,12 @@ class RunLog:
         self.logger.setLevel(self._level)
 
 
-def environment() -> str:
-    """One line on what the run runs with."""
+def environment(esc_version: str) -> str:
+    """One line on what the run runs with (``esc_version``: ``esc.__version__``, which the loop passes down)."""
     import basicsr
 
-    from esc import __version__
-
     cuda = f'CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)' if torch.cuda.is_available() else 'no GPU'
-    return (f'ESC {__version__} on basicsr {basicsr.__version__}, torch {torch.__version__} ({cuda}), '
+    return (f'ESC {esc_version} on basicsr {basicsr.__version__}, torch {torch.__version__} ({cuda}), '
             f'Python {platform.python_version()}, {os.cpu_count()} CPU cores')
 
 
