@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Protocol, Tuple, Union
 
 import av
 import av.logging
@@ -33,7 +33,6 @@ from tqdm import tqdm
 from esc.errors import ESCError
 from esc.io.checkpoint import atomic_path
 from esc.io.images import MAX_PIXELS_OPTION, check_pixels, open_regular_file, pixel_limit
-from esc.upscaler import Upscaler
 
 CONTAINERS = {'.mp4': 'mp4', '.m4v': 'mp4', '.mov': 'mov', '.mkv': 'matroska', '.webm': 'webm'}
 """The video file extensions results are written as, and FFmpeg's name for each container."""
@@ -42,6 +41,21 @@ REWRAPPED = {'.avi': '.mkv'}
 reordered frames back from it a frame late; Matroska holds whatever audio an AVI has."""
 VIDEO_EXTENSIONS = frozenset(CONTAINERS) | frozenset(REWRAPPED)
 """The extensions a file is taken for a video by."""
+
+
+class FrameUpscaler(Protocol):
+    """What a video is upscaled with: :class:`esc.upscaler.Upscaler`, named here by what this module asks of it
+    (the upscaler sits above the I/O it reads checkpoints and images with, so this module cannot import it)."""
+
+    progress: bool
+    """Whether a tiled upscale shows a progress bar of its own (set aside while a video's bar runs)."""
+
+    def upscale(self, image: np.ndarray) -> np.ndarray:
+        """An H×W×3 uint8 RGB image, upscaled."""
+
+    def bytes_per_input_pixel(self, channels: int = 3, bytes_per_channel: int = 1) -> int:
+        """The memory one input pixel costs, for the pixel limit."""
+
 
 DEFAULT_CRF = 18
 """Constant-rate-factor quality of the encoded picture: 0 is lossless for H.264, 18 is close to it, 23 is
@@ -266,13 +280,13 @@ def _scan(container: av.container.InputContainer, reader: _Reader, limit: int, o
                 frames += 1
 
 
-def _upscale_frame(model: Upscaler, frame: av.VideoFrame) -> np.ndarray:
+def _upscale_frame(model: FrameUpscaler, frame: av.VideoFrame) -> np.ndarray:
     rgb = frame.to_ndarray(format='rgb24', src_colorspace=_colour_matrix(frame),
                            src_color_range=2 if int(frame.color_range) == 2 else 1)
     return model.upscale(rgb)
 
 
-def upscale_video(model: Upscaler, source: Union[str, Path], target: Union[str, Path], crf: int = DEFAULT_CRF,
+def upscale_video(model: FrameUpscaler, source: Union[str, Path], target: Union[str, Path], crf: int = DEFAULT_CRF,
                   progress: bool = False, note: Optional[NoteCallback] = None,
                   max_pixels: Optional[int] = None) -> VideoSummary:
     """Upscale every frame of the video ``source`` with ``model`` (its tiling and precision apply) into
@@ -330,7 +344,7 @@ def upscale_video(model: Upscaler, source: Union[str, Path], target: Union[str, 
                         audio_streams=len(audio), notes=notes)
 
 
-def _transcode(model: Upscaler, container: av.container.InputContainer, video: av.VideoStream,
+def _transcode(model: FrameUpscaler, container: av.container.InputContainer, video: av.VideoStream,
                audio: List[av.AudioStream], tmp: str, target: Path, crf: int, encoder: str, reader: _Reader,
                bar: tqdm, tell: NoteCallback) -> Tuple[int, int, int]:
     """Demux ``container``, upscale its video frames and copy its audio into ``tmp``; (frames, height, width)."""
