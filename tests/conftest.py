@@ -1,43 +1,22 @@
-"""Shared fixtures: the official reference tensors in ../shared (skipped where absent) and paths."""
+"""The fixtures and hooks every test module may use: the official reference tensors in ../shared (skipped where
+absent), peak memory, the demo's weights, the shrunk IQA networks and their weight files, a seed and torch's compiler
+configuration kept per test. Plain helper functions and constants are in tests/helpers/ (no test module imports
+another, conftest.py included: tests/test_suite_layout.py checks)."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import os
+import dataclasses
 import re
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Iterator
 
 import pytest
 import torch
 
 import esc.compat  # noqa: F401  (adapts basicsr and registers the networks before any test builds one)
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get('ESC_SHARED', REPO.parent / 'shared'))
-SCRIPTS = REPO / 'scripts'
-REFERENCE_FILES = ('esc_x2.pt', 'esc_fp_x4.pt', 'esc_real_x4.pt')
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared, or a skip naming what is missing (a user's clone has no shared/)."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f'{path} is absent: the official reference data lives beside the project checkout only')
-    return path
-
-
-def load_script(name: str) -> ModuleType:
-    """scripts/<name>.py imported in this process, finding its sibling helpers as ``python scripts/<name>.py`` does."""
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location(f'scripts_{name}', SCRIPTS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers.paths import REPO, shared_path
+from tests.helpers.runs import run
 
 
 def pytest_collection_modifyitems(config, items):
@@ -104,14 +83,67 @@ def demo_weights(tmp_path_factory) -> Path:
     2-core CPU) but without its validations and tensorboard logs, once for the session: the demo test checks that it
     beats bicubic, and the tiling-seam test judges tiles on weights that have learnt something (random ones are far
     less local)."""
-    from tests.test_entrypoints import run  # esc/train.py, in this process
-
     root = tmp_path_factory.mktemp('demo')
     result = run([str(REPO / 'esc/train.py'), '-opt', str(REPO / 'options/demo/train_ESC_light_X2_demo.yml'),
                   '--force_yml', 'val:val_freq=1000', 'logger:save_checkpoint_freq=300', 'logger:use_tb_logger=false'],
                  root)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / 'experiments/demo_ESC_light_X2/models/net_g_300.pth'
+
+
+@pytest.fixture
+def small_networks(monkeypatch):
+    """pyiqa's no-reference metric networks shrunk (:data:`tests.helpers.iqa.SMALL_METRIC_NETWORKS`) for the test,
+    esc.metrics' cache of built networks emptied before and after."""
+    from esc.metrics import no_reference
+    from tests.helpers.iqa import SMALL_METRIC_NETWORKS
+
+    for metric, shrink in SMALL_METRIC_NETWORKS.items():
+        monkeypatch.setitem(no_reference.METRICS, metric, dataclasses.replace(no_reference.METRICS[metric], **shrink))
+    no_reference._cached_network.cache_clear()
+    yield
+    no_reference._cached_network.cache_clear()
+
+
+@pytest.fixture(scope='session')
+def full_reference_files(tmp_path_factory):
+    """Weight files in the published layouts with random weights, written once: torchvision's ImageNet AlexNet and
+    VGG16 (their convolutional features: the classifiers pyiqa drops are left out, as the loader allows), pyiqa's
+    LPIPS linear layers and DISTS alpha/beta, and the FID Inception. Returns {name: path}."""
+    import torchvision
+    from esc.metrics.offline import LocalWeights, pyiqa_offline
+    from pyiqa.archs import inception
+    from pyiqa.archs.lpips_arch import LPIPS
+
+    root = tmp_path_factory.mktemp('iqa_full_reference')
+    torch.manual_seed(0)
+    files = {name: root / f'{name}.pth' for name in ('alexnet', 'vgg16', 'lpips', 'dists', 'dists_other', 'fid',
+                                                     'fid_other')}
+    for name, constructor in (('alexnet', torchvision.models.alexnet), ('vgg16', torchvision.models.vgg16)):
+        features = {k: v for k, v in constructor(weights=None).state_dict().items() if k.startswith('features.')}
+        torch.save(features, files[name])
+    with pyiqa_offline(local_weights={'alexnet': LocalWeights(str(files['alexnet']), 'alexnet', 'AlexNet',
+                                                              ('classifier.',))}):
+        lpips = LPIPS(pretrained=False, net='alex', version='0.1')
+    with torch.no_grad():
+        for parameter in lpips.parameters():  # lin<i> and lins.<i> are one module under two names
+            parameter.uniform_()
+    torch.save({k: v for k, v in lpips.state_dict().items() if k.startswith('lin')}, files['lpips'])
+    for name in ('dists', 'dists_other'):
+        torch.save({'alpha': torch.rand(1, 1475, 1, 1) * 0.1, 'beta': torch.rand(1, 1475, 1, 1) * 0.1}, files[name])
+    original = inception.load_pretrained_network
+    inception.load_pretrained_network = lambda *args, **kwargs: None  # an untrained FID Inception to randomise
+    try:
+        for name in ('fid', 'fid_other'):
+            network = inception.fid_inception_v3()
+            with torch.no_grad():  # He-initialised convolutions: features that tell images apart
+                for module in network.modules():
+                    if isinstance(module, torch.nn.Conv2d):
+                        torch.nn.init.kaiming_normal_(module.weight)
+            torch.save(network.state_dict(), files[name])
+    finally:
+        inception.load_pretrained_network = original
+    return files
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from torch._dynamo.utils import counters
 from esc.acceleration import FAST, FastPath
 from esc.archs.esc_arch import ESC
 from esc.errors import ESCError
-from tests.conftest import REPO, load_script
+from tests.helpers.paths import REPO, load_script
 
 TINY = dict(dim=32, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=1, window_size=8, num_heads=2,
             upscaling_factor=2, streaming='off')

@@ -19,10 +19,9 @@ from esc.errors import ESCError
 from esc.models.amp import Acceleration
 from esc.models.lte_model import ESCLTEModel
 from esc.models.real_model import ESCRealESRGANModel
-from tests.conftest import REPO
-from tests.test_entrypoints import train_options
-from tests.test_model import model_options, training_model
-from tests.test_reliability import assert_resumes_exactly
+from tests.helpers.models import model_options, training_model
+from tests.helpers.paths import REPO
+from tests.helpers.runs import assert_resumes_exactly, train_options
 
 DEMO = REPO / 'options/demo/train_ESC_light_X2_demo.yml'
 SIZES = [(88, 96), (96, 88), (100, 120), (120, 100), (104, 136), (136, 104), (112, 150), (150, 112), (128, 128),

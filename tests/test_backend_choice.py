@@ -19,7 +19,7 @@ from esc.archs.attention import (BACKENDS, FlexBackend, choose_backend, describe
                                  resolve_attn_type)
 from esc.archs.esc_arch import ESC
 from esc.errors import ESCError
-from tests.test_model import model_options
+from tests.helpers.models import model_options
 
 FLEX = pytest.mark.skipif(not flex_attention_available(), reason='this torch has no FlexAttention')
 NET16 = dict(type='ESC', dim=32, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=1, window_size=8, num_heads=2,

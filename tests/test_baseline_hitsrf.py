@@ -24,10 +24,10 @@ from esc.config.validation import validate_options
 from esc.errors import ESCError
 from esc.evaluation.complexity import HD_OUTPUT, count_flops, count_parameters
 from esc.evaluation.paper import TABLE4
-from tests.baselines import (assert_option_file_is_the_official_one, assert_option_files_run_through_esc_test,
-                             official_test_options, random_state)
-from tests.conftest import REPO
-from tests.test_official_files import without_type
+from tests.helpers.baselines import (assert_option_file_is_the_official_one, assert_option_files_run_through_esc_test,
+                                     official_test_options, random_state)
+from tests.helpers.networks import without_type
+from tests.helpers.paths import REPO
 
 SCALES = (2, 3, 4)
 TINY = dict(embed_dim=16, depths=[3, 2], num_heads=[2, 4], base_win_size=[4, 4], hier_win_ratios=[0.5, 1, 2])

@@ -21,10 +21,10 @@ from esc.config.validation import validate_options
 from esc.errors import ESCError
 from esc.evaluation.complexity import count_flops, count_parameters
 from esc.evaluation.paper import TABLE4
-from tests.baselines import (assert_option_file_is_the_official_one, assert_option_files_run_through_esc_test,
-                             official_test_options, random_state)
-from tests.conftest import REPO
-from tests.test_official_files import without_type
+from tests.helpers.baselines import (assert_option_file_is_the_official_one, assert_option_files_run_through_esc_test,
+                                     official_test_options, random_state)
+from tests.helpers.networks import without_type
+from tests.helpers.paths import REPO
 
 SCALES = (2, 3, 4)
 BENCHMARKS = ('Set5', 'Set14', 'B100', 'Urban100', 'Manga109')

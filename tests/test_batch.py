@@ -12,9 +12,9 @@ from basicsr.models import build_model
 from esc.config.batch import plan_batch
 from esc.config.validation import validate_options
 from esc.errors import ESCError
-from tests.conftest import REPO
-from tests.test_entrypoints import free_port, train_options, write
-from tests.test_model import model_options
+from tests.helpers.models import model_options
+from tests.helpers.paths import REPO
+from tests.helpers.runs import free_port, train_options, write
 
 
 @pytest.mark.parametrize('gpus,per_gpu,accumulation', [(1, 16, 4), (2, 16, 2), (4, 16, 1), (8, 8, 1), (16, 4, 1)])

@@ -20,7 +20,7 @@ from esc.errors import ESCError
 from esc.evaluation.paper import CLAIMED_RATIOS, TABLE4
 from esc.evaluation.results import load_speed
 from esc.upscaler import check_dtype
-from tests.conftest import REPO, load_script
+from tests.helpers.paths import REPO, load_script
 
 from esc.evaluation import benchmark as engine
 from esc.evaluation.benchmark import (COMPARE_HEADER, NETWORK_HEADER, TABLE1_HEADER, TRAIN_HEADER, BenchmarkRecord,

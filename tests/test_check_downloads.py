@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from esc.archs import build_variant
-from tests.conftest import REPO, load_script
+from tests.helpers.paths import REPO, load_script
 
 downloads = load_script('_download_checks')
 

@@ -11,7 +11,7 @@ import esc.compat
 from esc.compat import BASICSR_PATCHES
 from esc.errors import ESCError
 from esc.patching import Patch, patched, plain_signature
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 
 def package_imports(package: Path) -> Dict[str, Set[str]]:

@@ -6,7 +6,7 @@ import torch
 
 import esc
 from esc.data.sample_image_dataset import SampleImageDataset
-from tests.conftest import load_script
+from tests.helpers.paths import load_script
 
 TINY = dict(dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=2, window_size=8, num_heads=2)
 BICUBIC_COFFEE_X2 = 30.5970

@@ -13,8 +13,8 @@ import torch
 
 from esc.errors import ESCError
 from esc.io.images import read_image
-from tests.conftest import REPO
-from tests.test_entrypoints import TINY_NET
+from tests.helpers.paths import REPO
+from tests.helpers.runs import TINY_NET
 
 FORMATS = ('.jpg', '.png', '.webp', '.tif')
 

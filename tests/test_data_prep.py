@@ -20,8 +20,8 @@ from basicsr.utils.matlab_functions import imresize
 from esc.data.benchmark_prep import prepare_benchmark
 from esc.data.training_prep import LRFolder, crop_positions, extract_subimages, pack_lmdb
 from esc.errors import ESCError
-from tests.conftest import REPO, load_script, shared_path
-from tests.test_entrypoints import run
+from tests.helpers.paths import REPO, load_script, shared_path
+from tests.helpers.runs import run
 
 # Bicubic rows of the SR literature (PSNR dB / SSIM on Y, border = scale).
 PAPER = {

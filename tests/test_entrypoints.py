@@ -2,96 +2,17 @@
 and slurm launchers on CPU, and one-line errors for bad input."""
 from __future__ import annotations
 
-import contextlib
-import importlib
-import io
 import os
 import re
-import socket
 import subprocess
 import sys
-import traceback
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from tests.conftest import REPO
-
-TINY_NET = dict(type='ESC', dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=2, window_size=8, num_heads=2,
-                upscaling_factor=2, exp_ratio=1.25, attn_type='auto')
-METRICS = {
-    'psnr': dict(type='calculate_psnr', crop_border=2, test_y_channel=True),
-    'ssim': dict(type='calculate_ssim', crop_border=2, test_y_channel=True),
-}
-
-
-def train_options(name: str, total_iter: int = 4) -> dict:
-    """The demo's option file, shrunk to a tiny network and a few iterations."""
-    with open(REPO / 'options/demo/train_ESC_light_X2_demo.yml') as f:
-        opt = yaml.safe_load(f)
-    opt['name'] = name
-    opt['network_g'] = dict(TINY_NET)
-    opt['datasets']['train'].update(images=['astronaut', 'camera'], gt_size=32, batch_size_per_gpu=2,
-                                    num_worker_per_gpu=0, patches_per_image=4)
-    opt['datasets']['val'].update(max_size=48)
-    opt['train'].update(total_iter=total_iter, warmup_iter=-1)
-    opt['train']['scheduler']['milestones'] = [total_iter]
-    opt['val'].update(val_freq=total_iter, pad_to_multiple=8)
-    opt['logger'].update(print_freq=1, save_checkpoint_freq=total_iter)
-    return opt
-
-
-def write(path: Path, opt: dict) -> Path:
-    path.write_text(yaml.safe_dump(opt, sort_keys=False))
-    return path
-
-
-IN_PROCESS = {REPO / 'esc' / f'{command}.py': f'esc.{command}' for command in ('train', 'test')}
-"""Commands :func:`run` runs in this process (a run is one call of the module's ``main``): seconds saved per run."""
-
-
-def run_in_process(module_name: str, argv: list, cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m <module_name> argv`` in ``cwd``, in this process: its exit status and what it printed. What a
-    process would keep to itself (the working directory, the console streams) is put back afterwards."""
-    module = importlib.import_module(module_name)
-    out, err = io.StringIO(), io.StringIO()
-    previous = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                module.main(list(argv))
-                status = 0
-            except SystemExit as exc:
-                status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-                if isinstance(exc.code, str):
-                    print(exc.code, file=sys.stderr)
-            except Exception:  # what a process would print before exiting with 1
-                traceback.print_exc()
-                status = 1
-    finally:
-        os.chdir(previous)
-    return subprocess.CompletedProcess([module_name, *argv], status, out.getvalue(), err.getvalue())
-
-
-def run(args: list, cwd: Path, env: dict | None = None, timeout: int = 300,
-        new_process: bool = False) -> subprocess.CompletedProcess:
-    """``python args`` in ``cwd``: esc/train.py and esc/test.py in this process (:func:`run_in_process`) unless
-    ``new_process`` or an environment is asked for; anything else in a new process."""
-    module = IN_PROCESS.get(Path(args[0])) if args else None
-    if module is not None and env is None and not new_process:
-        return run_in_process(module, args[1:], cwd)
-    full_env = {**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+from tests.helpers.paths import REPO
+from tests.helpers.runs import METRICS, TINY_NET, free_port, run, train_options, write
 
 
 def test_train_then_test_through_the_entrypoints(tmp_path):

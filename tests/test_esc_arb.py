@@ -28,8 +28,8 @@ from esc.commands.convert_safetensors import run as convert
 from esc.data.arbitrary_scale_dataset import ArbitraryScaleTestDataset
 from esc.errors import ESCError
 from esc.io.checkpoint import read_checkpoint
-from tests.conftest import REPO
-from tests.test_entrypoints import run, write
+from tests.helpers.paths import REPO
+from tests.helpers.runs import run, write
 
 OFFICIAL_NORM = [0.5, 0.5]
 

@@ -14,8 +14,8 @@ from basicsr.archs import build_network
 
 from esc.commands import evaluate_run
 from esc.evaluation.paper import BENCHMARKS
-from tests.conftest import REPO
-from tests.test_entrypoints import METRICS, TINY_NET, run, train_options, write
+from tests.helpers.paths import REPO
+from tests.helpers.runs import METRICS, TINY_NET, run, train_options, write
 
 
 def fake_benchmarks(root) -> dict:

@@ -15,22 +15,15 @@ from esc.commands.export import (DEFAULT_TOLERANCE, example_input, export, expor
                                  main, onnx_runner, per_sample_depthwise_3x3)
 from esc.errors import ESCError
 from esc.upscaler import DTYPES
-from tests.conftest import REPO, load_script
-from tests.test_networks import randomise, small
+from tests.helpers.networks import onnx_modules, randomise, small
+from tests.helpers.paths import REPO, load_script, shared_path
 
-ONNXRUNTIME = 'onnxruntime (and onnx, onnxscript) are optional: pip install -e .[export]'
-TINY = dict(conv_blocks=1, kernel_size=13)  # with test_networks.SMALL: dim 16, 1 block, window 8, 2 heads
+TINY = dict(conv_blocks=1, kernel_size=13)  # with tests.helpers.networks.SMALL: dim 16, 1 block, window 8, 2 heads
 SCALES = {'ESC': 2, 'ESCFP': 4, 'ESCReal': 4}
 
 
 def tiny(arch: str, **overrides):
     return randomise(small(arch, SCALES[arch], **{**TINY, **overrides}))
-
-
-def _onnx_modules():
-    pytest.importorskip('onnxruntime', reason=ONNXRUNTIME)
-    pytest.importorskip('onnxscript', reason=ONNXRUNTIME)
-    return pytest.importorskip('onnx', reason=ONNXRUNTIME)
 
 
 @pytest.mark.parametrize('arch,overrides', [('ESC', {}), ('ESCFP', {}), ('ESCReal', {}),
@@ -59,7 +52,7 @@ def test_per_sample_kernels_without_a_fixed_batch_equal_the_grouped_convolution(
 
 @pytest.mark.parametrize('arch', ['ESC', 'ESCFP', 'ESCReal'])
 def test_onnx_matches_pytorch_with_dynamic_batch_height_and_width(arch):
-    onnx = _onnx_modules()
+    onnx = onnx_modules()
     net = tiny(arch)
     model = onnx.load_from_string(export_onnx(fold_for_export(net), example_input(net.window_size)))
     inputs, outputs = model.graph.input[0].type.tensor_type.shape.dim, model.graph.output[0].type.tensor_type.shape.dim
@@ -88,7 +81,7 @@ def test_onnx_matches_pytorch_with_dynamic_batch_height_and_width(arch):
 def test_half_precision_exports(arch, precision, elem_type):
     """fp16 and bf16 files: weights, input and output in that precision, checked before they are returned against
     PyTorch in the same precision (onnxruntime; bf16 as its fp32 twin), with a dynamic batch."""
-    onnx = _onnx_modules()
+    onnx = onnx_modules()
     net = tiny(arch)
     data, difference = export(net, precision=precision)
     model = onnx.load_from_string(data)
@@ -115,7 +108,7 @@ def test_half_precision_exports(arch, precision, elem_type):
 
 def test_flashbias_form_is_kept(precision='fp16'):
     """A FlashBias network exports its factors (heads, ws², R), no dense ws²×ws² bias, with a dynamic batch."""
-    onnx = _onnx_modules()
+    onnx = onnx_modules()
     net = tiny('ESC', attn_type='flashbias', bias_rank=5)
     data, difference = export(net, attn_type='flashbias', precision=precision)
     assert difference <= DEFAULT_TOLERANCE[precision]
@@ -144,7 +137,7 @@ def checkpoint(tmp_path_factory):
 
 
 def test_cli_writes_a_verified_onnx_file(checkpoint, tmp_path):
-    _onnx_modules()
+    onnx_modules()
     path, net = checkpoint
     out = tmp_path / 'tiny.onnx'
     proc = _run_cli('--model', path, '-o', out, '--verify', '--verify-crop', '24')
@@ -164,9 +157,8 @@ def test_cli_writes_a_verified_onnx_file(checkpoint, tmp_path):
 def test_verify_runs_the_file_on_a_photograph(checkpoint, tmp_path, capsys, precision='fp16'):
     """--verify IMAGE: the written fp16 file against PyTorch on a real photograph (Set5's butterfly, cropped), the
     largest difference to PyTorch fp16 printed and equal to what the file gives, then the one to fp32."""
-    _onnx_modules()
+    onnx_modules()
     from esc.commands.convert_flashbias import photograph
-    from tests.conftest import shared_path
 
     photo = shared_path('datasets', 'Set5', 'butterfly.png')
     path, net = checkpoint
@@ -188,7 +180,7 @@ def test_verify_runs_the_file_on_a_photograph(checkpoint, tmp_path, capsys, prec
 
 
 def test_failed_verification_writes_nothing(checkpoint, tmp_path, monkeypatch, capsys):
-    _onnx_modules()
+    onnx_modules()
     path, _ = checkpoint
     monkeypatch.setattr('esc.commands.export.max_difference', lambda run, net, x: 0.5)
     with pytest.raises(SystemExit) as exit_:
@@ -221,7 +213,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, args, message):
 
 @pytest.mark.slow
 def test_official_layout_esc_x2_exports_and_reproduces_the_reference(reference):
-    _onnx_modules()
+    onnx_modules()
     ref = reference('esc_x2.pt')
     net = NETWORKS[ref['arch']](**ref['config']).eval()
     net.load_state_dict(ref['state_dict'], strict=True)
@@ -246,7 +238,7 @@ def test_onnx_benchmark_bad_inputs_are_one_line_errors(capsys, args, message):
 @pytest.mark.slow
 def test_onnx_benchmark_prints_both_engines_on_one_image(checkpoint, capsys):
     """scripts/onnx_vs_pytorch.py: one run, one image, both engines timed and their outputs compared."""
-    _onnx_modules()
+    onnx_modules()
     path, _ = checkpoint
     benchmark = load_script('onnx_vs_pytorch')
     with pytest.raises(SystemExit) as exit_:

@@ -15,27 +15,12 @@ from esc.archs.flashbias import (FactorisedWindowAttention, compare_on_image, fa
                                  flashbias_attention)
 from esc.errors import ESCError
 from esc.upscaler import detect_network
-from tests.conftest import REFERENCE_FILES
-from tests.test_networks import randomise, small
+from tests.helpers.networks import small, strong, tiny_with_strong_biases
+from tests.helpers.paths import REFERENCE_FILES
+from tests.helpers.runs import assert_resumes_exactly, train_options
 
 WS = 8
 N = WS * WS
-
-
-def strong(net):
-    """Random weights with position biases large enough that a poor factorisation shows in the output."""
-    randomise(net)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if name.endswith('relative_position_bias'):
-                p.normal_(0, 1.0)
-            elif name.endswith('to_qkv.weight'):
-                p.normal_(0, 0.3)
-    return net
-
-
-def tiny(**overrides):
-    return strong(small('ESC', 2, conv_blocks=1, kernel_size=5, **overrides))
 
 
 def test_backend_is_the_biased_attention_forward_and_backward():
@@ -83,7 +68,7 @@ def test_factorise_is_the_truncated_svd_and_energy_picks_the_smallest_rank():
 
 def test_full_rank_reproduces_the_exact_network_and_the_error_falls_with_the_rank():
     torch.manual_seed(0)
-    net = tiny(inner_mixer='self_attn')  # two attention layers per block
+    net = tiny_with_strong_biases(inner_mixer='self_attn')  # two attention layers per block
     x = torch.rand(1, 3, 21, 27)  # windows padded on both sides
     differences, energies = [], []
     for rank in (2, 8, 24, N):
@@ -138,7 +123,7 @@ def test_factorised_layers_train_through_the_stock_backward_and_agree_with_the_d
 
 
 def test_row_strips_equal_the_whole_image():
-    net = tiny(attn_type='flashbias', bias_rank=[5]).eval()
+    net = tiny_with_strong_biases(attn_type='flashbias', bias_rank=[5]).eval()
     x = torch.rand(1, 3, 29, 18)
     with torch.no_grad():
         whole = net(x)
@@ -168,7 +153,7 @@ def test_bad_options_are_one_line_errors(options, message):
 def test_checkpoints_are_detected_and_load_and_the_inference_command_runs(tmp_path):
     from esc.commands.upscale import main as inference_main
 
-    net = tiny(inner_mixer='self_attn')
+    net = tiny_with_strong_biases(inner_mixer='self_attn')
     factorised = copy.deepcopy(net)
     ranks = [r.rank for r in factorise_network(factorised, energy=0.8)]
     assert len(set(ranks)) == 2, ranks  # one rank per layer
@@ -190,7 +175,7 @@ def test_checkpoints_are_detected_and_load_and_the_inference_command_runs(tmp_pa
 def test_conversion_command_reports_every_layer_and_writes_a_flashbias_checkpoint(tmp_path, capsys):
     from esc.commands.convert_flashbias import main as convert_main
 
-    net = tiny()
+    net = tiny_with_strong_biases()
     source, target = tmp_path / 'exact.pth', tmp_path / 'fb.pth'
     torch.save({'params': net.state_dict()}, source)
     cv2.imwrite(str(tmp_path / 'photo.png'), np.random.default_rng(1).integers(0, 255, (40, 30, 3), dtype=np.uint8))
@@ -215,7 +200,7 @@ def test_onnx_export_keeps_the_factors_and_no_dense_bias(tmp_path, capsys):
     pytest.importorskip('onnxscript')
     from esc.commands.export import main as export_main, onnx_runner
 
-    net = tiny()
+    net = tiny_with_strong_biases()
     source, target = tmp_path / 'exact.pth', tmp_path / 'fb.onnx'
     torch.save({'params': net.state_dict()}, source)
     with pytest.raises(SystemExit) as exit_:
@@ -240,9 +225,6 @@ def test_onnx_export_keeps_the_factors_and_no_dense_bias(tmp_path, capsys):
 @pytest.mark.slow
 def test_training_with_factorised_biases_resumes_exactly(tmp_path):
     """esc/train.py with the official attn_type FlashBias and flashbias_rank 8 (a minute or two: three training runs)."""
-    from tests.test_entrypoints import train_options
-    from tests.test_reliability import assert_resumes_exactly
-
     opt = train_options('flashbias')
     opt['network_g'].update(attn_type='FlashBias', flashbias_rank=8)  # the official spelling
     opt['val'] = None
@@ -259,7 +241,7 @@ def test_cuda_flashbias_agrees_with_the_exact_path(dtype):
     and at full rank the exact network; backward runs through the stock kernels."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
-    net = tiny().cuda()
+    net = tiny_with_strong_biases().cuda()
     full, low = copy.deepcopy(net), copy.deepcopy(net)
     factorise_network(full, rank=N)
     factorise_network(low, rank=24)

@@ -21,8 +21,8 @@ from esc.errors import ESCError
 from esc.io.checkpoint import weights_metadata, write_safetensors
 from esc.io.memory_estimate import Workload, estimate_memory, parameter_count
 from esc.io import memory_estimate
-from tests.conftest import REPO
-from tests.test_entrypoints import TINY_NET, run, run_in_process, train_options, write
+from tests.helpers.paths import REPO
+from tests.helpers.runs import TINY_NET, run, run_in_process, train_options, write
 
 PEAK_LIMIT = 1.5e9
 """Bytes a refusal may take: it comes before the allocation it guards (the issue's 'about 1.5 GB')."""

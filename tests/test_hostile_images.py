@@ -34,7 +34,7 @@ from esc.commands import upscale
 from esc.errors import ESCError
 from esc.io.images import load_image, pixel_limit, result_format, write_image
 from esc.io.video import upscale_video
-from tests.test_video import TINY
+from tests.helpers.networks import SMALL
 
 REFUSAL_MEMORY = 1_500_000_000
 """A refusal made before the allocation it guards stays far below this (bytes of peak resident memory)."""
@@ -147,7 +147,7 @@ def tiny(tmp_path_factory) -> Tuple[Path, esc.Upscaler]:
     the command's)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp('tiny') / 'tiny_x2.pth'
-    torch.save({'params_ema': ESC(**TINY, upscaling_factor=2).eval().state_dict()}, path)
+    torch.save({'params_ema': ESC(**SMALL, upscaling_factor=2).eval().state_dict()}, path)
     return path, esc.load_model(str(path), device='cpu')
 
 

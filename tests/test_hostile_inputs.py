@@ -26,8 +26,9 @@ from esc.commands import upscale
 from esc.errors import ESCError
 from esc.io.checkpoint import weights_metadata, write_safetensors
 from esc.io.images import load_image, pixel_limit
-from tests.conftest import REPO
-from tests.test_video import TINY, write_video
+from tests.helpers.networks import SMALL
+from tests.helpers.paths import REPO
+from tests.helpers.videos import write_video
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -69,7 +70,7 @@ def save_frames(path: Path, count: int = 3, **options) -> None:
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory) -> Tuple[Path, ESC]:
     torch.manual_seed(0)
-    net = ESC(**TINY, upscaling_factor=2).eval()
+    net = ESC(**SMALL, upscaling_factor=2).eval()
     path = tmp_path_factory.mktemp('hostile_ckpt') / 'tiny_x2.pth'
     torch.save({'params_ema': net.state_dict()}, path)
     return path, net
@@ -319,7 +320,7 @@ def test_a_result_too_large_for_its_format_is_refused_before_the_work(tiny, tmp_
 def hostile_checkpoints(folder: Path, net: ESC) -> Dict[str, str]:
     """Write the checkpoint corpus: file name -> what its one line says after 'model: <path>: '."""
     state = net.state_dict()
-    options = dict(type='ESC', **TINY)
+    options = dict(type='ESC', **SMALL)
     torch.save({'params_ema': {**state, 'proj.weight': [1.0, 2.0]}}, folder / 'list_weight.pth')
     torch.save({'params_ema': {**state, 'proj.weight': torch.tensor(1.0)}}, folder / 'zero_d.pth')
     torch.save({'params_ema': 5, 'params': state}, folder / 'params_ema_5.pth')

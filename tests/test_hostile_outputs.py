@@ -10,7 +10,7 @@ import torch
 
 from esc import ESC
 from esc.commands import convert_flashbias, convert_safetensors, export
-from tests.test_entrypoints import TINY_NET
+from tests.helpers.runs import TINY_NET
 
 COMMANDS = {'esc-export': (export, '.onnx', ()), 'esc-convert-flashbias': (convert_flashbias, '.pth', ('--rank', 8)),
             'esc-convert-safetensors': (convert_safetensors, '.safetensors', ())}

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from esc.utils.experiment import RUN_MARKER, RunLock
-from tests.conftest import REPO
-from tests.test_entrypoints import run, train_options, write
+from tests.helpers.paths import REPO
+from tests.helpers.runs import run, train_options, write
 
 TRAIN = str(REPO / 'esc/train.py')
 TEST = str(REPO / 'esc/test.py')

@@ -12,8 +12,8 @@ import esc
 from esc.archs import build_variant
 from esc.errors import ESCError
 from esc.upscaler import detect_network, variant_name
-from tests.conftest import REFERENCE_FILES, REPO
-from tests.test_networks import randomise, small
+from tests.helpers.networks import randomise, small
+from tests.helpers.paths import REFERENCE_FILES, REPO
 
 
 @pytest.mark.parametrize('arch,scale,overrides', [

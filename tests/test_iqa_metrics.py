@@ -4,7 +4,6 @@ line saying where to put it and where it is published. Small networks of pyiqa's
 weights stand in for the published ones (hundreds of MB)."""
 from __future__ import annotations
 
-import dataclasses
 import socket
 import subprocess
 import sys
@@ -15,34 +14,14 @@ import pytest
 import torch
 import yaml
 from basicsr.metrics import calculate_metric
-from skimage import data
 
 from esc.config.validation import validate_options
 from esc.errors import ESCError
 from esc.metrics import no_reference
-from esc.metrics.offline import pyiqa_offline
-from tests.conftest import REPO
+from tests.helpers.iqa import SMALL_METRIC_NETWORKS, random_weights, sr_image
+from tests.helpers.paths import REPO
 
 pytest.importorskip('pyiqa', reason='pyiqa is in the test extra: pip install -e ".[test]"')
-
-SMALL = {
-    'maniqa': dict(arch_options={'train_dataset': 'koniq', 'scale': 0.8, 'embed_dim': 32, 'dim_mlp': 32,
-                                 'num_heads': [2, 2], 'test_sample': 2},
-                   backbone_options={'embed_dim': 32, 'depth': 10, 'num_heads': 2}),
-    'musiq': dict(arch_options={'hidden_size': 32, 'mlp_dim': 32, 'num_heads': 2, 'num_layers': 1}),
-    'clipiqa': dict(),
-}
-"""The real architectures, shrunk (MANIQA's ViT keeps the 10 blocks whose outputs it reads, and it scores 2 crops
-instead of 20)."""
-
-
-@pytest.fixture
-def small_networks(monkeypatch):
-    for metric, shrink in SMALL.items():
-        monkeypatch.setitem(no_reference.METRICS, metric, dataclasses.replace(no_reference.METRICS[metric], **shrink))
-    no_reference._cached_network.cache_clear()
-    yield
-    no_reference._cached_network.cache_clear()
 
 
 @pytest.fixture
@@ -55,38 +34,7 @@ def offline(monkeypatch):
     monkeypatch.setattr(socket, 'create_connection', refuse)
 
 
-def random_weights(metric: str, path, seed: int) -> dict:
-    """A weight file in the published layout for the (shrunk) network of ``metric``, random weights from ``seed``;
-    returns the state dict written."""
-    torch.manual_seed(seed)
-    if metric == 'clipiqa':
-        from pyiqa.archs.clip_model import CLIP
-
-        class TracedCLIP(CLIP):  # OpenAI publishes CLIP as a TorchScript archive: traced through the image tower
-            def forward(self, image):
-                return self.encode_image(image, pos_embedding=False)
-
-        # a ResNet image tower of width 8 and a 77-token text tower of width 64 (one head), OpenAI's vocabulary
-        network = TracedCLIP(embed_dim=32, image_resolution=64, vision_layers=(1, 1, 1, 1), vision_width=8,
-                             vision_patch_size=None, context_length=77, vocab_size=49408, transformer_width=64,
-                             transformer_heads=1, transformer_layers=1).eval()
-        torch.jit.save(torch.jit.trace(network, torch.rand(1, 3, 64, 64)), str(path))
-        return network.state_dict()
-    from pyiqa.archs import build_network
-    spec = no_reference.METRICS[metric]
-    with pyiqa_offline(spec.backbone_options):
-        network = build_network({'type': spec.arch, 'pretrained': False, **spec.arch_options})
-    state = network.state_dict()
-    torch.save({'params': state} if metric == 'maniqa' else state, path)  # both layouts pyiqa's files come in
-    return state
-
-
-def sr_image(size: int = 96) -> np.ndarray:
-    """A BGR uint8 image as basicsr's validation hands it to a metric."""
-    return np.ascontiguousarray(data.astronaut()[100:100 + size, 180:180 + size, ::-1])
-
-
-@pytest.mark.parametrize('metric', sorted(SMALL))
+@pytest.mark.parametrize('metric', sorted(SMALL_METRIC_NETWORKS))
 def test_the_local_file_is_what_is_loaded_and_nothing_is_downloaded(metric, tmp_path, small_networks, offline):
     first, second = tmp_path / 'first.pth', tmp_path / 'second.pth'
     saved = random_weights(metric, first, seed=1)
@@ -158,47 +106,6 @@ def test_without_pyiqa_the_metric_says_how_to_install_it(monkeypatch, tmp_path):
 
 
 # --- LPIPS, DISTS and FID (esc.metrics.full_reference) ---------------------------------------------------------------
-@pytest.fixture(scope='session')
-def full_reference_files(tmp_path_factory):
-    """Weight files in the published layouts with random weights, written once: torchvision's ImageNet AlexNet and
-    VGG16 (their convolutional features: the classifiers pyiqa drops are left out, as the loader allows), pyiqa's
-    LPIPS linear layers and DISTS alpha/beta, and the FID Inception. Returns {name: path}."""
-    import torchvision
-    from esc.metrics.offline import LocalWeights
-    from pyiqa.archs import inception
-    from pyiqa.archs.lpips_arch import LPIPS
-
-    root = tmp_path_factory.mktemp('iqa_full_reference')
-    torch.manual_seed(0)
-    files = {name: root / f'{name}.pth' for name in ('alexnet', 'vgg16', 'lpips', 'dists', 'dists_other', 'fid',
-                                                     'fid_other')}
-    for name, constructor in (('alexnet', torchvision.models.alexnet), ('vgg16', torchvision.models.vgg16)):
-        features = {k: v for k, v in constructor(weights=None).state_dict().items() if k.startswith('features.')}
-        torch.save(features, files[name])
-    with pyiqa_offline(local_weights={'alexnet': LocalWeights(str(files['alexnet']), 'alexnet', 'AlexNet',
-                                                              ('classifier.',))}):
-        lpips = LPIPS(pretrained=False, net='alex', version='0.1')
-    with torch.no_grad():
-        for parameter in lpips.parameters():  # lin<i> and lins.<i> are one module under two names
-            parameter.uniform_()
-    torch.save({k: v for k, v in lpips.state_dict().items() if k.startswith('lin')}, files['lpips'])
-    for name in ('dists', 'dists_other'):
-        torch.save({'alpha': torch.rand(1, 1475, 1, 1) * 0.1, 'beta': torch.rand(1, 1475, 1, 1) * 0.1}, files[name])
-    original = inception.load_pretrained_network
-    inception.load_pretrained_network = lambda *args, **kwargs: None  # an untrained FID Inception to randomise
-    try:
-        for name in ('fid', 'fid_other'):
-            network = inception.fid_inception_v3()
-            with torch.no_grad():  # He-initialised convolutions: features that tell images apart
-                for module in network.modules():
-                    if isinstance(module, torch.nn.Conv2d):
-                        torch.nn.init.kaiming_normal_(module.weight)
-            torch.save(network.state_dict(), files[name])
-    finally:
-        inception.load_pretrained_network = original
-    return files
-
-
 @pytest.mark.parametrize('metric', ['lpips', 'dists'])
 def test_lpips_and_dists_read_their_two_local_files_and_compare_with_the_ground_truth(metric, full_reference_files,
                                                                                       offline):

@@ -21,15 +21,9 @@ from esc.archs.lte_arch import make_coord
 from esc.data.arbitrary_scale_dataset import ArbitraryScaleTestDataset, ArbitraryScaleTrainDataset, make_queries
 from esc.errors import ESCError
 from esc.models.lte_model import crop_border
-from tests.conftest import REPO
-from tests.test_entrypoints import run, write
-
-TINY = dict(dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=1, window_size=8, num_heads=2, hidden_dim=32,
-            mlp_dims=[32, 32])
-
-
-def tiny() -> ESCLTE:
-    return ESCLTE(**TINY).eval()
+from tests.helpers.networks import TINY_LTE, tiny_lte
+from tests.helpers.paths import REPO
+from tests.helpers.runs import assert_resumes_exactly, run, write
 
 
 def test_the_paper_configuration_is_esc_with_an_lte_head():
@@ -48,7 +42,7 @@ def test_the_paper_configuration_is_esc_with_an_lte_head():
 
 @pytest.mark.parametrize('scale,expected', [(2, (32, 26)), (3, (48, 39)), (2.5, (40, 32)), (1.7, (27, 22))])
 def test_shapes_and_determinism(scale, expected):
-    net = tiny()
+    net = tiny_lte()
     x = torch.rand(2, 3, 16, 13)
     with torch.no_grad():
         out = net.upscale(x, scale=scale)
@@ -56,9 +50,9 @@ def test_shapes_and_determinism(scale, expected):
     assert out.shape == (2, 3, *expected) and torch.isfinite(out).all()
     assert torch.equal(out, again)
     torch.manual_seed(0)
-    twin = tiny()
+    twin = tiny_lte()
     torch.manual_seed(0)
-    assert torch.equal(twin.upscale(x, scale=scale).detach(), tiny().upscale(x, scale=scale).detach())
+    assert torch.equal(twin.upscale(x, scale=scale).detach(), tiny_lte().upscale(x, scale=scale).detach())
     coord = make_coord(expected).expand(2, -1, -1)
     cell = torch.full_like(coord, 2 / expected[0])
     cell[..., 1] = 2 / expected[1]
@@ -69,7 +63,7 @@ def test_shapes_and_determinism(scale, expected):
 
 
 def test_chunked_and_whole_queries_agree():
-    net = tiny()
+    net = tiny_lte()
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         whole = net.upscale(x, scale=3.3)
@@ -80,7 +74,7 @@ def test_chunked_and_whole_queries_agree():
 def test_the_image_skip_is_bilinear_and_the_ensemble_weights_sum_to_one():
     """With a decoder that outputs a constant c, every query returns c + bilinear(I_LR): the four area
     weights of the local ensemble sum to 1, and S is bilinear upsampling with border clamping."""
-    net = tiny()
+    net = tiny_lte()
     last = net.imnet[-1]
     with torch.no_grad():
         last.weight.zero_()
@@ -92,7 +86,7 @@ def test_the_image_skip_is_bilinear_and_the_ensemble_weights_sum_to_one():
 
 
 def test_the_cell_is_clipped_beyond_the_largest_training_scale():
-    net = tiny()
+    net = tiny_lte()
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
         plain, clipped = net.upscale(x, scale=8), net.upscale(x, scale=8, cell_scale_max=4)
@@ -115,7 +109,7 @@ def test_the_cell_is_clipped_beyond_the_largest_training_scale():
 ])
 def test_bad_queries_fail_in_one_line(call, message):
     with pytest.raises(ESCError) as info:
-        call(tiny(), torch.rand(1, 3, 8, 8))
+        call(tiny_lte(), torch.rand(1, 3, 8, 8))
     assert message in str(info.value) and '\n' not in str(info.value)
 
 
@@ -126,7 +120,7 @@ def test_bad_queries_fail_in_one_line(call, message):
 ])
 def test_bad_options_fail_in_one_line(options, message):
     with pytest.raises(ESCError, match=re.escape(message)):
-        ESCLTE(**{**TINY, **options})
+        ESCLTE(**{**TINY_LTE, **options})
 
 
 def test_training_queries_sample_the_hr_crop():
@@ -151,7 +145,7 @@ def test_training_queries_sample_the_hr_crop():
 
 
 def test_a_few_training_steps_on_cpu_lower_the_loss():
-    net = tiny().train()
+    net = tiny_lte().train()
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
     hr = torch.rand(4, 3, 1, 1) * torch.linspace(0, 1, 36).view(1, 1, 1, 36).expand(4, 3, 36, 36)
     batch = make_queries(hr, 12, 2.5, 100)
@@ -202,7 +196,7 @@ def test_bicubic_resizes_like_matlab_at_any_scale():
 
 
 def lte_train_options(root) -> dict:
-    network = {'type': 'ESCLTE', **TINY}
+    network = {'type': 'ESCLTE', **TINY_LTE}
     return {
         'name': 'tiny_lte', 'model_type': 'ESCLTEModel', 'scale': 2.5, 'num_gpu': 0, 'manual_seed': 0,
         'datasets': {
@@ -240,7 +234,7 @@ def test_train_and_test_through_the_entrypoints(tmp_path):
         'name': 'tiny_lte_test', 'model_type': 'ESCLTEModel', 'scale': 3.5, 'num_gpu': 0,
         'datasets': {'test_1': {'name': 'val', 'type': 'ArbitraryScaleTestDataset',
                                 'dataroot_gt': str(tmp_path / 'val'), 'io_backend': {'type': 'disk'}}},
-        'network_g': {'type': 'ESCLTE', **TINY},
+        'network_g': {'type': 'ESCLTE', **TINY_LTE},
         'path': {'pretrain_network_g': str(experiment / 'models' / 'net_g_3.pth'), 'param_key_g': 'params',
                  'strict_load_g': True},
         'val': {'save_img': True, 'chunk': 300, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4,
@@ -278,8 +272,6 @@ def test_the_bicubic_row_at_a_non_integer_scale(tmp_path):
 @pytest.mark.slow
 def test_training_resumes_exactly(tmp_path):
     """The batch's scale and its queries draw from the restored generators, the HR patches from their own seeds."""
-    from tests.test_reliability import assert_resumes_exactly
-
     write_images(tmp_path / 'train', 4, 40)
     opt = lte_train_options(tmp_path)
     opt['val'] = None
@@ -318,7 +310,7 @@ def test_the_lte_baselines_build_from_their_option_files(variant):
     assert sum(p.numel() for p in net.parameters()) == OFFICIAL_PARAMETERS[variant]
     assert head_keys(net) == head_keys(ESCLTE())  # one head: the same estimators and decoder as ESC+LTE's
     assert set(net.state_dict()) - set(head_keys(net)) == {k for k in net.state_dict() if k.startswith('encoder.')}
-    assert type(net).query is type(tiny()).query is LTEHead.query
+    assert type(net).query is type(tiny_lte()).query is LTEHead.query
     assert not any(k.split('.')[1] in RECONSTRUCTION_MODULES for k in net.state_dict() if k.startswith('encoder.'))
     for file in sorted((REPO / f'options/test/ESC_LTE/{tag}').glob('*.yml')):
         opt = yaml.safe_load(file.read_text())

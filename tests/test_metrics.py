@@ -15,7 +15,7 @@ from basicsr.utils.matlab_functions import imresize
 from skimage import data
 
 from esc.data.benchmark_prep import bicubic_downsample
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 
 def test_basicsr_psnr_ssim_agree_with_scikit_image():

@@ -1,8 +1,5 @@
 """ESCModel: checkpoints through the option-file path, evaluation padding, atomic saves."""
-import contextlib
 import os
-import resource
-import signal
 
 import pytest
 import torch
@@ -10,16 +7,8 @@ from basicsr.models import build_model
 
 from esc.errors import ESCError
 from esc.io.checkpoint import atomic_torch_save, read_state_dict
-from tests.test_entrypoints import TINY_NET
-
-
-def model_options(path=None, param_key='params', scale=2, pad=8):
-    return {
-        'model_type': 'ESCModel', 'is_train': False, 'dist': False, 'num_gpu': 0, 'scale': scale,
-        'network_g': {**TINY_NET, 'upscaling_factor': scale},
-        'path': {'pretrain_network_g': path, 'param_key_g': param_key, 'strict_load_g': True},
-        'val': {'pad_to_multiple': pad},
-    }
+from tests.helpers.files import file_size_limit
+from tests.helpers.models import model_options, training_model
 
 
 def random_state(scale=2):
@@ -77,19 +66,6 @@ def test_evaluation_pads_to_the_window_and_crops_back():
         assert torch.equal(model.output, model.net_g(padded)[..., :22, :26])
 
 
-@contextlib.contextmanager
-def file_size_limit(limit: int):
-    """Writes beyond ``limit`` bytes fail with the OS's EFBIG ('File too large'), as on a full disk, in this process."""
-    previous_signal = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the OS's error instead of a killed process
-    previous = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, previous[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, previous)
-        signal.signal(signal.SIGXFSZ, previous_signal)
-
-
 def test_a_failed_write_is_one_line_with_the_reason_and_leaves_the_old_file(tmp_path):
     path = tmp_path / 'net.pth'
     atomic_torch_save({'v': torch.ones(2)}, str(path))
@@ -124,19 +100,6 @@ def test_hr_that_is_not_scale_times_the_lr_is_refused():
     assert model.gt.shape == (1, 3, 20, 24)
     with pytest.raises(ESCError, match=r'^hr/a\.png: HR is 23x20, but its LR image lr/a\.png \(12x10\) x2 is 24x20'):
         model.feed_data({**batch, 'gt': torch.rand(1, 3, 20, 23)})
-
-
-def training_model(mode=None, **train_options):
-    """A tiny ESCModel ready to train (EMA 0.5, Adam); ``train_options`` add to its ``train`` section."""
-    train = {'ema_decay': 0.5, 'optim_g': {'type': 'Adam', 'lr': 1e-2},
-             'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5},
-             'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}, 'total_iter': 10,
-             **train_options}
-    if mode is not None:
-        train['nonfinite_loss'] = mode
-    opt = {**model_options(), 'is_train': True, 'train': train}
-    opt['path'] = {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None}
-    return build_model(opt)
 
 
 def _batch(nan=False):

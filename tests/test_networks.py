@@ -8,20 +8,7 @@ from esc.archs import build_variant
 from esc.archs.esc_arch import resample_subpixel_conv
 from esc.archs.layers import pad_to_multiple
 from esc.errors import ESCError
-
-SMALL = dict(dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=2, window_size=8, num_heads=2, exp_ratio=1.25)
-
-
-def small(arch='ESC', scale=2, **overrides):
-    return ARCH_REGISTRY.get(arch)(**{**SMALL, 'upscaling_factor': scale, **overrides}).eval()
-
-
-def randomise(net):
-    """Random weights everywhere (the dynamic-kernel generators start at zero)."""
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0, 0.05)
-    return net
+from tests.helpers.networks import randomise, small
 
 
 @pytest.mark.parametrize('arch,scale', [('ESC', 2), ('ESC', 3), ('ESCFP', 4), ('ESCReal', 4)])

@@ -31,9 +31,9 @@ from esc.models.esc_model import ESCModel
 from esc.models.official import OFFICIAL_MODELS, OfficialEvaluation
 from esc.models.real_model import ESCRealESRGANModel, ESCRealESRNetModel
 from esc.upscaler import detect_network
-from tests.conftest import REPO
-from tests.test_flashbias import WS, tiny
-from tests.test_networks import SMALL
+from tests.helpers.files import as_saved, paired_dataset, read_rgb, write_pairs
+from tests.helpers.networks import SMALL, tiny_with_strong_biases, without_type
+from tests.helpers.paths import REPO
 
 ESC_X2 = dict(type='ESC', dim=64, pdim=16, kernel_size=13, n_blocks=5, conv_blocks=5, window_size=32, num_heads=4,
               upscaling_factor=2, exp_ratio=1.25)
@@ -52,16 +52,6 @@ NETWORKS_BY_FILE: Dict[str, Dict[str, Any]] = {
     'ESC_Real_FB_R48_X4': {**ESC_REAL_X4, 'attn_type': 'FlashBias', 'flashbias_rank': 48},
 }
 """The network_g sections of the official option files (the keys and values as released)."""
-
-
-def without_type(network: dict) -> dict:
-    """A network_g section as constructor arguments."""
-    return {k: v for k, v in network.items() if k != 'type'}
-
-
-def paired_dataset(name: str, root: Path, scale: int) -> dict:
-    return dict(name=name, type='PairedImageDataset', dataroot_gt=str(root / 'HR'),
-                dataroot_lq=str(root / f'LR_bicubic/X{scale}'), filename_tmpl=f'{{}}x{scale}', io_backend=dict(type='disk'))
 
 
 def official_test_options(file: str, root: Path, checkpoint: str) -> dict:
@@ -214,27 +204,6 @@ def random_flashbias_state(network: dict, seed: int = 0) -> dict:
     return state
 
 
-def write_pairs(root: Path, scale: int, sets=('Set5', 'Set14'), size: int = 20) -> None:
-    rng = np.random.default_rng(0)
-    for index, name in enumerate(sets):
-        (root / 'HR').mkdir(parents=True, exist_ok=True)
-        (root / f'LR_bicubic/X{scale}').mkdir(parents=True, exist_ok=True)
-        hr = rng.integers(0, 256, (size * scale, size * scale, 3), dtype=np.uint8)
-        cv2.imwrite(str(root / 'HR' / f'img{index}.png'), hr)
-        cv2.imwrite(str(root / f'LR_bicubic/X{scale}' / f'img{index}x{scale}.png'),
-                    cv2.resize(hr, (size, size), interpolation=cv2.INTER_AREA))
-
-
-def read_rgb(path: Path) -> torch.Tensor:
-    """A (1, 3, H, W) float image in [0, 1] from an image file."""
-    return torch.from_numpy(cv2.imread(str(path))[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
-
-
-def as_saved(image: torch.Tensor) -> np.ndarray:
-    """A network output as basicsr writes it: BGR, uint8 levels."""
-    return (image[0].clamp(0, 1).permute(1, 2, 0).numpy()[..., ::-1] * 255).round()
-
-
 def official_evaluation(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The output the official test step gives: the LR image reflect-padded to whole windows, the output cropped."""
     scale = net.upscaling_factor
@@ -296,13 +265,13 @@ def test_official_factors_are_this_projects_factorisation_of_the_same_table(tmp_
     file made from it and the table itself give one output, through load_state_dict, esc.load_model (the official
     file) and an ESRModel test file whose pretrain_network_g is the table (a window of 8 and rank 12 keep the SVDs
     quick)."""
-    table_net = tiny()
+    table_net = tiny_with_strong_biases()
     with torch.no_grad():  # let the attention layer's output weigh in the image, so its error shows
         table_net.blocks[0].ln_attn.weight.fill_(1.0)
         table_net.blocks[0].attn.to_out.weight.normal_(0, 1.0)
         table_net.blocks[0].conv_out.weight.normal_(0, 0.5)
     rank = 12
-    official = official_flashbias_state(table_net.state_dict(), rank, WS)
+    official = official_flashbias_state(table_net.state_dict(), rank, table_net.window_size)
     fb_options = dict(type='ESC', **{**SMALL, 'conv_blocks': 1, 'kernel_size': 5}, upscaling_factor=2,
                       attn_type='FlashBias', flashbias_rank=rank)
     ours, loaded = (NETWORKS['ESC'](**without_type(fb_options)).eval() for _ in range(2))

@@ -32,8 +32,8 @@ from esc.config.validation import validate_options
 from esc.data import DownsampleImageDataset, ESCRealESRGANDataset
 from esc.data.resumable import SeededIndex, TrainingSamples
 from esc.errors import ESCError
-from tests.conftest import REPO
-from tests.test_entrypoints import run, write
+from tests.helpers.paths import REPO
+from tests.helpers.runs import run, write
 
 OFFICIAL = REPO / 'options' / 'train' / 'official'
 FILES = sorted(path.stem for path in OFFICIAL.glob('*.yaml'))

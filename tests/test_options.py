@@ -13,7 +13,7 @@ from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY
 from esc.config.batch import plan_batch
 from esc.evaluation.paper import TABLE5, TABLE6
 from esc.models.lte_model import crop_border as lte_crop_border
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 OPTION_FILES = sorted((REPO / 'options').rglob('*.yml'))
 TABLE2 = [(v, r) for v in ('ESC', 'ESC_light', 'ESC_FP') for r in (2, 3, 4)]

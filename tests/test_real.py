@@ -13,8 +13,8 @@ import yaml
 
 from esc.errors import ESCError
 from esc.losses import OfflinePerceptualLoss, resolve_vgg_weights
-from tests.conftest import REPO
-from tests.test_entrypoints import run, write
+from tests.helpers.paths import REPO
+from tests.helpers.runs import assert_resumes_exactly, free_port, run, write
 
 TINY_REAL = dict(type='ESCReal', dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=1, window_size=8, num_heads=2,
                  exp_ratio=2, upscaling_factor=4)
@@ -127,8 +127,6 @@ def test_both_stages_train_on_cpu(gan_checkpoint):
 @pytest.mark.parametrize('stage', ['mse', 'gan'])
 def test_both_stages_resume_exactly(root, gan_checkpoint, stage):
     """Degradations draw from the restored generators and the pair queue travels in the training state."""
-    from tests.test_reliability import assert_resumes_exactly
-
     pretrain = str((root / 'experiments/mse_cpu/models/net_g_latest.pth').relative_to(root))
     opt = mse_options(f'{stage}_resume') if stage == 'mse' else gan_options(f'{stage}_resume', pretrain)
     opt['train']['scheduler']['milestones'] = [3]
@@ -211,8 +209,6 @@ def test_vgg_weights_from_a_local_file(tmp_path):
 
 def test_the_l1_stage_trains_with_two_cpu_processes(root):
     """DDP (gloo): the degradations and the pair queue run on each rank; the training state holds both queues."""
-    from tests.test_entrypoints import free_port
-
     opt = mse_options('mse_ddp')
     opt['dist_params'] = {'backend': 'gloo'}
     result = run(['-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',

@@ -14,8 +14,8 @@ import torch
 
 from esc.commands.realworld_table import DATASETS, dataset_files, format_table, main, pair_key
 from esc.errors import ESCError
-from tests.test_iqa_metrics import full_reference_files, random_weights, small_networks, sr_image  # noqa: F401
-from tests.test_networks import small
+from tests.helpers.iqa import random_weights, sr_image
+from tests.helpers.networks import small
 
 pytest.importorskip('pyiqa', reason='pyiqa is in the test extra: pip install -e ".[test]"')
 

@@ -4,7 +4,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from esc.archs.attention import flex_attention_available
-from tests.conftest import REFERENCE_FILES
+from tests.helpers.paths import REFERENCE_FILES
 
 BACKENDS = ['auto', 'naive', 'sdpa'] + (['flex'] if flex_attention_available() else [])
 

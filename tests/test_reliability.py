@@ -17,8 +17,8 @@ import yaml
 
 from esc.config.validation import validate_options
 from esc.errors import ESCError
-from tests.conftest import REPO
-from tests.test_entrypoints import free_port, run, train_options, write
+from tests.helpers.paths import REPO
+from tests.helpers.runs import assert_same, free_port, run, train_options, write
 
 OPTION_FILES = sorted((REPO / 'options').rglob('*.yml'))
 ESC_X2 = REPO / 'options/train/ESC/train_ESC_X2_DIV2K.yml'
@@ -139,24 +139,6 @@ def training_outcome(experiment: Path) -> dict:
     state = torch.load(experiment / 'training_states/8.state', weights_only=True)
     return {'params': weights['params'], 'params_ema': weights['params_ema'],
             'optimizer': state['optimizers'][0]['state'], 'scheduler': state['schedulers'][0]}
-
-
-def assert_same(a, b, where='', atol: float = 0.0) -> None:
-    """``a`` and ``b`` (nested dicts/lists of tensors and plain values) equal: tensors bit for bit, or within
-    ``atol`` where one is given."""
-    if isinstance(a, torch.Tensor):
-        assert (torch.equal(a, b) if atol == 0 else torch.allclose(a, b, rtol=0, atol=atol)), \
-            f'{where}: max difference {(a.double() - b.double()).abs().max().item():.3g}'
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same(a[key], b[key], f'{where}.{key}', atol)
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f'{where}[{i}]', atol)
-    else:
-        assert a == b, where
 
 
 @pytest.fixture(scope='module')
@@ -332,32 +314,3 @@ def test_one_failing_rank_ends_every_rank_with_its_message(tmp_path):
     output = result.stdout + result.stderr
     errors = [line for line in output.splitlines() if line.startswith('error: ')]
     assert len(errors) == 1 and 'empty.png' in errors[0], output[-3000:]
-
-
-# --- every model resumes exactly --------------------------------------------------------------------------------
-def assert_resumes_exactly(root: Path, opt: dict, iters: int = 4, every: int = 2, atol: float = 0.0) -> None:
-    """Train ``opt`` for ``iters`` iterations in one go and, under another name, for ``every`` iterations and then
-    --auto_resume to ``iters`` (a run killed right after its state at ``every``): every network's weights, the EMA
-    weights and the optimizer states at ``iters`` must be equal (bit for bit, or within ``atol``). Runs esc/train.py
-    in ``root``."""
-    opt = copy.deepcopy(opt)
-    base = opt['name']
-    opt['train']['total_iter'] = iters
-    opt['logger'].update(save_checkpoint_freq=every, use_tb_logger=False)
-    outcomes = []
-    for name, stop in (('whole', iters), ('resumed', every)):
-        opt['name'] = f'{base}_{name}'
-        path = write(root / f"{opt['name']}.yml", opt)
-        result = run([str(REPO / 'esc/train.py'), '-opt', str(path), '--force_yml', f'train:total_iter={stop}'], root)
-        assert result.returncode == 0, result.stderr[-3000:]
-        if stop != iters:
-            result = run([str(REPO / 'esc/train.py'), '-opt', str(path), '--auto_resume'], root)
-            assert result.returncode == 0 and 'Resuming training from epoch' in result.stderr + result.stdout, \
-                result.stderr[-3000:]
-        experiment = root / 'experiments' / opt['name']
-        weights = {p.name.split('_')[1]: torch.load(p, weights_only=True)
-                   for p in sorted((experiment / 'models').glob(f'net_*_{iters}.pth'))}
-        state = torch.load(experiment / f'training_states/{iters}.state', weights_only=True)
-        outcomes.append({'weights': weights, 'optimizers': [o['state'] for o in state['optimizers']]})
-    assert outcomes[0]['weights'], 'no weights saved'
-    assert_same(outcomes[0], outcomes[1], atol=atol)

@@ -11,7 +11,7 @@ from esc.errors import ESCError
 from esc.evaluation.paper import TABLE2
 from esc.evaluation.results import (FigurePoint, check_figure, collect_results, draw_figure, figure_points,
                                     parse_test_log, table_rows, to_csv, to_markdown)
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 LOG = """2026-11-23 10:00:00,000 INFO: Testing Set5...
 2026-11-23 10:00:01,000 INFO: Validation Set5

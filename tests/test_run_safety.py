@@ -14,9 +14,10 @@ import torch
 from esc.config.reader import apply_overrides, check_run_name, override_value, read_option_file
 from esc.errors import ESCError
 from esc.utils.experiment import RUN_MARKER, RunLock
-from tests.conftest import REPO
-from tests.test_entrypoints import run, train_options, write
-from tests.test_model import file_size_limit, training_model
+from tests.helpers.files import file_size_limit
+from tests.helpers.models import training_model
+from tests.helpers.paths import REPO
+from tests.helpers.runs import run, train_options, write
 
 TRAIN = str(REPO / 'esc/train.py')
 TEST = str(REPO / 'esc/test.py')

@@ -16,9 +16,9 @@ from esc.config.validation import validate_options
 from esc.errors import ESCError
 from esc.io.checkpoint import (load_resume_state, prune_checkpoints, read_checkpoint, read_state_dict,
                                weights_metadata, write_safetensors)
-from tests.conftest import REPO
-from tests.test_model import model_options, training_model
-from tests.test_networks import randomise, small
+from tests.helpers.models import model_options, training_model
+from tests.helpers.networks import randomise, small
+from tests.helpers.paths import REPO
 
 
 @pytest.fixture

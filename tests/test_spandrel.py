@@ -13,8 +13,8 @@ from esc.archs import build_variant
 from esc.archs.esc_arch import VARIANTS
 from esc.errors import ESCError
 from esc.io.checkpoint import weights_metadata, write_safetensors
-from tests.conftest import REPO, SCRIPTS
-from tests.test_networks import randomise, small
+from tests.helpers.networks import randomise, small, tiny_lte
+from tests.helpers.paths import REPO, SCRIPTS
 
 SPANDREL = 'spandrel is optional: pip install -e .[spandrel]'
 NAMED = [name for name, config in VARIANTS.items() if config['type'] in ('ESC', 'ESCFP', 'ESCReal')]
@@ -158,10 +158,8 @@ def test_official_weights_in_half_and_bfloat16(spandrel, reference, tmp_path):
 
 
 def test_esc_lte_is_refused_in_one_line(spandrel, tmp_path):
-    from tests.test_lte import tiny
-
     path = tmp_path / 'lte.pth'
-    torch.save({'params_ema': tiny().state_dict()}, path)
+    torch.save({'params_ema': tiny_lte().state_dict()}, path)
     with pytest.raises(ESCError) as error:
         _load(spandrel, path)
     assert len(str(error.value).splitlines()) == 1
@@ -231,4 +229,3 @@ def test_the_comfyui_custom_node_makes_the_stock_loader_open_esc(spandrel, tmp_p
     torch.save({'params_ema': net.state_dict()}, path)
     model = spandrel.ModelLoader(registry=registry).load_from_state_dict(torch.load(path, weights_only=True)).eval()
     assert isinstance(model, spandrel.ImageModelDescriptor) and model.scale == 4
-

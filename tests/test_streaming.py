@@ -7,7 +7,7 @@ from esc.archs import build_variant
 from esc.archs.layers import RowFoldedKernel, symmetric_average
 from esc.archs.streaming import streamed_forward, strip_rows
 from esc.errors import ESCError
-from tests.test_networks import randomise, small
+from tests.helpers.networks import randomise, small
 
 
 def _plain_and_streamed(net, x, pixels):

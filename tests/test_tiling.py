@@ -9,7 +9,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from esc.errors import ESCError
 from esc.utils.tiling import tile_starts, tiled_forward
-from tests.conftest import shared_path
+from tests.helpers.paths import shared_path
 
 
 @pytest.mark.parametrize('size,tile,overlap,align', [(130, 64, 16, 1), (250, 96, 32, 32), (1000, 256, 32, 32),

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Tuple
 
 import av
 import numpy as np
@@ -22,54 +21,9 @@ from esc.commands import upscale
 from esc.commands.upscale import video_output_path
 from esc.errors import ESCError
 from esc.io.video import upscale_video
-from tests.conftest import REPO
-
-RATE = 12
-SAMPLE_RATE = 8000
-TINY = dict(dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=2, window_size=8, num_heads=2, exp_ratio=1.25)
-"""A network small enough that a frame takes milliseconds."""
-
-
-def picture(index: int, height: int = 24, width: int = 32) -> np.ndarray:
-    """A smooth moving colour pattern (little chroma detail, so 4:2:0 keeps it well)."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    red = 128 + 100 * np.sin(xx / 5 + index / 2)
-    green = 128 + 100 * np.cos(yy / 4 - index / 3)
-    blue = 128 + 60 * np.sin((xx + yy) / 7)
-    return np.stack([red, green, blue], axis=-1).astype(np.uint8)
-
-
-def write_video(path: Path, frames: int = 5, size=(24, 32), audio: bool = True, codec: str = 'libx264',
-                pix_fmt: str = 'yuv420p', times: Optional[Sequence[int]] = None) -> None:
-    """A lossless little video: ``frames`` pictures at RATE fps (or shown at ``times`` milliseconds), with a
-    440 Hz tone as AAC (MP4) or FLAC (Matroska) audio as long as the pictures."""
-    height, width = size
-    with av.open(str(path), 'w') as container:
-        video = container.add_stream(codec, rate=RATE)
-        video.width, video.height, video.pix_fmt = width, height, pix_fmt
-        if codec == 'libx264':
-            video.options = {'crf': '0'}
-        if times is not None:
-            video.codec_context.time_base = Fraction(1, 1000)
-        if audio:
-            sound = container.add_stream('aac' if path.suffix == '.mp4' else 'flac', rate=SAMPLE_RATE)
-            sound.layout = 'mono'
-        for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(picture(index, height, width), format='rgb24')
-            frame.pts = index if times is None else times[index]
-            if times is not None:
-                frame.time_base = Fraction(1, 1000)
-            for packet in video.encode(frame):
-                container.mux(packet)
-        for packet in video.encode(None):
-            container.mux(packet)
-        if audio:
-            seconds = np.arange(SAMPLE_RATE * frames // RATE) / SAMPLE_RATE
-            tone = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * seconds)).astype(np.float32)[None],
-                                              format='fltp', layout='mono')
-            tone.sample_rate, tone.pts = SAMPLE_RATE, 0
-            for packet in [*sound.encode(tone), *sound.encode(None)]:
-                container.mux(packet)
+from tests.helpers.networks import SMALL
+from tests.helpers.paths import REPO
+from tests.helpers.videos import RATE, SAMPLE_RATE, picture, write_video
 
 
 def decoded(path: Path) -> List[av.VideoFrame]:
@@ -91,7 +45,7 @@ def as_yuv420(rgb: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    net = ESC(**TINY, upscaling_factor=2)
+    net = ESC(**SMALL, upscaling_factor=2)
     path = tmp_path_factory.mktemp('video_ckpt') / 'tiny_x2.pth'
     torch.save({'params_ema': net.state_dict()}, path)
     return path
@@ -191,7 +145,7 @@ def test_colour_tags_and_full_range_are_kept(checkpoint, tmp_path):
 def test_an_odd_upscaled_size_is_padded_and_said(tmp_path):
     clip, target = tmp_path / 'odd.mkv', tmp_path / 'odd_x3.mkv'
     write_video(clip, frames=3, size=(9, 11), audio=False, codec='ffv1', pix_fmt='yuv444p')
-    net = ESC(**TINY, upscaling_factor=3)
+    net = ESC(**SMALL, upscaling_factor=3)
     torch.save({'params': net.state_dict()}, tmp_path / 'tiny_x3.pth')
     model = esc.load_model(str(tmp_path / 'tiny_x3.pth'), device='cpu')
     said = []

@@ -37,7 +37,7 @@ from esc.commands.upscale import main as inference_main, run as run_inference
 from esc.errors import ESCError
 from esc.io.checkpoint import weights_metadata, write_safetensors
 from esc.io.images import pixel_limit
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 TINY = dict(dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=2, window_size=8, num_heads=2)
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',

@@ -12,9 +12,8 @@ from esc.archs.streaming import streamed_forward
 from esc.errors import ESCError
 from esc.evaluation.complexity import count_parameters
 from esc.upscaler import Upscaler, detect_network, variant_name
-from tests.conftest import REPO, load_script
-from tests.test_export import _onnx_modules
-from tests.test_networks import randomise
+from tests.helpers.networks import onnx_modules, randomise
+from tests.helpers.paths import REPO, load_script
 
 XL_WINDOW = VARIANTS['ESC-XL']['window_size']
 NARROW_XL = dict(dim=24, pdim=8, kernel_size=13, n_blocks=1, conv_blocks=1, window_size=XL_WINDOW, num_heads=2,
@@ -162,7 +161,7 @@ def test_window_48_tiles_start_on_window_boundaries(narrow_xl, monkeypatch):
 
 def test_window_48_exports_to_onnx(narrow_xl):
     """Traced at 53×99 (2×3 windows), run by onnxruntime at :data:`SIZE`: dynamic sizes, folded 48×48 biases."""
-    _onnx_modules()
+    onnx_modules()
     from esc.commands.export import example_input, export_onnx, fold_for_export, onnx_runner
 
     net, x, expected = narrow_xl

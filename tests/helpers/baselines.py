@@ -16,9 +16,9 @@ from basicsr.metrics import calculate_psnr
 
 from esc.archs.layers import pad_to_multiple
 from esc.evaluation.paper import BENCHMARKS
-from tests.conftest import REPO
-from tests.test_entrypoints import run
-from tests.test_official_files import as_saved, paired_dataset, read_rgb, write_pairs
+from tests.helpers.files import as_saved, paired_dataset, read_rgb, write_pairs
+from tests.helpers.paths import REPO
+from tests.helpers.runs import run
 
 OfficialOptions = Callable[[int, Path, str], Dict[str, Any]]
 """A baseline's official test option file for (scale, data root, checkpoint path)."""
