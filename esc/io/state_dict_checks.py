@@ -10,7 +10,8 @@ been bounded so that even that build stays quick.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Tuple, Type
+from dataclasses import dataclass, field
+from typing import Any, List, Mapping, Optional, Tuple, Type
 
 import torch
 from torch import Tensor, nn
@@ -106,27 +107,64 @@ def check_option_bounds(options: Mapping[str, Any], source: str) -> None:
                            f'whole numbers from 1 to {width}')
 
 
+@dataclass
+class Misfits:
+    """How a state dict differs from a network's own, key by key, in the network's order: ``problems`` holds each
+    of the network's keys that does not fit once, as (key, 'missing' | 'shape' | 'kind'), a shape that differs
+    being reported before a kind of value (floating point or integer) that does; ``unexpected`` the state dict's
+    keys the network does not have, in the state dict's order."""
+
+    problems: List[Tuple[str, str]] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+
+    def of(self, *kinds: str) -> List[str]:
+        """The keys with a problem of one of ``kinds``, in the network's order."""
+        return [key for key, kind in self.problems if kind in kinds]
+
+    def first(self, *kinds: str) -> Optional[Tuple[str, str]]:
+        """The first (key, kind) of the problems of one of ``kinds``, or None."""
+        return next(((key, kind) for key, kind in self.problems if kind in kinds), None)
+
+
+def state_dict_misfits(own: Mapping[str, Tensor], state_dict: Mapping[str, Any]) -> Misfits:
+    """Compare ``state_dict`` with a network's own state dict ``own`` (keys, shapes and kinds of value; a value
+    without a shape counts as shape ()): the one comparison behind :func:`check_state_dict_fits` and
+    :func:`check_against_network`, which word the first misfit each in their own way."""
+    misfits = Misfits()
+    for key, value in own.items():
+        if key not in state_dict:
+            misfits.problems.append((key, 'missing'))
+        elif tuple(getattr(state_dict[key], 'shape', ())) != tuple(value.shape):
+            misfits.problems.append((key, 'shape'))
+        elif getattr(state_dict[key], 'is_floating_point', value.is_floating_point)() != value.is_floating_point():
+            misfits.problems.append((key, 'kind'))
+    misfits.unexpected = [key for key in state_dict if key not in own]
+    return misfits
+
+
 def check_state_dict_fits(network_name: str, own: Mapping[str, Tensor], state_dict: Mapping[str, Any]) -> None:
     """``state_dict`` holds exactly the keys of a network's own state dict ``own``, each of its shape; otherwise one
     line naming the first key that does not fit (what strict ``load_state_dict`` checks, said in one line)."""
-    for key, value in own.items():
-        if key not in state_dict:
+    misfits = state_dict_misfits(own, state_dict)
+    first = misfits.first('missing', 'shape')
+    if first is not None:
+        key, kind = first
+        if kind == 'missing':
             raise ESCError(f'checkpoint does not fit {network_name}: key {key!r} is missing '
-                           f'({sum(k not in state_dict for k in own)} missing in all)')
+                           f"({len(misfits.of('missing'))} missing in all)")
         got = tuple(getattr(state_dict[key], 'shape', ()))
-        if got != tuple(value.shape):
-            raise ESCError(f'checkpoint does not fit {network_name}: {key!r} has shape {got} in the checkpoint '
-                           f'but {tuple(value.shape)} in the network')
-    unexpected = [k for k in state_dict if k not in own]
-    if unexpected:
-        raise ESCError(f'checkpoint does not fit {network_name}: unexpected key {unexpected[0]!r} '
-                       f'({len(unexpected)} unexpected in all)')
+        raise ESCError(f'checkpoint does not fit {network_name}: {key!r} has shape {got} in the checkpoint '
+                       f'but {tuple(own[key].shape)} in the network')
+    if misfits.unexpected:
+        raise ESCError(f'checkpoint does not fit {network_name}: unexpected key {misfits.unexpected[0]!r} '
+                       f'({len(misfits.unexpected)} unexpected in all)')
 
 
 def check_against_network(network: Type[nn.Module], config: Mapping[str, Any], state_dict: Mapping[str, Tensor],
                           source: str, description: str) -> None:
-    """The tensors of ``state_dict`` are those of ``network(**config)``, key for key and shape for shape: the network
-    is built on the meta device (no memory), so a declaration that disagrees with the file costs nothing.
+    """The tensors of ``state_dict`` are those of ``network(**config)``, key for key and shape for shape (and kind
+    of value: an integer table where a weight belongs is refused), as :func:`state_dict_misfits` compares them: the
+    network is built on the meta device (no memory), so a declaration that disagrees with the file costs nothing.
     ``description`` names the declared network in the message (e.g. 'ESC-light x2')."""
     check_option_bounds(config, source)
     try:
@@ -134,20 +172,21 @@ def check_against_network(network: Type[nn.Module], config: Mapping[str, Any], s
             own = network(**config).state_dict()
     except TypeError as exc:
         raise ESCError(f'{source}: {exc}') from None
-    expected = {key: tuple(value.shape) for key, value in own.items()}
-    for key, shape in expected.items():  # in the network's order: the first layer that disagrees is named
-        if key in state_dict and tuple(state_dict[key].shape) != shape:
-            raise ESCError(f'{source}: {key} is {tuple(state_dict[key].shape)} in the file; the {description} network '
-                           f'it declares needs {shape}')
-        if key in state_dict and state_dict[key].is_floating_point() != own[key].is_floating_point():
-            held = str(state_dict[key].dtype).replace('torch.', '')
-            raise ESCError(f'{source}: {key} holds {held} values; the {description} network it declares holds '
-                           f"{str(own[key].dtype).replace('torch.', '')} there")
-    missing = [key for key in expected if key not in state_dict]
+    misfits = state_dict_misfits(own, state_dict)
+    first = misfits.first('shape', 'kind')  # in the network's order: the first layer that disagrees is named
+    if first is not None:
+        key, kind = first
+        if kind == 'shape':
+            raise ESCError(f'{source}: {key} is {tuple(state_dict[key].shape)} in the file; the {description} '
+                           f'network it declares needs {tuple(own[key].shape)}')
+        held = str(state_dict[key].dtype).replace('torch.', '')
+        raise ESCError(f'{source}: {key} holds {held} values; the {description} network it declares holds '
+                       f"{str(own[key].dtype).replace('torch.', '')} there")
+    missing = misfits.of('missing')
     if missing:
         more = f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''
         raise ESCError(f'{source}: {missing[0]}{more} missing; the {description} network it declares has it')
-    unexpected = [key for key in state_dict if key not in expected]
-    if unexpected:
+    if misfits.unexpected:
+        unexpected = misfits.unexpected
         more = f' (and {len(unexpected) - 1} more)' if len(unexpected) > 1 else ''
         raise ESCError(f'{source}: {unexpected[0]}{more} is no parameter of the {description} network it declares')
