@@ -2,13 +2,15 @@
 ``spandrel.ModelLoader().load_from_file(path)`` opens ESC checkpoints like any other architecture.
 
 spandrel hands an architecture nothing but the state dict (the file's ``params_ema``, else ``params``, else the
-file itself; safetensors metadata is dropped), so the network is read off the parameter names and shapes by
-:func:`esc.upscaler.detect_network`, the detector every other entry point uses: the official layouts (ESC,
-ESC-light, ESC-FP, ESC-Real, ESC-XL, ESC-Real-XL, FlashBias) and this project's files, ``.pth`` or
-``.safetensors``. The descriptor runs the network as it is: its attention pads each feature map to whole windows
-itself, so any image size is accepted as given (no size requirement) and the stored official outputs are
-reproduced. ESC+LTE serves any scale, which a spandrel descriptor (one integer scale) cannot express; it is
-refused in one line.
+file itself; safetensors metadata is dropped), so the network is read off the parameter names and shapes as every
+other entry point reads it: each registered network's ``recognise``, asked in turn by
+:func:`esc.archs.recognise_network` (the official layouts of ESC, ESC-light, ESC-FP, ESC-Real, ESC-XL, ESC-Real-XL,
+FlashBias, and this project's files, ``.pth`` or ``.safetensors``). The hook serves the ESC family
+(:data:`SERVED`); the paper's baselines, which the registry recognises too, are left to spandrel's own
+architectures (ATD) or to ``esc.load_model``. The descriptor runs the network as it is: its attention pads each
+feature map to whole windows itself, so any image size is accepted as given (no size requirement) and the stored
+official outputs are reproduced. ESC+LTE serves any scale, which a spandrel descriptor (one integer scale) cannot
+express; it is refused in one line.
 
 spandrel is an optional extra (``pip install -e .[spandrel]``); importing this module without it is a one-line
 :class:`~esc.errors.ESCError`.
@@ -19,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from torch import nn
 
-from esc.archs import NETWORKS
+from esc.archs import NETWORKS, recognise_network
 from esc.errors import ESCError
 from esc.upscaler import check_network_state, detect_network, variant_name
 
@@ -30,6 +32,8 @@ except ImportError:
     raise ESCError('esc.spandrel needs spandrel (tested: 0.4.2): pip install -e .[spandrel]') from None
 
 ARCH_ID = 'ESC'
+SERVED = ('ESC', 'ESCFP', 'ESCReal', 'ESCLTE')
+"""The registered networks this hook claims: the ESC family (ESC+LTE only to refuse it in one line)."""
 SOURCE = 'spandrel: ESC state dict'
 """How errors name what they are about: spandrel passes no file name."""
 SUPPORTS_HALF = True
@@ -39,15 +43,16 @@ SUPPORTS_BFLOAT16 = True
 
 
 def is_esc_state_dict(state_dict: Mapping[str, Any]) -> bool:
-    """Whether ``state_dict`` is an ESC network's, as :func:`esc.upscaler.detect_network` reads it, or bears ESC's
-    names with a tensor missing or damaged (which :meth:`ESCArch.load` then refuses in one line)."""
+    """Whether ``state_dict`` is the network of the ESC family (:data:`SERVED`) that
+    :func:`esc.archs.recognise_network` finds, or bears ESC's names with a tensor missing or damaged (which
+    :meth:`ESCArch.load` then refuses in one line)."""
     try:
-        detect_network(state_dict)
+        found = recognise_network(state_dict)
     except ESCError:  # ESC's names with a tensor missing or damaged: loading it says which, in one line
         return 'proj.weight' in state_dict and any(key.startswith('blocks.0.convffns.') for key in state_dict)
     except (KeyError, IndexError, AttributeError):  # another architecture's names or shapes
         return False
-    return True
+    return found is not None and found['type'] in SERVED
 
 
 def descriptor_tags(options: Mapping[str, Any]) -> List[str]:
@@ -77,6 +82,8 @@ class ESCArch(Architecture[nn.Module]):
             options: Dict[str, Any] = dict(detect_network(state_dict))
         except ESCError as exc:
             raise ESCError(f'{SOURCE}: {exc}') from None
+        if options['type'] not in SERVED:
+            raise ESCError(f"{SOURCE}: a {options['type']}, not a network of the ESC family; esc.load_model opens it")
         if not getattr(NETWORKS[options['type']], 'fixed_scale', True):
             raise ESCError(f'{variant_name(options)} upscales to any scale, a spandrel model has one integer scale: '
                            "use esc.load_model(path, scale=...) or esc/commands/upscale.py --scale")

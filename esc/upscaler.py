@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -22,15 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from esc.archs import recognise_network
 from esc.archs.attention import describe_attention
 from esc.archs.esc_arch import NETWORKS, VARIANTS
-from esc.archs.flashbias import bias_ranks, network_layout, query_factors
+from esc.archs.flashbias import network_layout
 from esc.archs.lte_arch import VARIANTS as LTE_VARIANTS, check_scale
 from esc.errors import ESCError
 from esc.io.checkpoint import read_checkpoint
 from esc.io.memory_estimate import (ESTIMATED_TYPES, LTE_CHUNK, Workload, check_memory, parameter_count,
                                     window_workload)
-from esc.io.state_dict_checks import check_against_network, check_weights, tensor_shape
+from esc.io.state_dict_checks import check_against_network, check_weights
 from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
 DEVICES = ('auto', 'cpu', 'cuda')
@@ -65,76 +65,46 @@ def autocast(device: str, name: str) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type=device, dtype=DTYPES[name])
 
 
-def _count(state_dict: Mapping[str, Any], pattern: str) -> int:
-    return len({m.group(1) for k in state_dict for m in [re.match(pattern, k)] if m})
+def scale_option(network_type: str) -> Optional[str]:
+    """The constructor option that holds a registered network's scale (``scale_option``: 'upscaling_factor' for the
+    ESC family, 'upscale' for the baselines); None for a network that serves every scale (ESC+LTE, LTE)."""
+    network = NETWORKS[network_type]
+    return getattr(network, 'scale_option', 'upscaling_factor') if getattr(network, 'fixed_scale', True) else None
+
+
+def network_scale(options: Mapping[str, Any]) -> Optional[float]:
+    """The scale network options (``type`` included) build their network at; None where they leave it open."""
+    option = scale_option(options['type'])
+    return options.get(option) if option else None
 
 
 def detect_network(state_dict: Mapping[str, Tensor], scale: Optional[float] = None) -> Dict[str, Any]:
-    """The network options (``type`` plus constructor arguments) a state dict was trained with; a FlashBias
-    state dict (factorised position biases, :mod:`esc.archs.flashbias`) gives ``bias_rank`` and ``attn_type``.
+    """The network options (``type`` plus constructor arguments) a state dict was trained with, as the registered
+    networks read themselves (:func:`esc.archs.recognise_network`: each class's ``recognise``, most specific
+    first); a FlashBias state dict (factorised position biases, :mod:`esc.archs.flashbias`) gives ``bias_rank``
+    and ``attn_type``.
 
     ``scale`` is needed only where the checkpoint does not tell it; a one-line :class:`ESCError` lists
-    the candidates then, and says what is missing when the state dict is not an ESC network at all.
+    the candidates then, and says what is missing when the state dict is no network known here.
     """
-    sd = state_dict
-    if 'proj.weight' not in sd or not any(k.startswith('blocks.0.') for k in sd):
+    opt = recognise_network(state_dict)
+    if opt is None:
         raise ESCError('checkpoint is not an ESC network (no proj.weight / blocks.0.*)')
-    arch = ('ESCFP' if 'lk_channel' in sd else 'ESCReal' if 'skip.0.weight' in sd
-            else 'ESCLTE' if 'coef.weight' in sd and 'imnet.0.weight' in sd else 'ESC')
-    dim = tensor_shape(sd, 'proj.weight', 4)[0]
-    opt: Dict[str, Any] = dict(type=arch, dim=dim, n_blocks=_count(sd, r'blocks\.(\d+)\.'),
-                               conv_blocks=_count(sd, r'blocks\.0\.convffns\.(\d+)\.'))
-    if opt['conv_blocks'] == 0:
-        raise ESCError('checkpoint is not an ESC network (its blocks have no convffns)')
-    opt['exp_ratio'] = tensor_shape(sd, 'blocks.0.convffns.0.proj.weight', 4)[0] / dim
-    tables = [tensor_shape(sd, k, 2) for k in sd if k.endswith('relative_position_bias')]
-    factors = query_factors(sd)  # FlashBias: (heads, ws², R) per layer
-    if tables:
-        opt['num_heads'] = tables[0][0]
-        opt['window_size'] = (math.isqrt(tables[0][1]) + 1) // 2
-    elif factors:
-        if factors[0].dim() != 3:
-            raise ESCError(f'checkpoint: a FlashBias query factor has shape {tuple(factors[0].shape)}; an ESC '
-                           'network\'s has 3 dimensions (heads, ws², rank)')
-        opt.update(num_heads=factors[0].shape[0], window_size=math.isqrt(factors[0].shape[1]),
-                   bias_rank=bias_ranks(sd), attn_type='flashbias')
-    kernel = next((tensor_shape(sd, k, 4) for k in ('plk_filter', 'lk_spatial', 'blocks.0.pconvs.0.plk.lk') if k in sd),
-                  None)
-    if kernel is not None:
-        opt['pdim'], opt['kernel_size'] = kernel[0], kernel[-1]
-    if arch in ('ESC', 'ESCLTE'):
-        opt.update(use_ln='blocks.0.lns.0.weight' in sd, share_lk='plk_filter' in sd,
-                   dynamic_kernel=any('.plk.dwc_proj.' in k for k in sd),
-                   first_mixer='self_attn' if 'blocks.0.attn.to_qkv.weight' in sd else 'conv_attn',
-                   inner_mixer='self_attn' if 'blocks.0.pconvs.0.to_qkv.weight' in sd else 'conv_attn')
-    if arch == 'ESCLTE':  # one network for every scale: LTE's head widths, no upscaling_factor
-        linears = _count(sd, r'imnet\.(\d+)\.weight')
-        opt.update(hidden_dim=tensor_shape(sd, 'coef.weight', 4)[0],
-                   mlp_dims=[tensor_shape(sd, f'imnet.{2 * i}.weight', 2)[0] for i in range(linears - 1)])
+    if scale_option(opt['type']) is None:  # one network for every scale: it is the caller's
         if scale is not None:
             check_scale(scale)
         return opt
-    if arch == 'ESCReal':  # the ×4 upsampler ends in to_img.8, the ×2 one (one stage fewer) in to_img.5
-        opt['upscaling_factor'] = 4 if 'to_img.8.weight' in sd else 2 if 'to_img.5.weight' in sd else None
-        if opt['upscaling_factor'] is None:
-            raise ESCError('checkpoint is not an ESC-Real network: its upsampler ends in neither to_img.8 (x4) '
-                           'nor to_img.5 (x2)')
-    elif 'to_img.weight' in sd:
-        channels = tensor_shape(sd, 'to_img.weight', 4)[0]
-        r = math.isqrt(channels // 3)
-        if 3 * r * r != channels:
-            raise ESCError(f'checkpoint is not an ESC network: to_img.weight has {channels} outputs, not 3·r²')
-        opt['upscaling_factor'] = r
-    elif scale is None:
+    if network_scale(opt) is None and scale is None:
         raise ESCError('checkpoint does not tell its scale (no to_img.weight); candidates: 2, 3, 4 — pass the scale')
     return _with_requested_scale(opt, scale)
 
 
 def _with_requested_scale(opt: Dict[str, Any], scale: Optional[float]) -> Dict[str, Any]:
-    """``opt`` with ``upscaling_factor`` set to ``scale`` where the checkpoint left it open; refused where it
-    differs."""
-    if scale is not None and opt.setdefault('upscaling_factor', scale) != scale:
-        raise ESCError(f'checkpoint is a x{opt["upscaling_factor"]} {opt["type"]}; it cannot upscale x{scale}')
+    """``opt`` with its scale option (``upscaling_factor``, a baseline's ``upscale``) set to ``scale`` where the
+    checkpoint left it open; refused where it differs."""
+    option = scale_option(opt['type'])
+    if scale is not None and opt.setdefault(option, scale) != scale:
+        raise ESCError(f'checkpoint is a x{opt[option]} {opt["type"]}; it cannot upscale x{scale}')
     return opt
 
 
@@ -160,14 +130,14 @@ def checkpoint_network(state_dict: Mapping[str, Tensor], metadata: Mapping[str, 
         if scale is not None:
             check_scale(scale)
         return opt
-    recorded_scale = metadata.get('scale')
-    if opt.get('upscaling_factor') is None:
-        opt['upscaling_factor'] = recorded_scale
-    elif recorded_scale is not None and recorded_scale != opt['upscaling_factor']:
+    recorded_scale, option = metadata.get('scale'), scale_option(opt['type'])
+    if opt.get(option) is None:
+        opt[option] = recorded_scale
+    elif recorded_scale is not None and recorded_scale != opt[option]:
         raise ESCError(f"{source}: metadata disagrees with itself: esc.scale is {recorded_scale}, esc.network's "
-                       f"upscaling_factor {opt['upscaling_factor']}")
-    if opt['upscaling_factor'] is None:
-        opt['upscaling_factor'] = detect_network(state_dict, scale)['upscaling_factor']
+                       f"{option} {opt[option]}")
+    if opt[option] is None:
+        opt[option] = network_scale(detect_network(state_dict, scale))
     return _with_requested_scale(opt, scale)
 
 
@@ -218,7 +188,7 @@ class Upscaler:
         self.arbitrary = not getattr(net, 'fixed_scale', True)
         if self.arbitrary and scale is None:
             raise ESCError(f'scale: {variant_name(options)} serves any scale above 1; say which (--scale 2.5)')
-        self.scale: float = check_scale(scale) if self.arbitrary else options['upscaling_factor']
+        self.scale: float = check_scale(scale) if self.arbitrary else network_scale(options)
         self.name = variant_name(options)
         self.precision, self.tile, self.tile_overlap = precision, tile, tile_overlap
         self.progress = progress
@@ -337,7 +307,7 @@ def check_network_state(state_dict: Mapping[str, Any], metadata: Mapping[str, An
     device (FlashBias tables factorised to the layout first)."""
     check_weights(state_dict, source, integer_tables=True)  # index tables: checked against the network below
     detected = checkpoint_network(state_dict, metadata, scale, source=source)
-    scale_text = f" x{detected['upscaling_factor']}" if detected.get('upscaling_factor') else ''
+    scale_text = f' x{network_scale(detected)}' if network_scale(detected) else ''
     if arch is not None:
         if arch not in NETWORKS:
             raise ESCError(f"arch: {arch!r} is not one of {', '.join(NETWORKS)}")

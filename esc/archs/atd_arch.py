@@ -41,10 +41,11 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from esc.archs.attention import relative_position_index
+from esc.archs.recognition import group_depths, whole_ratio
 from esc.archs.srformer_arch import (DIV2K_RGB_MEAN, MASKED, RESIDUAL_CONVS, BaselineNetwork, from_windows,
                                      residual_conv, shift_regions, subpixel_upsampler, to_windows)
 from esc.errors import ESCError
-from esc.io.state_dict_checks import check_state_dict_fits
+from esc.io.state_dict_checks import check_state_dict_fits, tensor_shape
 
 UPSAMPLERS = ('pixelshuffledirect', 'pixelshuffle', 'nearest+conv')
 UPSAMPLER_FEATURES = 64  # the official num_feat of the 'pixelshuffle' and 'nearest+conv' heads
@@ -378,6 +379,31 @@ class ATD(BaselineNetwork):
             raise ESCError(f"{where}: upsampler 'pixelshuffle' takes upscale 2^n or 3, got {upscale}")
         if upsampler == 'nearest+conv' and upscale != 4:
             raise ESCError(f"{where}: upsampler 'nearest+conv' takes upscale 4 only, got {upscale}")
+
+    @classmethod
+    def recognise_body(cls, state_dict: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        """ATD's body where ``state_dict`` has a token dictionary (``residual_group.td``) after ``conv_first``
+        (None otherwise): the groups' depths and heads, the window (from the (2ws − 1)² bias table), the
+        dictionary's size and reduced width, the ConvFFN's kernel and ratio, ``qkv_bias``. ``category_size`` and
+        ``img_size`` size no tensor: the defaults (ATD-light's 128 categories)."""
+        if 'conv_first.weight' not in state_dict or 'layers.0.residual_group.td' not in state_dict:
+            return None
+        name = 'an ATD'
+        options = cls.recognise_common(state_dict, name)
+        depths = group_depths(state_dict, 'layers.{}.', 'residual_group.layers.{}.')
+        layer = 'layers.0.residual_group.layers.0.'
+        tables = [tensor_shape(state_dict, f'layers.{group}.residual_group.layers.0.attn_win.'
+                               'relative_position_bias_table', 2, network=name) for group in range(len(depths))]
+        heads, table = [table[1] for table in tables], tables[0]
+        hidden = tensor_shape(state_dict, layer + 'convffn.fc1.weight', 2, network=name)[0]
+        options.update(
+            depths=depths, num_heads=heads, window_size=(math.isqrt(table[0]) + 1) // 2,
+            num_tokens=tensor_shape(state_dict, 'layers.0.residual_group.td', 2, network=name)[0],
+            reducted_dim=tensor_shape(state_dict, layer + 'attn_atd.wq.weight', 2, network=name)[0],
+            convffn_kernel_size=tensor_shape(state_dict, layer + 'convffn.dwconv.depthwise_conv.0.weight', 4,
+                                             network=name)[-1],
+            mlp_ratio=whole_ratio(hidden, options['embed_dim']), qkv_bias=layer + 'wqkv.bias' in state_dict)
+        return options
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

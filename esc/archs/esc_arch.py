@@ -16,13 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esc.archs.attention import bias_form_conflict, normalize_attn_type
-from esc.archs.flashbias import (BiasRank, FactorisedWindowAttention, adapt_state_dict, layer_ranks,
-                                 network_bias_rank, window_attention)
+from esc.archs.flashbias import (BiasRank, FactorisedWindowAttention, adapt_state_dict, bias_ranks, layer_ranks,
+                                 network_bias_rank, query_factors, window_attention)
 from esc.archs.layers import (ConvAttn, ConvFFN, DecomposedLargeKernelConv, LargeKernel, LayerNorm2d, ReflectConv2d,
                               SharedLargeKernelConv, symmetric_average)
+from esc.archs.recognition import count_indices
 from esc.archs.streaming import streamed_forward
 from esc.errors import ESCError
-from esc.io.state_dict_checks import check_state_dict_fits
+from esc.io.state_dict_checks import check_state_dict_fits, tensor_shape
 
 
 MIXERS = ('self_attn', 'conv_attn')
@@ -66,6 +67,30 @@ class ESCBlock(nn.Module):
         return skip + self.conv_out(self.ln_out(x))
 
 
+def esc_family_member(state_dict: Mapping[str, Any]) -> Optional[str]:
+    """Which network of the ESC family a state dict's names say it is ('ESC', 'ESCFP', 'ESCReal' or 'ESCLTE'), or
+    None where it has no ``proj.weight`` and ``blocks.0.*`` (no ESC network at all). Every member shares ESC's
+    names; the markers of the others decide, most specific first: ESC-FP's decomposed large kernel
+    (``lk_channel``), ESC-Real's conv image skip (``skip.0.weight``), ESC+LTE's head (``coef.weight`` with
+    ``imnet.0.weight``); ESC is the rest."""
+    if 'proj.weight' not in state_dict or not any(key.startswith('blocks.0.') for key in state_dict):
+        return None
+    if 'lk_channel' in state_dict:
+        return 'ESCFP'
+    if 'skip.0.weight' in state_dict:
+        return 'ESCReal'
+    return 'ESCLTE' if 'coef.weight' in state_dict and 'imnet.0.weight' in state_dict else 'ESC'
+
+
+def recognise_ablations(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
+    """The Table 3 ablation switches an ESC (or ESC+LTE) state dict was trained with, read off its names: LayerNorms
+    before the ConvFFNs, one shared large kernel, the dynamic kernel, and which mixer sits where."""
+    return dict(use_ln='blocks.0.lns.0.weight' in state_dict, share_lk='plk_filter' in state_dict,
+                dynamic_kernel=any('.plk.dwc_proj.' in key for key in state_dict),
+                first_mixer='self_attn' if 'blocks.0.attn.to_qkv.weight' in state_dict else 'conv_attn',
+                inner_mixer='self_attn' if 'blocks.0.pconvs.0.to_qkv.weight' in state_dict else 'conv_attn')
+
+
 def resample_subpixel_conv(weight: Tensor, bias: Optional[Tensor], scale: int):
     """Resize a sub-pixel conv (3·s² outputs) to ``scale``: every tap's 3×s×s grid bilinearly to 3×r×r."""
     out_channels, in_channels, kh, kw = weight.shape
@@ -93,7 +118,7 @@ class _ESCNetwork(nn.Module):
     ``flashbias_rank`` (the official option) or its synonym ``bias_rank``: None (the default) holds each
     attention layer's position bias as the relative-position table, except that ``attn_type: flashbias`` (the
     official ``FlashBias``) then takes the official default rank 256 − head dim; a rank R (or one per
-    self-attention layer, in order) holds it as trainable low-rank factors (FlashBias, :mod:`esc.archs.flashbias`).
+    self-attention layer, in order) holds it as trainable low-rank factors (FlashBias, :mod:`esc.archs.attention`).
     ``deployment``: the official early option files' switch between their naive attention (training) and
     FlexAttention (deployment); every backend here computes the same attention, so it is accepted and changes
     nothing: ``attn_type`` chooses the backend.
@@ -102,6 +127,7 @@ class _ESCNetwork(nn.Module):
     large_kernel_conv: type = SharedLargeKernelConv
     first_ffn_ratio = 2.0
     fixed_scale = True  # False: no ``upscaling_factor``, U is queried at any scale (ESCLTE, esc/archs/lte_arch.py)
+    scale_option = 'upscaling_factor'  # the constructor option that holds the scale
     fuse_halo = 1
     reconstruct_halo = 1
 
@@ -208,6 +234,51 @@ class _ESCNetwork(nn.Module):
         return x
 
     # --- checkpoints -------------------------------------------------------------------------------------------
+    @classmethod
+    def recognise(cls, state_dict: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        """The constructor options of the network ``state_dict`` was saved from, where :func:`esc_family_member`
+        says it is this class's (None otherwise): width, blocks and ConvAttns per block, the ConvFFN ratio, heads
+        and window (from the position-bias tables, or FlashBias's factors with their ranks), the large kernel's
+        size, then the variant's own (:meth:`_recognise_own`): ``upscaling_factor`` where the weights tell it.
+        This network's names with a tensor missing or of another rank are a one-line ESCError naming it."""
+        if esc_family_member(state_dict) != cls.__name__:
+            return None
+        sd = state_dict
+        dim = tensor_shape(sd, 'proj.weight', 4)[0]
+        options: Dict[str, Any] = dict(dim=dim, n_blocks=count_indices(sd, r'blocks\.(\d+)\.'),
+                                       conv_blocks=count_indices(sd, r'blocks\.0\.convffns\.(\d+)\.'))
+        if options['conv_blocks'] == 0:
+            raise ESCError('checkpoint is not an ESC network (its blocks have no convffns)')
+        options['exp_ratio'] = tensor_shape(sd, 'blocks.0.convffns.0.proj.weight', 4)[0] / dim
+        tables = [tensor_shape(sd, key, 2) for key in sd if key.endswith('relative_position_bias')]
+        factors = query_factors(sd)  # FlashBias: (heads, ws², R) per layer
+        if tables:
+            options['num_heads'] = tables[0][0]
+            options['window_size'] = (math.isqrt(tables[0][1]) + 1) // 2
+        elif factors:
+            if factors[0].dim() != 3:
+                raise ESCError(f'checkpoint: a FlashBias query factor has shape {tuple(factors[0].shape)}; an ESC '
+                               'network\'s has 3 dimensions (heads, ws², rank)')
+            options.update(num_heads=factors[0].shape[0], window_size=math.isqrt(factors[0].shape[1]),
+                           bias_rank=bias_ranks(sd), attn_type='flashbias')
+        kernel = next((tensor_shape(sd, key, 4) for key in ('plk_filter', 'lk_spatial', 'blocks.0.pconvs.0.plk.lk')
+                       if key in sd), None)
+        if kernel is not None:
+            options['pdim'], options['kernel_size'] = kernel[0], kernel[-1]
+        cls._recognise_own(sd, options)
+        return options
+
+    @classmethod
+    def _recognise_own(cls, state_dict: Mapping[str, Any], options: Dict[str, Any]) -> None:
+        """Add what only this variant's weights tell to ``options``: here the sub-pixel upsampler's scale
+        (``to_img.weight``: 3·r² outputs), where the state dict has it."""
+        if 'to_img.weight' in state_dict:
+            channels = tensor_shape(state_dict, 'to_img.weight', 4)[0]
+            scale = math.isqrt(channels // 3)
+            if 3 * scale * scale != channels:
+                raise ESCError(f'checkpoint is not an ESC network: to_img.weight has {channels} outputs, not 3·r²')
+            options['upscaling_factor'] = scale
+
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Load weights; a checkpoint of another scale has its sub-pixel conv resampled, a checkpoint of
         another architecture is refused with one line naming the first key that does not fit."""
@@ -246,6 +317,12 @@ class ESC(_ESCNetwork):
             nn.init.orthogonal_(self.plk_filter)
         if self.fixed_scale:
             self.to_img = nn.Conv2d(dim, 3 * upscaling_factor ** 2, 3, padding=1)
+
+    @classmethod
+    def _recognise_own(cls, state_dict: Mapping[str, Any], options: Dict[str, Any]) -> None:
+        """The ablation switches (:func:`recognise_ablations`), then the sub-pixel upsampler's scale."""
+        options.update(recognise_ablations(state_dict))
+        super()._recognise_own(state_dict, options)
 
     def large_kernel(self) -> Optional[Tensor]:
         return symmetric_average(self.plk_filter) if hasattr(self, 'plk_filter') else None
@@ -333,6 +410,15 @@ class ESCReal(_ESCNetwork):
             nn.LeakyReLU(0.2),
             nn.Conv2d(dim, 3, 3, padding=1),
         )
+
+    @classmethod
+    def _recognise_own(cls, state_dict: Mapping[str, Any], options: Dict[str, Any]) -> None:
+        """The scale, from the upsampler's keys: the ×4 one ends in ``to_img.8``, the ×2 one in ``to_img.5``."""
+        scales = [scale for scale, last in ((4, 'to_img.8.weight'), (2, 'to_img.5.weight')) if last in state_dict]
+        if not scales:
+            raise ESCError('checkpoint is not an ESC-Real network: its upsampler ends in neither to_img.8 (x4) '
+                           'nor to_img.5 (x2)')
+        options['upscaling_factor'] = scales[0]
 
     def large_kernel(self) -> Tensor:
         return symmetric_average(self.plk_filter)

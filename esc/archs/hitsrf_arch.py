@@ -35,18 +35,20 @@ needed here.
 """
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esc.archs.layers import reflect_pad
+from esc.archs.recognition import group_depths, require, whole_ratio
 from esc.archs.srformer_arch import (DIV2K_RGB_MEAN, RESIDUAL_CONVS, UPSAMPLERS, BaselineNetwork, ConvFFN, PSAGroup,
                                      SRFormer, TokenNorm, drop_path, residual_conv, subpixel_upsampler)
 from esc.errors import ESCError
-from esc.io.state_dict_checks import check_state_dict_fits
+from esc.io.state_dict_checks import check_state_dict_fits, tensor_shape
 
 NAME = 'HiT_SRF'
 WHERE = f'network_g ({NAME})'
@@ -296,6 +298,43 @@ class HiT_SRF(BaselineNetwork):
         if resi_connection not in RESIDUAL_CONVS:
             raise ESCError(f"{WHERE}: resi_connection must be one of {', '.join(RESIDUAL_CONVS)}, "
                            f'got {resi_connection!r}')
+
+    @classmethod
+    def recognise_body(cls, state_dict: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        """HiT-SRF's body where ``state_dict`` has its spatial-channel correlation after ``conv_first`` (None
+        otherwise): the groups' depths and heads (the position MLP's outputs), the MLP ratio and, with ``ape``, the
+        input size. The windows leave only each block's cell size (``spatial_linear``) in the weights, which cannot
+        tell a ratio of 0.5 from 1: the official hierarchy (the constructor's ``base_win_size`` and
+        ``hier_win_ratios``) is read back where every block's cell size is its, and any other is a one-line
+        ESCError."""
+        block = 'layers.0.residual_group.blocks.0.'
+        if 'conv_first.weight' not in state_dict or block + 'correlation.spatial_linear.weight' not in state_dict:
+            return None
+        name = 'a HiT_SRF'
+        options = cls.recognise_common(state_dict, name)
+        depths = group_depths(state_dict, 'layers.{}.', 'residual_group.blocks.{}.')
+        defaults = inspect.signature(cls.__init__).parameters
+        base = list(defaults['base_win_size'].default)
+        ratios = list(defaults['hier_win_ratios'].default)
+        cells = [math.prod(size // min(size, side) for size, side in zip((int(b * r) for b in base), base))
+                 for r in ratios]  # each block's pixels per cell, as SpatialChannelCorrelation cuts its window
+        heads = []
+        for group, depth in enumerate(depths):
+            prefix = f'layers.{group}.residual_group.blocks.'
+            heads.append(tensor_shape(state_dict, prefix + '0.correlation.pos.pos3.2.weight', 2, network=name)[0])
+            for index in range(depth):
+                key = f'{prefix}{index}.correlation.spatial_linear.weight'
+                pixels = tensor_shape(state_dict, key, 2, network=name)[1]
+                require(index < len(cells) and pixels == cells[index],
+                        f'{key} mixes {pixels} pixels per cell, where the official window hierarchy (base '
+                        f'{base[0]}×{base[1]}, ratios {ratios}) has {cells[index] if index < len(cells) else "none"}; '
+                        'other windows cannot be read from the weights')
+        hidden = tensor_shape(state_dict, block + 'mlp.fc1.weight', 2, network=name)[0]
+        options.update(depths=depths, num_heads=heads, base_win_size=base, hier_win_ratios=ratios,
+                       mlp_ratio=whole_ratio(hidden, options['embed_dim']), ape='absolute_pos_embed' in state_dict)
+        if options['ape']:
+            options['img_size'] = math.isqrt(tensor_shape(state_dict, 'absolute_pos_embed', 3, network=name)[1])
+        return options
 
     def _build_upsampler(self) -> None:
         dim, r, out = self.embed_dim, self.upscale, self.in_chans

@@ -30,8 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esc.archs.esc_arch import ESC, NETWORKS
+from esc.archs.esc_arch import ESC, NETWORKS, recognise_ablations
 from esc.archs.layers import pad_to_multiple
+from esc.archs.recognition import count_indices, first_recognised
+from esc.io.state_dict_checks import tensor_shape
 from esc.errors import ESCError
 
 
@@ -106,6 +108,14 @@ class LTEHead:
             width = out
         layers.append(nn.Linear(width, 3))
         self.imnet = nn.Sequential(*layers)
+
+    @staticmethod
+    def recognise_head(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
+        """LTE's head widths in a state dict: ``hidden_dim`` (the coefficient estimator's outputs) and ``mlp_dims``
+        (every decoder layer's outputs but the last, RGB one). ``data_norm`` leaves no trace in the weights."""
+        linears = count_indices(state_dict, r'imnet\.(\d+)\.weight')
+        return dict(hidden_dim=tensor_shape(state_dict, 'coef.weight', 4)[0],
+                    mlp_dims=[tensor_shape(state_dict, f'imnet.{2 * i}.weight', 2)[0] for i in range(linears - 1)])
 
     # --- encoder --------------------------------------------------------------------------------------------
     def features(self, x: Tensor, pad_multiple: Optional[int] = None) -> Tensor:
@@ -239,6 +249,12 @@ class ESCLTE(LTEHead, ESC):
                          first_mixer=first_mixer, inner_mixer=inner_mixer, streaming='off', **options)
         self.build_lte_head(dim, hidden_dim, mlp_dims, data_norm, 'network_g (ESCLTE)')
 
+    @classmethod
+    def _recognise_own(cls, state_dict: Mapping[str, Any], options: Dict[str, Any]) -> None:
+        """ESC's ablation switches and LTE's head widths; no scale: one ESC+LTE serves every scale."""
+        options.update(recognise_ablations(state_dict))
+        options.update(cls.recognise_head(state_dict))
+
     def features(self, x: Tensor, pad_multiple: Optional[int] = None) -> Tensor:
         """F = conv3×3(H(F0)) + F0 at LR size (Eq. 1 without U and S); ``pad_multiple`` reflect-pads I_LR first
         and crops F back (the attention layers pad to whole windows by themselves, as the official ones do)."""
@@ -272,9 +288,8 @@ class LTE(LTEHead, nn.Module):
         if not isinstance(encoder, Mapping) or not isinstance(encoder.get('type'), str):
             raise ESCError(f"{where}: encoder must be a network's options with its type, got {encoder!r}")
         network = NETWORKS.get(encoder['type'])
-        if network is None or not callable(getattr(network, 'features', None)) or issubclass(network, LTEHead):
-            usable = sorted(name for name, cls in NETWORKS.items()
-                            if callable(getattr(cls, 'features', None)) and not issubclass(cls, LTEHead))
+        if network is None or encoder['type'] not in encoder_networks():
+            usable = sorted(encoder_networks())
             raise ESCError(f"{where}: encoder.type {encoder['type']!r} is not a network with a feature body; "
                            f"choose one of {', '.join(usable)} (ESC's is ESCLTE)")
         try:
@@ -287,6 +302,23 @@ class LTE(LTEHead, nn.Module):
         self.window_size = getattr(self.encoder, 'window_size', None)
         self.build_lte_head(self.encoder.embed_dim, hidden_dim, mlp_dims, data_norm, where)
 
+    @classmethod
+    def recognise(cls, state_dict: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        """An LTE's options where ``state_dict`` holds LTE's head (``coef``, ``imnet.0``) on ``encoder.*`` weights
+        (None otherwise): the encoder's as its network reads them (``recognise_body``: its feature body, without
+        the reconstruction modules LTE drops) and the head's widths. An LTE head on an encoder no network here
+        reads is a one-line ESCError."""
+        if 'coef.weight' not in state_dict or 'imnet.0.weight' not in state_dict:
+            return None
+        body = {key[len('encoder.'):]: value for key, value in state_dict.items() if key.startswith('encoder.')}
+        if not body:
+            return None
+        encoder = first_recognised(encoder_networks().items(), body, method='recognise_body')
+        if encoder is None:
+            raise ESCError(f"checkpoint: an LTE head on encoder.* weights that are none of "
+                           f"{', '.join(sorted(encoder_networks()))}")
+        return dict(encoder=encoder, **cls.recognise_head(state_dict))
+
     def features(self, x: Tensor, pad_multiple: Optional[int] = None) -> Tensor:
         """The encoder's features of ``x`` at LR size; ``pad_multiple`` reflect-pads ``x`` first, cropped back."""
         if x.dim() != 4 or x.shape[1] != 3:
@@ -297,6 +329,14 @@ class LTE(LTEHead, nn.Module):
 
 
 NETWORKS['LTE'] = LTE  # the package registers the others; LTE lives here with the head it shares
+
+
+def encoder_networks() -> Dict[str, type]:
+    """The registered networks an :class:`LTE` can take as its encoder, by name: those with a feature body
+    (``features``) that are no LTE themselves."""
+    return {name: network for name, network in NETWORKS.items()
+            if callable(getattr(network, 'features', None)) and not issubclass(network, LTEHead)}
+
 
 VARIANTS = {
     'ESC+LTE': dict(type='ESCLTE', dim=64, pdim=16, kernel_size=13, n_blocks=5, conv_blocks=5, window_size=32,

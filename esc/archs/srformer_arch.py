@@ -20,7 +20,7 @@ official option files' ``network_g`` sections build it and the released checkpoi
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +28,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from esc.archs.layers import pad_to_multiple
+from esc.archs.recognition import count_indices, group_depths, require, whole_ratio
 from esc.errors import ESCError
-from esc.io.state_dict_checks import check_state_dict_fits
+from esc.io.state_dict_checks import check_state_dict_fits, tensor_shape
 
 UPSAMPLERS = ('pixelshuffle', 'pixelshuffledirect', 'nearest+conv', '')
 RESIDUAL_CONVS = ('1conv', '3conv')
@@ -279,10 +280,67 @@ class BaselineNetwork(nn.Module):
     checks and the benchmark ask any network for it)."""
 
     upscale: int
+    scale_option = 'upscale'  # the constructor option that holds the scale
 
     @property
     def upscaling_factor(self) -> int:
         return self.upscale
+
+    @classmethod
+    def recognise(cls, state_dict: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        """The constructor options of the network ``state_dict`` was saved from, where it is this network's (None
+        otherwise): its feature body's (:meth:`recognise_body`) and its upsampler's (:meth:`recognise_upsampler`).
+        This network's body without an upsampler is a one-line ESCError: only an LTE encoder drops it."""
+        body = cls.recognise_body(state_dict)
+        if body is None:
+            return None
+        reconstruction = cls.recognise_upsampler(state_dict, body['in_chans'], cls.__name__)
+        require(bool(reconstruction), f'{cls.__name__} weights without an upsampler (no upsample.0 or conv_last); '
+                                      'only an LTE encoder leaves it out')
+        return {**body, **reconstruction}
+
+    @classmethod
+    def recognise_body(cls, state_dict: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        """The options of this network's feature body (everything but ``upscale`` and ``upsampler``) where
+        ``state_dict`` bears its marker keys, else None; a damaged one is a one-line ESCError."""
+        raise NotImplementedError
+
+    @staticmethod
+    def recognise_upsampler(state_dict: Mapping[str, Any], channels: int, network: str) -> Dict[str, Any]:
+        """``upsampler`` and ``upscale`` read off the SwinIR family's reconstruction modules (the baselines share
+        them, :meth:`SRFormer._build_upsampler`): ``conv_up1`` is 'nearest+conv' (×4); ``conv_before_upsample`` with
+        ``upsample.N`` convs is 'pixelshuffle' (each conv ×2 at 4·64 outputs or ×3 at 9·64); ``upsample.0`` alone
+        'pixelshuffledirect' (3·r² outputs); ``conv_last`` alone none ('', ×1). Empty where none is there (an LTE
+        encoder's body)."""
+        if 'conv_up1.weight' in state_dict:
+            return dict(upscale=4, upsampler='nearest+conv')
+        if 'conv_before_upsample.0.weight' in state_dict:
+            features = tensor_shape(state_dict, 'conv_before_upsample.0.weight', 4, network=f'a {network}')[0]
+            scale = 1
+            for index in range(count_indices(state_dict, r'upsample\.(\d+)\.weight')):
+                outputs = tensor_shape(state_dict, f'upsample.{2 * index}.weight', 4, network=f'a {network}')[0]
+                factor = math.isqrt(outputs // features)
+                require(factor in (2, 3) and factor * factor * features == outputs,
+                        f'upsample.{2 * index}.weight has {outputs} outputs, not 4 or 9 × {features}')
+                scale *= factor
+            return dict(upscale=scale, upsampler='pixelshuffle')
+        if 'upsample.0.weight' in state_dict:
+            outputs = tensor_shape(state_dict, 'upsample.0.weight', 4, network=f'a {network}')[0]
+            scale = math.isqrt(outputs // channels)
+            require(scale > 0 and scale * scale * channels == outputs,
+                    f'upsample.0.weight has {outputs} outputs, not {channels}·r²')
+            return dict(upscale=scale, upsampler='pixelshuffledirect')
+        if 'conv_last.weight' in state_dict:
+            return dict(upscale=1, upsampler='')
+        return {}
+
+    @staticmethod
+    def recognise_common(state_dict: Mapping[str, Any], network: str) -> Dict[str, Any]:
+        """What the baselines' bodies share, read off their keys: input channels and width (``conv_first``),
+        ``patch_norm`` and ``resi_connection``."""
+        channels = tensor_shape(state_dict, 'conv_first.weight', 4, network=network)
+        return dict(in_chans=channels[1], embed_dim=channels[0], patch_norm='patch_embed.norm.weight' in state_dict,
+                    resi_connection='3conv' if 'conv_after_body.0.weight' in state_dict else '1conv')
 
 
 class SRFormer(BaselineNetwork):
@@ -381,6 +439,39 @@ class SRFormer(BaselineNetwork):
             raise ESCError(f"network_g (SRFormer): upsampler 'nearest+conv' scales by 4 only, not {upscale}")
         size = -(-img_size // window_size) * window_size
         return size, size
+
+    @classmethod
+    def recognise_body(cls, state_dict: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        """SRFormer's body where ``state_dict`` has its permuted attention (``attn.kv``) after ``conv_first``: the
+        groups' depths and heads, the window (from the (ws − 1)² position-bias table), the MLP ratio, ``qkv_bias``
+        and ``img_size`` (the token grid the shifted blocks' masks or ``absolute_pos_embed`` were sized for; one
+        window where no block is shifted). Dropout rates and ``img_range`` leave no trace: the defaults."""
+        block = 'layers.0.residual_group.blocks.0.'
+        if 'conv_first.weight' not in state_dict or block + 'attn.kv.weight' not in state_dict:
+            return None
+        name = 'an SRFormer'
+        options = cls.recognise_common(state_dict, name)
+        dim = options['embed_dim']
+        depths = group_depths(state_dict, 'layers.{}.', 'residual_group.blocks.{}.')
+        heads, windows = [], []
+        for group in range(len(depths)):
+            table = tensor_shape(state_dict, f'layers.{group}.residual_group.blocks.0.attn.'
+                                 'relative_position_bias_table', 2, network=name)
+            heads.append(table[1])
+            windows.append(2 * ((math.isqrt(table[0]) + 1) // 2))
+        require(len(set(windows)) == 1, f'the groups of this SRFormer have windows {windows}; one network has one')
+        window = windows[0]
+        hidden = tensor_shape(state_dict, block + 'mlp.fc1.weight', 2, network=name)[0]
+        options.update(depths=depths, num_heads=heads, window_size=window, mlp_ratio=whole_ratio(hidden, dim),
+                       qkv_bias=block + 'attn.q.bias' in state_dict, ape='absolute_pos_embed' in state_dict,
+                       img_size=window)
+        masks = [key for key in state_dict if key.endswith('.attn_mask')]
+        if options['ape']:
+            positions = tensor_shape(state_dict, 'absolute_pos_embed', 3, network=name)[1]
+            options['img_size'] = math.isqrt(positions)
+        elif masks:
+            options['img_size'] = window * math.isqrt(tensor_shape(state_dict, masks[0], 3, network=name)[0])
+        return options
 
     def _build_upsampler(self, dim: int, channels: int, scale: int, upsampler: str) -> None:
         features = 64

@@ -74,30 +74,35 @@ def check_weights(state_dict: Mapping[str, Any], source: str, integer_tables: bo
             raise ESCError(f'{source}: {key} holds NaN or infinite values; the checkpoint is damaged')
 
 
-def tensor_shape(state_dict: Mapping[str, Tensor], key: str, rank: int) -> Tuple[int, ...]:
-    """The shape of ``state_dict[key]``, which must have ``rank`` dimensions (one line naming the key otherwise)."""
+def tensor_shape(state_dict: Mapping[str, Tensor], key: str, rank: int,
+                 network: str = 'an ESC network') -> Tuple[int, ...]:
+    """The shape of ``state_dict[key]``, which must have ``rank`` dimensions (one line naming the key otherwise;
+    ``network`` names the kind of network that has the key, for the networks' ``recognise``)."""
     value = state_dict.get(key)
     if value is None:
-        raise ESCError(f'checkpoint: {key} is missing; an ESC network has it')
+        raise ESCError(f'checkpoint: {key} is missing; {network} has it')
     if not isinstance(value, Tensor):
         raise ESCError(f'checkpoint: {key} is not a tensor but {type(value).__name__}')
     if value.dim() != rank:
-        raise ESCError(f'checkpoint: {key} has shape {tuple(value.shape)}; an ESC network\'s has {rank} dimensions')
+        raise ESCError(f'checkpoint: {key} has shape {tuple(value.shape)}; {network}\'s has {rank} dimensions')
     if value.numel() == 0:
         raise ESCError(f'checkpoint: {key} is empty (shape {tuple(value.shape)})')
     return tuple(value.shape)
 
 
 def check_option_bounds(options: Mapping[str, Any], source: str) -> None:
-    """Every size option in ``options`` (declared in metadata or read off the tensors) within :data:`OPTION_LIMITS`."""
+    """Every size option in ``options`` (declared in metadata or read off the tensors) within :data:`OPTION_LIMITS`;
+    a list (a baseline's ``num_heads``, one per group) item by item."""
     for key, limit in OPTION_LIMITS.items():
         value = options.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ESCError(f'{source}: network option {key} is {value!r}, not a number')
-        if not 0 < value <= limit:
-            raise ESCError(f'{source}: network option {key} is {value}; a sane ESC network has 0 < {key} <= {limit}')
+        for item in (value if isinstance(value, (list, tuple)) and value else [value]):
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
+                raise ESCError(f'{source}: network option {key} is {value!r}, not a number')
+            if not 0 < item <= limit:
+                raise ESCError(f'{source}: network option {key} is {value}; a sane ESC network has 0 < {key} <= '
+                               f'{limit}')
     mlp = options.get('mlp_dims')
     if mlp is not None:
         layers, width = MLP_LIMITS
