@@ -1,9 +1,6 @@
 """esc.compat and esc.patching: imports run one way, and every patch of basicsr (and pyiqa) still fits its target."""
-import ast
 import subprocess
 import sys
-from pathlib import Path
-from typing import Dict, List, Set
 
 import pytest
 
@@ -11,69 +8,8 @@ import esc.compat
 from esc.compat import BASICSR_PATCHES
 from esc.errors import ESCError
 from esc.patching import Patch, patched, plain_signature
+from tests.helpers.imports import cycles, package_imports
 from tests.helpers.paths import REPO
-
-
-def package_imports(package: Path) -> Dict[str, Set[str]]:
-    """Module → the package's modules it imports (module level or inside functions), from the source."""
-    modules = {}
-    for path in package.rglob('*.py'):
-        parts = path.relative_to(package.parent).with_suffix('').parts
-        modules['.'.join(parts[:-1] if parts[-1] == '__init__' else parts)] = path
-
-    def known(name: str) -> str:
-        while name not in modules:
-            name = name.rpartition('.')[0]
-        return name
-
-    graph: Dict[str, Set[str]] = {}
-    for module, path in modules.items():
-        package_name = module if path.name == '__init__.py' else module.rpartition('.')[0]
-        targets = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                targets |= {known(alias.name) for alias in node.names if alias.name.split('.')[0] == package.name}
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ''
-                if node.level:
-                    anchor = package_name.split('.')[:len(package_name.split('.')) - node.level + 1]
-                    base = '.'.join(anchor + ([base] if base else []))
-                if base.split('.')[0] == package.name:
-                    targets |= {f'{base}.{a.name}' if f'{base}.{a.name}' in modules else known(base) for a in node.names}
-        graph[module] = targets - {module}
-    return graph
-
-
-def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
-    """The strongly connected components of more than one module (Tarjan)."""
-    index: Dict[str, int] = {}
-    low: Dict[str, int] = {}
-    stack: List[str] = []
-    found: List[List[str]] = []
-
-    def visit(module: str) -> None:
-        index[module] = low[module] = len(index)
-        stack.append(module)
-        for target in graph[module]:
-            if target not in index:
-                visit(target)
-                low[module] = min(low[module], low[target])
-            elif target in stack:
-                low[module] = min(low[module], index[target])
-        if low[module] == index[module]:
-            component = []
-            while True:
-                member = stack.pop()
-                component.append(member)
-                if member == module:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    for module in graph:
-        if module not in index:
-            visit(module)
-    return found
 
 
 def test_the_package_has_no_import_cycle():
