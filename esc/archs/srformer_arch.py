@@ -281,6 +281,7 @@ class BaselineNetwork(nn.Module):
 
     upscale: int
     scale_option = 'upscale'  # the constructor option that holds the scale
+    per_group_options = ('depths', 'num_heads')  # options given one per residual group (checkpoint checks)
 
     @property
     def upscaling_factor(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, List, Mapping, Optional, Tuple, Type
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
 from torch import Tensor, nn
@@ -90,14 +90,14 @@ def tensor_shape(state_dict: Mapping[str, Tensor], key: str, rank: int,
     return tuple(value.shape)
 
 
-def check_option_bounds(options: Mapping[str, Any], source: str) -> None:
+def check_option_bounds(options: Mapping[str, Any], source: str, per_group: Sequence[str] = ()) -> None:
     """Every size option in ``options`` (declared in metadata or read off the tensors) within :data:`OPTION_LIMITS`;
-    a list (a baseline's ``num_heads``, one per group) item by item."""
+    those named in ``per_group`` (a baseline's ``num_heads``, one per group) may be a list, bounded item by item."""
     for key, limit in OPTION_LIMITS.items():
         value = options.get(key)
         if value is None:
             continue
-        for item in (value if isinstance(value, (list, tuple)) and value else [value]):
+        for item in (value if key in per_group and isinstance(value, (list, tuple)) and value else [value]):
             if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
                 raise ESCError(f'{source}: network option {key} is {value!r}, not a number')
             if not 0 < item <= limit:
@@ -170,8 +170,9 @@ def check_against_network(network: Type[nn.Module], config: Mapping[str, Any], s
     """The tensors of ``state_dict`` are those of ``network(**config)``, key for key and shape for shape (and kind
     of value: an integer table where a weight belongs is refused), as :func:`state_dict_misfits` compares them: the
     network is built on the meta device (no memory), so a declaration that disagrees with the file costs nothing.
-    ``description`` names the declared network in the message (e.g. 'ESC-light x2')."""
-    check_option_bounds(config, source)
+    ``description`` names the declared network in the message (e.g. 'ESC-light x2'); the options the network
+    takes one per group (``per_group_options``) are bounded item by item."""
+    check_option_bounds(config, source, getattr(network, 'per_group_options', ()))
     try:
         with torch.device('meta'):
             own = network(**config).state_dict()
