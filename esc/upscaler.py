@@ -10,7 +10,6 @@ RGBA; uint8, uint16 or float in [0, 1]. Only torch is needed (no basicsr, no tor
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esc.archs import recognise_network
+from esc.acceleration import autocast, check_dtype
 from esc.archs.attention import describe_attention
 from esc.archs.esc_arch import NETWORKS, VARIANTS
 from esc.archs.flashbias import network_layout
@@ -34,8 +34,6 @@ from esc.io.state_dict_checks import check_against_network, check_weights
 from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
 DEVICES = ('auto', 'cpu', 'cuda')
-DTYPES: Dict[str, torch.dtype] = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
-"""Precisions by name: fp32, or autocast to fp16 (CUDA only) or bf16."""
 
 
 def resolve_device(name: str) -> str:
@@ -47,22 +45,6 @@ def resolve_device(name: str) -> str:
     if name == 'cuda' and not torch.cuda.is_available():
         raise ESCError('device cuda: no CUDA device is available (use --device cpu or auto)')
     return name
-
-
-def check_dtype(name: str, device: str, option: str = 'dtype') -> torch.dtype:
-    """The torch dtype for ``name`` ('fp32', 'fp16', 'bf16'); fp16 autocast is refused on CPU."""
-    if name not in DTYPES:
-        raise ESCError(f"{option} {name!r} is unknown; choose one of {', '.join(DTYPES)}")
-    if name == 'fp16' and device != 'cuda':
-        raise ESCError(f'{option} fp16 is only supported on CUDA (use fp32 or bf16 on CPU)')
-    return DTYPES[name]
-
-
-def autocast(device: str, name: str) -> contextlib.AbstractContextManager:
-    """Autocast to precision ``name`` on ``device`` (nothing for fp32)."""
-    if name == 'fp32':
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device, dtype=DTYPES[name])
 
 
 def scale_option(network_type: str) -> Optional[str]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import _checkout  # noqa: F401  (this checkout's esc on sys.path; before any esc import)
-from esc.acceleration import COMPILE_MODES, FAST, FastPath  # noqa: E402
+from esc.acceleration import COMPILE_MODES, DTYPES, FAST, FastPath  # noqa: E402
 from esc.errors import ESCError  # noqa: E402
 from esc.evaluation.benchmark import (NAIVE_RATIO_HEADER, NETWORK_HEADER, SCALING_HEADER, SIZES_HEADER,  # noqa: E402
                                SPEEDUP_HEADER, SPEEDUP_NETWORKS, SPEEDUP_TRAINING, TABLE1_DIM, TABLE1_HEADER,
@@ -41,7 +41,7 @@ from esc.evaluation.benchmark import (NAIVE_RATIO_HEADER, NETWORK_HEADER, SCALIN
                                speedup_cells, speedup_row, stream_table, table1_cells, train_row, train_spec,
                                with_naive_ratio)
 from esc.io.checkpoint import write_atomic  # noqa: E402
-from esc.upscaler import DTYPES, load_model, resolve_device  # noqa: E402
+from esc.upscaler import load_model, resolve_device  # noqa: E402
 from esc.utils.cli import one_line_errors  # noqa: E402
 
 from esc.evaluation.benchmark import (FLASHBIAS_ACCURACY_HEADER, FLASHBIAS_RANKS, flashbias_accuracy,  # noqa: E402

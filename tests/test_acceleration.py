@@ -30,7 +30,7 @@ def test_fast_path_options_are_checked():
 
 def test_compiled_channels_last_network_matches_eager_over_many_sizes_with_one_compile():
     """Evaluation on the fast path: dynamic shapes, so a handful of sizes compile once or twice, not per size;
-    parameter names (checkpoints, EMA) are unchanged by the in-place compile."""
+    parameter names (checkpoints, EMA) are unchanged: the compiled wrapper runs beside the network it compiles."""
     torch.manual_seed(0)
     eager = ESC(**TINY).eval()
     with torch.no_grad():
@@ -39,7 +39,7 @@ def test_compiled_channels_last_network_matches_eager_over_many_sizes_with_one_c
     fast = ESC(**TINY).eval()
     fast.load_state_dict(eager.state_dict())
     path = FastPath(compile='default', channels_last=True)
-    path.apply(fast, dynamic=True)
+    run = path.apply(fast, dynamic=True)
     assert list(fast.state_dict()) == list(eager.state_dict())
     torch._dynamo.reset()
     counters.clear()
@@ -47,7 +47,7 @@ def test_compiled_channels_last_network_matches_eager_over_many_sizes_with_one_c
         for height, width in ((16, 24), (24, 40), (32, 16), (40, 40)):
             x = torch.rand(1, 3, height, width)
             expected = eager(x)
-            got = fast(path.input(x))
+            got = run(path.input(x))
             assert got.shape == expected.shape
             assert (got - expected).abs().max() <= 1e-4, (height, width)
     assert 1 <= counters['stats']['unique_graphs'] <= 2
@@ -99,11 +99,11 @@ def test_fast_path_on_cuda_matches_the_plain_path():
     plain = ESC(**{**TINY, 'dim': 64, 'num_heads': 4, 'window_size': 16}).cuda().eval()
     fast = ESC(**{**TINY, 'dim': 64, 'num_heads': 4, 'window_size': 16}).cuda().eval()
     fast.load_state_dict(plain.state_dict())
-    FAST.apply(fast, dynamic=False)
+    run = FAST.apply(fast, dynamic=False)
     x = torch.rand(1, 3, 48, 64, device='cuda')
     with torch.no_grad():
         expected = plain(x)
         for _ in range(3):  # CUDA graphs are recorded after warm-up passes
-            got = fast(FAST.input(x)).clone()
+            got = run(FAST.input(x)).clone()
     assert (got - expected).abs().mean() <= 1e-3
     torch.backends.cuda.matmul.allow_tf32 = False

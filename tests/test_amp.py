@@ -13,10 +13,9 @@ from basicsr.models import build_model
 from torch import nn
 from torch._dynamo.utils import counters
 
-from esc.acceleration import FastPath
+from esc.acceleration import Acceleration, FastPath
 from esc.config.validation import validate_options
 from esc.errors import ESCError
-from esc.models.amp import Acceleration
 from esc.models.lte_model import ESCLTEModel
 from esc.models.real_model import ESCRealESRGANModel
 from tests.helpers.models import model_options, training_model

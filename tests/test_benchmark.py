@@ -15,11 +15,11 @@ import pytest
 import torch
 import yaml
 
+from esc.acceleration import check_dtype
 from esc.archs import NETWORKS
 from esc.errors import ESCError
 from esc.evaluation.paper import CLAIMED_RATIOS, TABLE4
 from esc.evaluation.results import load_speed
-from esc.upscaler import check_dtype
 from tests.helpers.paths import REPO, load_script
 
 from esc.evaluation import benchmark as engine

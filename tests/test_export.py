@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from esc.acceleration import DTYPES
 from esc.archs import NETWORKS
 from esc.archs.attention import relative_position_bias
 from esc.archs.layers import depthwise_conv_per_sample, symmetric_average
 from esc.commands.export import (DEFAULT_TOLERANCE, example_input, export, export_onnx, fold_for_export, fp32_twin,
                                  main, onnx_runner, per_sample_depthwise_3x3)
 from esc.errors import ESCError
-from esc.upscaler import DTYPES
 from tests.helpers.networks import onnx_modules, randomise, small
 from tests.helpers.paths import REPO, load_script, shared_path
 

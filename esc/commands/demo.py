@@ -46,11 +46,12 @@ except ModuleNotFoundError as missing:  # `python esc/commands/demo.py` in a che
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from esc.acceleration import DTYPES
 from esc.commands.upscale import parser as inference_parser, run as run_inference
 from esc.errors import ESCError  # noqa: E402
 from esc.io.checkpoint import read_checkpoint
 from esc.io.images import Animation, load_image, pixel_limit
-from esc.upscaler import DTYPES, checkpoint_network, load_model, resolve_device, variant_name
+from esc.upscaler import checkpoint_network, load_model, resolve_device, variant_name
 from esc.utils.cli import run_command
 from esc.utils.tiling import DEFAULT_OVERLAP
 

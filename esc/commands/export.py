@@ -40,6 +40,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from esc.acceleration import DTYPES  # noqa: E402
 from esc.archs.attention import WindowAttention  # noqa: E402
 from esc.archs.flashbias import describe_conversion, factorised_copy  # noqa: E402
 from esc.archs.layers import DecomposedLargeKernelConv, SharedLargeKernelConv, symmetric_average  # noqa: E402
@@ -48,7 +49,7 @@ from esc.errors import ESCError  # noqa: E402
 from esc.io.checkpoint import write_atomic  # noqa: E402
 from esc.io.memory_estimate import Workload, check_memory  # noqa: E402
 from esc.io.writing import check_output_file  # noqa: E402
-from esc.upscaler import DTYPES, load_model  # noqa: E402
+from esc.upscaler import load_model  # noqa: E402
 from esc.utils.cli import run_command  # noqa: E402
 
 if TYPE_CHECKING:

@@ -42,6 +42,7 @@ except ModuleNotFoundError as missing:  # `python esc/commands/upscale.py` in a 
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from esc.acceleration import DTYPES  # noqa: E402
 from esc.archs.streaming import tune_glibc_malloc  # noqa: E402
 from esc.errors import ESCError  # noqa: E402
 from esc.io.images import (PROFILE_FORMATS, WRITABLE, Animation, check_result_size, load_image,  # noqa: E402
@@ -49,7 +50,7 @@ from esc.io.images import (PROFILE_FORMATS, WRITABLE, Animation, check_result_si
                                 write_animation, write_image)
 from esc.io.video import (CRF_LIMITS, DEFAULT_CRF, VIDEO_EXTENSIONS, is_video, result_extension,  # noqa: E402
                           upscale_video)
-from esc.upscaler import DTYPES, Upscaler, load_model  # noqa: E402
+from esc.upscaler import Upscaler, load_model  # noqa: E402
 from esc.utils.cli import Stopped, run_command, stop_signals_as_exception  # noqa: E402
 from esc.utils.tiling import DEFAULT_OVERLAP  # noqa: E402
 

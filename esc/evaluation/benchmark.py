@@ -54,7 +54,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import torch
 from torch import Tensor, nn
 
-from esc.acceleration import FastPath
+from esc.acceleration import Acceleration, FastPath, autocast, check_dtype
 from esc.archs import NETWORKS
 from esc.archs.attention import WindowAttention, normalize_attn_type, resolve_attn_type
 from esc.archs.esc_arch import STREAMING, VARIANTS, build_variant
@@ -64,7 +64,7 @@ from esc.config.reader import read_option_file
 from esc.errors import ESCError
 from esc.evaluation.complexity import HD_OUTPUT, count_parameters
 from esc.evaluation.paper import CLAIMED_RATIOS, TABLE4
-from esc.upscaler import autocast, check_dtype, resolve_device
+from esc.upscaler import resolve_device
 
 DEFAULT_SCHEDULE: Dict[str, Tuple[int, int]] = {'cpu': (3, 10), 'cuda': (10, 100)}
 """(warm-up passes, timed passes) per device when none are given."""
@@ -445,8 +445,6 @@ def training_model(spec: Dict[str, Any], settings: RunSettings) -> Any:
     import esc.compat  # noqa: F401  (ESC's models in basicsr's registry)
     from basicsr.models import build_model
 
-    from esc.models.amp import Acceleration
-
     device = settings.device
     fused = device == 'cuda' and not settings.fast.plain
     network = {**VARIANTS[spec['name']], 'upscaling_factor': spec['scale'], 'attn_type': spec['attn_type']}
@@ -462,7 +460,7 @@ def training_model(spec: Dict[str, Any], settings: RunSettings) -> Any:
                      'use_amp': settings.dtype != 'fp32', 'amp_bf16': settings.dtype == 'bf16'}}
     model = build_model(opt)
     model.acceleration['train'] = Acceleration(model.acceleration['train'].precision, settings.fast, device)
-    settings.fast.apply(model.net_g, dynamic=False)
+    settings.fast.prepare(model.net_g)  # the training step compiles net_g itself (ESCModel.runner)
     return model
 
 
@@ -890,7 +888,7 @@ def evaluate_sizes(variant: str, scale: int, sizes: Sequence[Tuple[int, int]], s
     counters.clear()
     torch.manual_seed(0)
     net = build_variant(variant, scale, attn_type=attn_type, streaming='off').to(settings.device).eval()
-    net = settings.fast.apply(net, dynamic=True)
+    run = settings.fast.apply(net, dynamic=True)
     generator = torch.Generator().manual_seed(0)
     with _cpu_threads(settings.threads), torch.no_grad(), autocast(settings.device, settings.dtype):
         for height, width in sizes:
@@ -901,7 +899,7 @@ def evaluate_sizes(variant: str, scale: int, sizes: Sequence[Tuple[int, int]], s
             for _ in range(1 + runs):
                 _synchronize(settings.device)
                 start = time.perf_counter()
-                net(pad_to_multiple(lq, net.window_size))[..., :height * scale, :width * scale]
+                run(pad_to_multiple(lq, net.window_size))[..., :height * scale, :width * scale]
                 _synchronize(settings.device)
                 latencies.append((time.perf_counter() - start) * 1e3)
             peak = torch.cuda.max_memory_allocated() if settings.device == 'cuda' else _peak_rss_bytes()

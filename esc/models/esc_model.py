@@ -12,7 +12,8 @@
   or skips the step (``train.nonfinite_loss: stop | skip``, at most ``train.nonfinite_max_skips`` in a row), on
   every rank together; weights with non-finite values are saved only with an error line saying so;
 - mixed precision, ``torch.compile`` and channels-last for training and evaluation (``use_amp``, ``amp_bf16``,
-  ``use_compile``, ``use_channels_last`` in ``train`` and ``val``; :mod:`esc.models.amp`);
+  ``use_compile``, ``use_channels_last`` in ``train`` and ``val``; :mod:`esc.acceleration`), a compiled network
+  being a wrapper beside the plain one (:meth:`ESCModel.runner`), which alone is saved, EMA-averaged and loaded;
 - evaluation pads the LR input by reflection to a multiple of ``val.pad_to_multiple`` (the
   official evaluation uses the window size, 32) and crops the output back to ``scale``×; large
   images can be evaluated in overlapping tiles (``val.tile``) to bound memory; validation during training shows
@@ -51,6 +52,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 from tqdm import tqdm
 
+from esc.acceleration import AMP_KEYS, CompiledNetworks, mark_dynamic_size, read_acceleration
 from esc.archs.attention import describe_attention
 from esc.archs.layers import pad_to_multiple
 from esc.config.batch import BatchPlan, training_batch_plan
@@ -59,7 +61,6 @@ from esc.errors import ESCError
 from esc.io.checkpoint import atomic_torch_save, prune_checkpoints, read_state_dict, save_weights
 from esc.io.memory_estimate import Workload, check_memory, window_workload
 from esc.io.state_dict_checks import check_weights
-from esc.models.amp import AMP_KEYS, is_compiled, mark_dynamic_size, read_acceleration, uncompiled
 from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
 
@@ -150,11 +151,9 @@ class ESCModel(SRModel):
         device = torch.device('cuda' if opt['num_gpu'] != 0 else 'cpu')
         self.acceleration = read_acceleration(opt, device)
         self._check_acceleration()
+        self.compiled_networks = CompiledNetworks()
         check_memory(opt['network_g'], network_workload(opt), 'network_g', device)  # before basicsr builds it
         super().__init__(opt)
-        evaluated, evaluation = self.evaluation_network(), self.acceleration['val']
-        if evaluation.compiled and not is_compiled(evaluated):
-            evaluation.fast.apply(evaluated, dynamic=None)  # test() marks height and width dynamic
         phases = (('training', 'train'),) * bool(self.is_train) + (('evaluation', 'val'),)
         get_root_logger().info('Precision and compilation: ' + '; '.join(
             f'{name} {self.acceleration[phase]}' for name, phase in phases))
@@ -174,14 +173,20 @@ class ESCModel(SRModel):
         DDP only rank 0 validates, and a DDP forward would wait for the others)."""
         return self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
 
+    def runner(self, phase: str, net: nn.Module) -> nn.Module:
+        """What runs ``net`` in ``phase`` ('train' or 'val'): ``net`` itself, or where that phase compiles
+        (``use_compile``), a compiled wrapper of it that shares its parameters, built once and kept beside it.
+        ``net`` stays what is saved, EMA-averaged and loaded, and runs eagerly when called directly, so a network
+        compiled for one phase only runs eagerly in the other. Training compiles for its fixed patch shape;
+        evaluation for height and width marked dynamic (:func:`esc.acceleration.mark_dynamic_size`)."""
+        fast = self.acceleration[phase].fast
+        return self.compiled_networks.runner(phase, net, fast, dynamic=False if phase == 'train' else None)
+
     def evaluation_mode(self, net: nn.Module) -> ContextManager:
-        """What evaluation of ``net`` runs under: no gradients, ``val``'s autocast, and eagerly where ``net`` was
-        compiled for training only."""
+        """What evaluation of ``net`` runs under: no gradients and ``val``'s autocast."""
         stack = contextlib.ExitStack()
         stack.enter_context(torch.no_grad())
         stack.enter_context(self.acceleration['val'].autocast())
-        if is_compiled(net) and not self.acceleration['val'].compiled:
-            stack.enter_context(uncompiled(net))
         return stack
 
     def init_training_settings(self) -> None:
@@ -207,9 +212,6 @@ class ESCModel(SRModel):
             torch.amp.GradScaler(training.device_type) if training.precision == 'fp16' else None)
         if hasattr(self, 'net_g_ema'):
             self.net_g_ema.to(memory_format=self.memory_format())
-        net = self.get_bare_model(self.net_g)
-        if training.compiled:
-            training.fast.apply(net, dynamic=None if self.evaluation_network() is net else False)
 
     # --- the training step -------------------------------------------------------------------------------------
     def optimize_parameters(self, current_iter: int) -> None:
@@ -225,21 +227,18 @@ class ESCModel(SRModel):
 
         A non-finite loss stops the run in one line, or with ``train.nonfinite_loss: skip`` skips the step (at most
         ``train.nonfinite_max_skips`` in a row); nothing is updated either way, and the log shows the real value."""
-        net = self.get_bare_model(self.net_g)
-        compiled_for_evaluation_only = is_compiled(net) and not self.acceleration['train'].compiled
         count = 1 if self.batch_plan is None else self.batch_plan.accumulation
         self.optimizer_g.zero_grad(set_to_none=True)
         parts = []
         try:
-            with uncompiled(net) if compiled_for_evaluation_only else contextlib.nullcontext():
-                for index, batch in enumerate(self.micro_batches(count, current_iter)):
-                    with self.gradient_sync(last=index == count - 1):
-                        with self.acceleration['train'].autocast():
-                            losses = self.training_losses(batch)
-                        losses = OrderedDict((key, value.float()) for key, value in losses.items())
-                        self.check_finite(losses)
-                        self.backward(sum(losses.values()) / count)
-                    parts.append(losses)
+            for index, batch in enumerate(self.micro_batches(count, current_iter)):
+                with self.gradient_sync(last=index == count - 1):
+                    with self.acceleration['train'].autocast():
+                        losses = self.training_losses(batch)
+                    losses = OrderedDict((key, value.float()) for key, value in losses.items())
+                    self.check_finite(losses)
+                    self.backward(sum(losses.values()) / count)
+                parts.append(losses)
         except NonFiniteLoss as exc:
             self.optimizer_g.zero_grad(set_to_none=True)
             self.skip_step(exc, current_iter, 'the weights were')
@@ -253,7 +252,7 @@ class ESCModel(SRModel):
     def training_losses(self, batch: Dict[str, Tensor]) -> 'OrderedDict[str, Tensor]':
         """The loss terms of one (micro-)batch: L1 (``pixel_opt``) and perceptual/style (``perceptual_opt``) of
         ``net_g(lq)`` against ``gt``. Subclasses with another data flow override this and nothing else."""
-        self.output = self.net_g(self.acceleration['train'].fast.input(batch['lq'])).float()
+        self.output = self.runner('train', self.net_g)(self.acceleration['train'].fast.input(batch['lq'])).float()
         losses: 'OrderedDict[str, Tensor]' = OrderedDict()
         if self.cri_pix:
             losses['l_pix'] = self.cri_pix(self.output, batch['gt'])
@@ -434,12 +433,12 @@ class ESCModel(SRModel):
         net.eval()
         val_opt = self.opt.get('val') or {}
         multiple, scale = val_opt.get('pad_to_multiple'), self.opt.get('scale', 1)
-        evaluation = self.acceleration['val']
+        evaluation, run = self.acceleration['val'], self.runner('val', net)
 
         def upscale(lq: torch.Tensor) -> torch.Tensor:
             h, w = lq.shape[-2:]
             x = evaluation.fast.input(pad_to_multiple(lq, multiple) if multiple else lq)
-            output = net(mark_dynamic_size(x) if evaluation.compiled else x)
+            output = run(mark_dynamic_size(x) if evaluation.compiled else x)
             return output[..., :h * scale, :w * scale].float()
 
         with self.evaluation_mode(net):

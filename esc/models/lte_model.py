@@ -48,7 +48,7 @@ def _norm_text(data_norm: Any) -> str:
 class ESCLTEModel(ESCModel):
     """Arbitrary-scale SR: ``ESCLTE`` or ``LTE`` (or the ``Bicubic`` baseline) trained on sampled queries,
     evaluated whole. ``use_amp``/``amp_bf16``/``use_channels_last`` work as in ESCModel; ``use_compile`` is refused (evaluation
-    queries the network through ``upscale``, which an in-place compile of the forward does not reach)."""
+    queries the network through ``upscale``, which a compiled forward pass does not reach)."""
 
     supports_compile = False
     micro_batch_fields = ('lq', 'coord', 'cell', 'gt')

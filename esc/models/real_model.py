@@ -180,7 +180,7 @@ class ESCRealESRGANModel(_RealWorldTraining, ESCModel, _DegradationsOnDevice, Re
             self.net_d.requires_grad_(False)
             self.optimizer_g.zero_grad(set_to_none=True)
             with self.acceleration['train'].autocast():
-                self.output = self.net_g(self.acceleration['train'].fast.input(self.lq)).float()
+                self.output = self.runner('train', self.net_g)(self.acceleration['train'].fast.input(self.lq)).float()
                 generator_losses: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
                 if current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters:
                     if self.cri_pix:
