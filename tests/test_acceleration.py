@@ -5,6 +5,7 @@ asserted here; these tests check what the fast path computes and what the comman
 """
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from esc.acceleration import FAST, FastPath
+from esc.acceleration import FAST, CompiledNetworks, FastPath
 from esc.archs.esc_arch import ESC
 from esc.errors import ESCError
 from tests.helpers.paths import REPO, load_script
@@ -51,6 +52,46 @@ def test_compiled_channels_last_network_matches_eager_over_many_sizes_with_one_c
             assert got.shape == expected.shape
             assert (got - expected).abs().max() <= 1e-4, (height, width)
     assert 1 <= counters['stats']['unique_graphs'] <= 2
+
+
+def test_compiled_networks_keep_one_wrapper_per_phase_beside_the_plain_network():
+    """The model's compiled wrappers: none without compile; one per phase, reused while the network, the mode and
+    ``dynamic`` stay (a new wrapper would compile afresh), rebuilt when one changes; the plain network keeps its
+    parameter names, the wrapper's own state dict is the one that would prefix them."""
+    net, other = ESC(**TINY), ESC(**TINY)
+    compiled, networks = FastPath(compile='default'), CompiledNetworks()
+    assert networks.runner('val', net, FastPath(), dynamic=None) is net
+    runner = networks.runner('val', net, compiled, dynamic=None)
+    assert runner is not net and runner is networks.runner('val', net, FastPath(compile='default'), dynamic=None)
+    assert networks.runner('train', net, compiled, dynamic=False) not in (net, runner)
+    assert networks.runner('val', other, compiled, dynamic=None) is not runner
+    assert networks.runner('val', net, FastPath(compile='max-autotune'), dynamic=None) is not runner
+    assert list(net.state_dict()) == list(ESC(**TINY).state_dict())
+    assert list(runner.state_dict()) == [f'_orig_mod.{key}' for key in net.state_dict()]
+
+
+def test_no_module_of_esc_sets_a_private_attribute_of_another_object():
+    """Compiled or eager is chosen by which callable runs (esc.acceleration.CompiledNetworks), never by switching
+    torch's private state: no module of esc/ assigns or deletes another object's ``_private`` attribute (``x._a =``,
+    ``setattr(x, '_a', ...)``), and none names ``_compiled_call_impl``, nn.Module.compile's private switch."""
+    found = []
+    for path in sorted((REPO / 'esc').rglob('*.py')):
+        source = path.read_text()
+        where = path.relative_to(REPO)
+        if '_compiled_call_impl' in source:
+            found.append(f'{where}: names _compiled_call_impl')
+        for node in ast.walk(ast.parse(source)):
+            targets = (node.targets if isinstance(node, (ast.Assign, ast.Delete)) else
+                       [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+            names = [(t.attr, t.value) for t in targets if isinstance(t, ast.Attribute)]
+            called = node.func.id if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) else None
+            if called in ('setattr', 'delattr') and len(node.args) > 1 and isinstance(node.args[1], ast.Constant):
+                names.append((str(node.args[1].value), node.args[0]))
+            for name, owner in names:
+                private = name.startswith('_') and not name.startswith('__')
+                if private and not (isinstance(owner, ast.Name) and owner.id in ('self', 'cls')):
+                    found.append(f'{where}:{node.lineno}: sets {name}')
+    assert not found, found
 
 
 def test_speedup_reports_plain_and_fast_with_targets(capsys):

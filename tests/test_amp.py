@@ -205,3 +205,65 @@ def test_bf16_channels_last_run_resumes_exactly(tmp_path):
     assert_resumes_exactly(tmp_path, opt)
     log = next((tmp_path / 'experiments/amp_whole').glob('train_amp_whole_*.log')).read_text()
     assert 'Precision and compilation: training bf16 autocast, eager, channels-last' in log
+
+
+def _saved_weights(model, folder) -> dict:
+    """What ``model`` writes for its generator (and its EMA), as esc/train.py saves it."""
+    folder.mkdir()
+    model.opt['path']['models'] = str(folder)
+    model.save_network([model.net_g, model.net_g_ema], 'net_g', 1, param_key=['params', 'params_ema'])
+    return torch.load(folder / 'net_g_1.pth', weights_only=True)
+
+
+@pytest.mark.slow
+def test_compiled_evaluation_runs_beside_the_network_it_compiles():
+    """``val.use_compile`` only: test() runs a compiled wrapper (dynamo compiles a graph) whose output is the plain
+    network's; the network itself stays the class it was built as, with its parameter names, and runs eagerly when
+    evaluation is switched back to eager (no graph added, nothing of torch's toggled)."""
+    torch._dynamo.reset()
+    counters.clear()
+    opt = model_options()
+    opt['val'].update(use_compile=True)  # evaluation only (esc/test.py)
+    compiled, plain = build_model(opt), build_model(model_options())
+    plain.net_g.load_state_dict(compiled.net_g.state_dict())
+    compiled.lq = plain.lq = torch.rand(1, 3, 12, 12)
+    compiled.test()
+    plain.test()
+    assert counters['stats']['unique_graphs'] == 1
+    torch.testing.assert_close(compiled.output, plain.output, rtol=0, atol=1e-4)
+    assert type(compiled.net_g) is type(plain.net_g)
+    assert list(compiled.net_g.state_dict()) == list(plain.net_g.state_dict())
+    compiled.acceleration['val'] = Acceleration()
+    compiled.test()
+    torch.testing.assert_close(compiled.output, plain.output, rtol=0, atol=1e-4)
+    assert counters['stats']['unique_graphs'] == 1
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_the_keys_an_eager_run_saves(tmp_path):
+    """A compiled training step and evaluation on the CPU, then the checkpoint: the same keys, in the same order,
+    as an eager model's (no ``_orig_mod.`` prefix), for the trained network and its EMA alike; the compiled step
+    trains (the weights move) and the EMA follows."""
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    compiled = training_model(use_compile=True)
+    torch.manual_seed(0)
+    eager = training_model()
+    batch = {'lq': torch.rand(2, 3, 8, 8), 'gt': torch.rand(2, 3, 16, 16)}
+    before = [p.detach().clone() for p in (*compiled.net_g.parameters(), *compiled.net_g_ema.parameters())]
+    for model in (compiled, eager):
+        model.feed_data(batch)
+        model.optimize_parameters(1)
+        model.lq = torch.rand(1, 3, 12, 12)
+        model.test()
+    assert counters['stats']['unique_graphs'] == 2  # the training step's and evaluation's
+    moved = [not torch.equal(a, b) for a, b in zip(before, (*compiled.net_g.parameters(),
+                                                            *compiled.net_g_ema.parameters()))]
+    trained = len(list(compiled.net_g.parameters()))
+    assert any(moved[:trained]) and any(moved[trained:])
+    saved, expected = _saved_weights(compiled, tmp_path / 'compiled'), _saved_weights(eager, tmp_path / 'eager')
+    assert {key: list(weights) for key, weights in saved.items()} == {key: list(weights)
+                                                                      for key, weights in expected.items()}
+    assert list(saved['params']) == list(compiled.net_g.state_dict())
+    assert not any(key.startswith('_orig_mod') for weights in saved.values() for key in weights)
