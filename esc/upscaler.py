@@ -24,7 +24,7 @@ from esc.archs import recognise_network
 from esc.acceleration import autocast, check_dtype
 from esc.archs.attention import describe_attention
 from esc.archs.esc_arch import NETWORKS, VARIANTS
-from esc.archs.flashbias import network_layout
+from esc.archs.attention import network_layout
 from esc.archs.lte_arch import VARIANTS as LTE_VARIANTS, check_scale
 from esc.errors import ESCError
 from esc.io.checkpoint import read_checkpoint
@@ -63,7 +63,7 @@ def network_scale(options: Mapping[str, Any]) -> Optional[float]:
 def detect_network(state_dict: Mapping[str, Tensor], scale: Optional[float] = None) -> Dict[str, Any]:
     """The network options (``type`` plus constructor arguments) a state dict was trained with, as the registered
     networks read themselves (:func:`esc.archs.recognise_network`: each class's ``recognise``, most specific
-    first); a FlashBias state dict (factorised position biases, :mod:`esc.archs.flashbias`) gives ``bias_rank``
+    first); a FlashBias state dict (factorised position biases, :mod:`esc.archs.attention`) gives ``bias_rank``
     and ``attn_type``.
 
     ``scale`` is needed only where the checkpoint does not tell it; a one-line :class:`ESCError` lists

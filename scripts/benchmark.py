@@ -348,7 +348,7 @@ FLASHBIAS_PHOTOS = ('coffee', 'astronaut', 'chelsea', 'rocket')
 def flashbias_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='benchmark.py flashbias',
-        description='FlashBias (esc/archs/flashbias.py): exact attention against low-rank factorised biases')
+        description='FlashBias (esc/archs/attention/flashbias.py): exact attention against low-rank factorised biases')
     parser.add_argument('--parts', nargs='+', default=list(FLASHBIAS_PARTS),
                         help=f"what to measure: {', '.join(FLASHBIAS_PARTS)} (default: all)")
     parser.add_argument('--ranks', nargs='+', type=int, default=list(FLASHBIAS_RANKS), help='ranks of the factors')

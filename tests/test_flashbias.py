@@ -1,5 +1,5 @@
-"""FlashBias (esc/archs/flashbias.py): the backend's equation, SVD conversion of trained networks, training with
-factorised biases, checkpoint detection, ONNX export and the conversion command."""
+"""FlashBias (esc/archs/attention/flashbias.py): the backend's equation, SVD conversion of trained networks,
+training with factorised biases, checkpoint detection, ONNX export and the conversion command."""
 import copy
 import re
 
@@ -10,9 +10,9 @@ import torch
 
 import esc
 from esc.archs import NETWORKS
-from esc.archs.attention import choose_backend, describe_attention, naive_attention, relative_position_bias
-from esc.archs.flashbias import (FactorisedWindowAttention, compare_on_image, factorise, factorise_network,
-                                 flashbias_attention)
+from esc.archs.attention import (FactorisedWindowAttention, choose_backend, describe_attention, factorise,
+                                 flashbias_attention, naive_attention, relative_position_bias)
+from esc.commands.convert_flashbias import compare_on_image, factorise_network
 from esc.errors import ESCError
 from esc.upscaler import detect_network
 from tests.helpers.networks import small, strong, tiny_with_strong_biases

@@ -5,7 +5,7 @@ give what this project's factorisation of the same table at the same rank gives.
 
 The option files are written here in the official layout (same sections, keys and values; only the data and
 checkpoint paths and ``num_gpu`` differ), and so are the checkpoints: tables factorised the official way,
-U·√S for queries and V·√S for keys, computed here with ``torch.linalg.svd`` independently of esc.archs.flashbias.
+U·√S for queries and V·√S for keys, computed here with ``torch.linalg.svd`` independently of esc.archs.attention.
 """
 from __future__ import annotations
 

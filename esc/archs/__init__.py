@@ -1,6 +1,6 @@
 """The networks, in plain torch: ``ESC`` (also ESC-light), ``ESCFP``, ``ESCReal``, ``ESCLTE`` (ESC+LTE,
 arbitrary scale, :mod:`esc.archs.lte_arch`) and the paper's configurations (``build_variant``); the attention
-backends (:mod:`esc.archs.attention`, FlashBias in :mod:`esc.archs.flashbias`).
+backends (:mod:`esc.archs.attention`, FlashBias among them).
 ``Bicubic`` (:mod:`esc.archs.bicubic_arch`) needs basicsr. The paper's baselines, for its comparisons:
 ``SRFormer`` (SRFormer-light, :mod:`esc.archs.srformer_arch`), ``HiT_SRF`` (HiT-SRF, :mod:`esc.archs.hitsrf_arch`),
 ``ATD`` (ATD-light, :mod:`esc.archs.atd_arch`). Each network class says how it is recognised from a state dict
@@ -11,7 +11,6 @@ Importing this package does not import basicsr or torchvision, so inference pays
 """
 from typing import Any, Dict, Mapping, Optional
 
-from esc.archs import flashbias  # noqa: F401  (registers attn_type 'flashbias')
 from esc.archs.esc_arch import ESC, ESCFP, NETWORKS, VARIANTS, ESCReal, build_variant
 from esc.archs.lte_arch import ESCLTE
 from esc.archs.recognition import first_recognised

@@ -42,9 +42,9 @@ from torch import Tensor, nn  # noqa: E402
 
 from esc.acceleration import DTYPES  # noqa: E402
 from esc.archs.attention import WindowAttention  # noqa: E402
-from esc.archs.flashbias import describe_conversion, factorised_copy  # noqa: E402
 from esc.archs.layers import DecomposedLargeKernelConv, SharedLargeKernelConv, symmetric_average  # noqa: E402
-from esc.commands.convert_flashbias import DEFAULT_CROP, DEFAULT_PHOTO, photograph  # noqa: E402
+from esc.commands.convert_flashbias import (DEFAULT_CROP, DEFAULT_PHOTO, describe_conversion,  # noqa: E402
+                                            factorised_copy, photograph)
 from esc.errors import ESCError  # noqa: E402
 from esc.io.checkpoint import write_atomic  # noqa: E402
 from esc.io.memory_estimate import Workload, check_memory  # noqa: E402
@@ -142,7 +142,7 @@ def fold_for_export(net: nn.Module, attn_type: str = 'sdpa') -> nn.Module:
                 if module.bias_form != 'factors':
                     raise ESCError("attn_type: 'flashbias' exports factorised position biases; this network holds "
                                    'bias tables (factorise it first: --bias-rank/--bias-energy, '
-                                   'esc.archs.flashbias.factorise_network)')
+                                   'esc/commands/convert_flashbias.py)')
                 continue
             _fold(module, 'bias', module.bias())
             for name in module.bias_parameters:

@@ -56,10 +56,11 @@ from torch import Tensor, nn
 
 from esc.acceleration import Acceleration, FastPath, autocast, check_dtype
 from esc.archs import NETWORKS
-from esc.archs.attention import WindowAttention, normalize_attn_type, resolve_attn_type
+from esc.archs.attention import (FactorisedWindowAttention, WindowAttention, normalize_attn_type, resolve_attn_type,
+                                 window_attention)
 from esc.archs.esc_arch import STREAMING, VARIANTS, build_variant
-from esc.archs.flashbias import FactorisedWindowAttention, factorise_network, compare_on_image, window_attention
 from esc.archs.streaming import tune_glibc_malloc
+from esc.commands.convert_flashbias import compare_on_image, factorise_network
 from esc.config.reader import read_option_file
 from esc.errors import ESCError
 from esc.evaluation.complexity import HD_OUTPUT, count_parameters
@@ -929,7 +930,7 @@ def spec_bias_form(spec: Dict[str, Any]) -> str:
 
 def with_bias_rank(spec: Dict[str, Any], bias_rank: int, attn_type: str = 'flashbias') -> Dict[str, Any]:
     """A copy of a network, attention or training case whose attention layers hold rank-``bias_rank`` factors
-    (:mod:`esc.archs.flashbias`) and run on ``attn_type``."""
+    (:mod:`esc.archs.attention.flashbias`) and run on ``attn_type``."""
     return {**spec, 'attn_type': normalize_attn_type(attn_type), 'bias_rank': bias_rank}
 
 
@@ -979,9 +980,9 @@ def flashbias_cells(row: FlashBiasRow) -> List[str]:
 
 
 def flashbias_accuracy(net: nn.Module, images: Sequence[Tensor], ranks: Sequence[int]) -> Iterator[List[str]]:
-    """For each rank: ``net`` converted by :func:`esc.archs.flashbias.factorise_network` (on a copy), the least
-    energy kept by a layer, and the PSNR (mean and worst) and largest absolute difference of its output against
-    ``net``'s on ``images`` ((1, 3, H, W) in [0, 1])."""
+    """For each rank: ``net`` converted by :func:`esc.commands.convert_flashbias.factorise_network` (on a
+    copy), the least energy kept by a layer, and the PSNR (mean and worst) and largest absolute difference of its
+    output against ``net``'s on ``images`` ((1, 3, H, W) in [0, 1])."""
     import copy
 
     svds: Dict[str, Any] = {}

@@ -97,8 +97,7 @@ def _options_with_defaults(options: Mapping[str, Any]) -> Dict[str, Any]:
 
 def _layer_ranks(opt: Mapping[str, Any], layers: int, head_dim: int) -> List[Optional[int]]:
     """Each self-attention layer's FlashBias rank (None: a bias table), as the network reads its options."""
-    from esc.archs.attention import normalize_attn_type
-    from esc.archs.flashbias import default_rank
+    from esc.archs.attention import default_rank, normalize_attn_type
 
     rank = opt.get('flashbias_rank')
     rank = opt.get('bias_rank') if rank is None else rank

@@ -1,43 +1,35 @@
-"""FlashBias (Wu et al., NeurIPS 2025): window attention whose position bias is a low-rank product, so that
-plain, mask-free fused attention kernels compute it.
+"""``attn_type: flashbias`` (FlashBias, Wu et al., NeurIPS 2025): the position bias as a low-rank product, so that
+plain, mask-free fused attention kernels compute the window attention.
 
 Each head's dense bias B_h (N×N, N = ws²) is held as two factors, B_h = Φq_h·Φk_hᵀ with Φq_h, Φk_h of
-N×R, and the factors join the queries and keys as R extra channels (:class:`FlashBiasBackend`). The
-pieces:
+N×R, and the factors join the queries and keys as R extra channels (:class:`FlashBiasBackend`):
 
-- :class:`FactorisedWindowAttention`: a :class:`~esc.archs.attention.WindowAttention` holding trainable
-  factors instead of the bias table. The networks build it with ``attn_type: flashbias`` (the official
-  ``FlashBias``) or a rank: ``flashbias_rank`` (the official option) or its synonym ``bias_rank``, one rank
-  for every layer or one per self-attention layer (:func:`network_bias_rank`); without a rank,
-  ``attn_type: flashbias`` takes the official default, 256 − head dim (:func:`default_rank`). A network
-  trained with it is exact by construction.
-  State-dict layout: the official one, ``<layer>.flashbias_q`` and ``<layer>.flashbias_k``, each
-  (heads, ws², R), in place of ``<layer>.relative_position_bias``; files of this project's earlier layout
-  (``bias_factor_q``/``bias_factor_k``, :data:`EARLIER_FACTOR_NAMES`) load too, and a table found in a state
-  dict loaded into it is factorised on the way in (:func:`factorise`, the official U·√S and V·√S).
-- :func:`factorise`: the best rank-R approximation of a dense bias (truncated SVD, Eckart–Young), at a
-  given rank or at the smallest rank keeping a given share of the bias energy Σσ².
-- :func:`factorise_network`: converts every attention layer of a trained network in place and reports
-  per layer the rank and the energy kept; :func:`compare_on_image` adds the output differences against
-  the exact network on an image; :func:`factorised_copy` does both on a copy (``esc/commands/convert_flashbias.py``).
+    softmax(q·kᵀ/√d + Φq·Φkᵀ)·v = softmax([q/√d, Φq]·[k, Φk]ᵀ)·v
 
-Any backend runs a factorised layer: ``flashbias`` reads the factors, ``sdpa`` and ``naive`` read the
-dense Φq·Φkᵀ (on the CPU, ``sdpa``'s bias-aware backward trains faster than the stock flash backward
-``flashbias`` uses, so ``auto`` keeps ``sdpa``); ``flex`` reads the table only.
+Here: the backend, the factors' ranks (the official ``flashbias_rank`` option and its synonym ``bias_rank``, one
+rank for every layer or one per self-attention layer, :func:`network_bias_rank`; without a rank,
+``attn_type: flashbias`` takes the official default, 256 − head dim, :func:`default_rank`), the factors' names in a
+state dict (the official ``<layer>.flashbias_q`` and ``<layer>.flashbias_k``, each (heads, ws², R); this project's
+earlier ``bias_factor_q``/``bias_factor_k``, :data:`EARLIER_FACTOR_NAMES`, are read too), and :func:`factorise`,
+the best rank-R approximation of a dense bias (truncated SVD, Eckart–Young), by which a bias table loaded into a
+factorised layer is converted on the way in.
+
+The layer holding trainable factors is :class:`~esc.archs.attention.layer.FactorisedWindowAttention`; converting
+a trained network and measuring what it costs is ``esc/commands/convert_flashbias.py``'s. Any backend runs a
+factorised layer: ``flashbias`` reads the factors, ``sdpa`` and ``naive`` read the dense Φq·Φkᵀ (on the CPU,
+``sdpa``'s bias-aware backward trains faster than the stock flash backward ``flashbias`` uses, so ``auto`` keeps
+``sdpa``); ``flex`` reads the table only.
 """
 from __future__ import annotations
 
-import copy
-import math
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from esc.archs.attention import (BIAS_INIT_STD, AttentionBackend, WindowAttention, register_backend,
-                                 relative_position_bias)
+from esc.archs.attention.base import AttentionBackend, register_backend
 from esc.errors import ESCError
 
 OFFICIAL_QK_WIDTH = 256
@@ -100,91 +92,12 @@ def default_rank(head_dim: int, positions: int) -> int:
     return max(1, min(OFFICIAL_QK_WIDTH - head_dim, positions))
 
 
-def _check_rank(rank: Any, positions: int, option: str) -> int:
+def check_rank(rank: Any, positions: int, option: str) -> int:
+    """``rank`` if it is an integer from 1 to ``positions``, else a one-line ESCError naming ``option``."""
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= positions:
         raise ESCError(f'{option}: the rank must be an integer from 1 to the window\'s {positions} positions, '
                        f'got {rank!r}')
     return rank
-
-
-class FactorisedWindowAttention(WindowAttention):
-    """:class:`WindowAttention` whose (heads, N, N) position bias is Φq·Φkᵀ, with trainable factors
-    ``flashbias_q`` and ``flashbias_k`` of (heads, N, ``rank``) instead of the relative-position table (the
-    official FlashBias layer's names and shapes)."""
-
-    bias_form = 'factors'
-    bias_parameters = FACTOR_NAMES
-
-    def __init__(self, dim: int, window_size: int, num_heads: int, rank: int, attn_type: str = 'auto') -> None:
-        super().__init__(dim, window_size, num_heads, attn_type)
-        positions = window_size * window_size
-        _check_rank(rank, positions, 'bias_rank')
-        del self.relative_position_bias
-        # each entry of Φq·Φkᵀ starts with the table's spread: R products of two N(0, s²) draws, s⁴·R = std²
-        # (the official layer starts both at zero, where neither gets a gradient: it is fine-tuned, never trained anew)
-        std = (BIAS_INIT_STD / math.sqrt(rank)) ** 0.5
-        self.flashbias_q = nn.Parameter(torch.randn(num_heads, positions, rank) * std)
-        self.flashbias_k = nn.Parameter(torch.randn(num_heads, positions, rank) * std)
-
-    @property
-    def rank(self) -> int:
-        return self.flashbias_q.shape[-1]
-
-    def bias(self) -> Tensor:
-        """The dense (heads, N, N) bias Φq·Φkᵀ (for the backends that read it)."""
-        return self.flashbias_q @ self.flashbias_k.transpose(-2, -1)
-
-    def adapt_state_dict(self, state_dict: Dict[str, Any], prefix: str) -> None:
-        """Bring ``state_dict`` to this layer's layout: factors under this project's earlier names are renamed, and
-        a relative-position table (an exact layer's) is replaced by its factors at this layer's rank."""
-        for earlier, name in EARLIER_FACTOR_NAMES.items():
-            if prefix + earlier in state_dict and prefix + name not in state_dict:
-                state_dict[prefix + name] = state_dict.pop(prefix + earlier)
-        key = prefix + 'relative_position_bias'
-        if key not in state_dict or prefix + FACTOR_NAMES[0] in state_dict:
-            return
-        table = state_dict.pop(key)
-        expected = (self.num_heads, (2 * self.window_size - 1) ** 2)
-        if tuple(table.shape) != expected:
-            raise ESCError(f'checkpoint does not fit: {key!r} has shape {tuple(table.shape)}, expected {expected}')
-        factors = factorise(relative_position_bias(table.float(), self.window_size), rank=self.rank)
-        state_dict[prefix + 'flashbias_q'] = factors.factor_q.to(table.dtype)
-        state_dict[prefix + 'flashbias_k'] = factors.factor_k.to(table.dtype)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        self.adapt_state_dict(state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-def adapt_state_dict(net: nn.Module, state_dict: Mapping[str, Any]) -> Dict[str, Any]:
-    """A copy of ``state_dict`` in ``net``'s FlashBias layout: every layer that holds its bias as factors takes
-    factors under this project's earlier names renamed, and a table factorised at its rank (see
-    :meth:`FactorisedWindowAttention.adapt_state_dict`); other layers' entries are left as they are."""
-    adapted = dict(state_dict)
-    for name, module in net.named_modules():
-        if isinstance(module, FactorisedWindowAttention):
-            module.adapt_state_dict(adapted, f'{name}.' if name else '')
-    return adapted
-
-
-def network_layout(network: type, config: Mapping[str, Any], state_dict: Mapping[str, Any]) -> Dict[str, Any]:
-    """:func:`adapt_state_dict` for the network ``network(**config)`` without allocating it (built on the meta
-    device: only its layers' ranks and sizes are read), so that a checkpoint can be checked key for key against the
-    network before it is built; options the network refuses leave ``state_dict`` as it is (the build reports them)."""
-    try:
-        with torch.device('meta'):
-            layout = network(**config)
-    except (TypeError, ValueError, ESCError):
-        return dict(state_dict)
-    return adapt_state_dict(layout, state_dict)
-
-
-def window_attention(dim: int, window_size: int, num_heads: int, attn_type: str = 'auto',
-                     bias_rank: Optional[int] = None) -> WindowAttention:
-    """A window attention layer: the exact one (a bias table) or, with ``bias_rank``, a factorised one."""
-    if bias_rank is None:
-        return WindowAttention(dim, window_size, num_heads, attn_type)
-    return FactorisedWindowAttention(dim, window_size, num_heads, bias_rank, attn_type)
 
 
 def network_bias_rank(bias_rank: BiasRank, flashbias_rank: BiasRank, attn_type: str, head_dim: int,
@@ -213,7 +126,7 @@ def layer_ranks(bias_rank: BiasRank, layers: int, window_size: int, where: str,
     ranks = list(bias_rank) if isinstance(bias_rank, (list, tuple)) else [bias_rank] * layers
     if len(ranks) != layers:
         raise ESCError(f'{where}: {option} lists {len(ranks)} ranks for {layers} self-attention layers')
-    return [_check_rank(r, window_size * window_size, f'{where}: {option}') for r in ranks]
+    return [check_rank(r, window_size * window_size, f'{where}: {option}') for r in ranks]
 
 
 @dataclass
@@ -241,7 +154,8 @@ def decompose(bias: Tensor) -> SVD:
 def factorise(bias: Tensor, rank: Optional[int] = None, energy: Optional[float] = None,
               svd: Optional[SVD] = None) -> Factors:
     """Factors whose product is the best rank-R approximation of every head of ``bias`` (heads, N, N) in the
-    Frobenius norm: the truncated SVD U·Σ·Vᵀ split as Φq = U·√Σ, Φk = V·√Σ (Eckart–Young).
+    Frobenius norm: the truncated SVD U·Σ·Vᵀ split as Φq = U·√Σ, Φk = V·√Σ (Eckart–Young; the official
+    conversion's U·√S and V·√S).
 
     R is ``rank``, or else the smallest rank (one for all heads) keeping the share ``energy`` of Σσ² over
     the heads. At R = N no decomposition is needed: Φq = B, Φk = I. Computed in float64; ``svd``: the
@@ -253,7 +167,7 @@ def factorise(bias: Tensor, rank: Optional[int] = None, energy: Optional[float] 
     if energy is not None and (isinstance(energy, bool) or not isinstance(energy, (int, float))
                                or not 0 < energy <= 1):
         raise ESCError(f'energy: the share of the bias energy to keep must be in (0, 1], got {energy!r}')
-    if rank is not None and _check_rank(rank, positions, 'rank') == positions:
+    if rank is not None and check_rank(rank, positions, 'rank') == positions:
         identity = torch.eye(positions, dtype=bias.dtype, device=bias.device).expand_as(bias)
         return Factors(bias.detach().clone(), identity.clone(), 1.0)
     u, sigma, vh = svd if svd is not None else decompose(bias)
@@ -264,116 +178,6 @@ def factorise(bias: Tensor, rank: Optional[int] = None, energy: Optional[float] 
     root = sigma[:, :rank].sqrt().unsqueeze(-2)
     return Factors((u[..., :rank] * root).to(bias.dtype), (vh[:, :rank].transpose(-2, -1) * root).to(bias.dtype),
                    float(kept[rank - 1]))
-
-
-@dataclass
-class LayerReport:
-    """One converted attention layer: its name, rank and energy kept, and (after :func:`compare_on_image`)
-    the largest absolute and the relative RMS difference of its output against the exact layer's."""
-
-    name: str
-    rank: int
-    energy: float
-    max_difference: Optional[float] = None
-    relative_rms: Optional[float] = None
-
-
-def attention_layers(net: nn.Module) -> Iterator[Tuple[str, WindowAttention]]:
-    """(name, layer) of every window attention layer of ``net``, in order."""
-    return ((name, m) for name, m in net.named_modules() if isinstance(m, WindowAttention))
-
-
-def factorise_network(net: nn.Module, rank: Optional[int] = None, energy: Optional[float] = None,
-                      attn_type: str = 'flashbias', svds: Optional[Dict[str, SVD]] = None) -> List[LayerReport]:
-    """Replace every window attention layer of ``net`` (in place) by a :class:`FactorisedWindowAttention` whose
-    factors :func:`factorise` the layer's dense bias at ``rank``, or at the smallest rank keeping the share
-    ``energy`` of its energy; the new layers run on ``attn_type``. Returns one report per layer.
-
-    ``svds``: a dict kept by the caller to convert copies of one network at several ranks: each layer's SVD
-    (by name) is computed once and read from there afterwards."""
-    reports = []
-    for name, layer in list(attention_layers(net)):
-        with torch.no_grad():
-            bias = layer.bias().float()
-            positions = bias.shape[-1]
-            if svds is not None and name not in svds and rank != positions:
-                svds[name] = decompose(bias)
-            factors = factorise(bias, rank=rank, energy=energy, svd=None if svds is None else svds.get(name))
-        new = FactorisedWindowAttention(layer.dim, layer.window_size, layer.num_heads, factors.rank, attn_type)
-        parameter = next(layer.parameters())
-        new.to(parameter.device, parameter.dtype).train(layer.training)
-        new.to_qkv.load_state_dict(layer.to_qkv.state_dict())
-        new.to_out.load_state_dict(layer.to_out.state_dict())
-        with torch.no_grad():
-            new.flashbias_q.copy_(factors.factor_q)
-            new.flashbias_k.copy_(factors.factor_k)
-        new.requires_grad_(parameter.requires_grad)
-        parent, _, child = name.rpartition('.')
-        setattr(net.get_submodule(parent) if parent else net, child, new)
-        reports.append(LayerReport(name, factors.rank, factors.energy))
-    return reports
-
-
-def psnr(a: Tensor, b: Tensor) -> float:
-    """PSNR (dB) of two images in [0, 1] after clamping (inf where they are equal)."""
-    mse = (a.float().clamp(0, 1) - b.float().clamp(0, 1)).square().mean().item()
-    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
-
-
-def compare_on_image(exact: nn.Module, factorised: nn.Module, image: Tensor,
-                     reports: Sequence[LayerReport] = ()) -> Dict[str, float]:
-    """Run both networks on ``image`` (1, 3, H, W): each factorised layer also sees the exact layer's input, and
-    the reports (matched by layer name) get the layers' output differences. Returns the networks' max abs
-    output difference and PSNR (dB, outputs clamped to [0, 1]) of the factorised against the exact output."""
-    twins = dict(attention_layers(factorised))
-    differences: Dict[str, List[float]] = {}
-
-    def hook(name: str):
-        def compare(layer: nn.Module, args: tuple, kwargs: dict, output: Tensor) -> None:
-            twin_out = twins[name](args[0], None, *args[2:], **kwargs)  # row strips: the rows asked for, or more
-            delta = twin_out[..., :output.shape[-2], :].float() - output.float()
-            stats = differences.setdefault(name, [0.0, 0.0, 0.0])
-            stats[0] = max(stats[0], delta.abs().max().item())
-            stats[1] += delta.square().sum().item()
-            stats[2] += output.float().square().sum().item()
-        return compare
-
-    handles = [layer.register_forward_hook(hook(name), with_kwargs=True)
-               for name, layer in attention_layers(exact) if name in twins]
-    try:
-        with torch.no_grad():
-            expected = exact(image)
-    finally:
-        for handle in handles:
-            handle.remove()
-    with torch.no_grad():
-        got = factorised(image)
-    for report in reports:
-        if report.name in differences:
-            largest, error, signal = differences[report.name]
-            report.max_difference, report.relative_rms = largest, math.sqrt(error / max(signal, 1e-30))
-    return dict(max_difference=(got - expected).abs().max().item(), psnr=psnr(got, expected))
-
-
-def factorised_copy(net: nn.Module, image: Tensor, rank: Optional[int] = None, energy: Optional[float] = None,
-                    attn_type: str = 'flashbias') -> Tuple[nn.Module, List[LayerReport], Dict[str, float]]:
-    """A copy of ``net`` converted by :func:`factorise_network` (``net`` is not changed), its per-layer reports
-    and the comparison of :func:`compare_on_image` on ``image`` against ``net``."""
-    factorised = copy.deepcopy(net)
-    reports = factorise_network(factorised, rank=rank, energy=energy, attn_type=attn_type)
-    return factorised, reports, compare_on_image(net, factorised, image, reports)
-
-
-def describe_conversion(reports: Sequence[LayerReport], comparison: Mapping[str, float]) -> List[str]:
-    """One line per converted layer (rank, energy kept, output difference), then the network's output difference."""
-    lines = []
-    for r in reports:
-        measured = '' if r.max_difference is None else (f', output max abs difference {r.max_difference:.3g}, '
-                                                        f'relative RMS {r.relative_rms:.3g}')
-        lines.append(f'{r.name}: rank {r.rank}, energy kept {r.energy:.6f}{measured}')
-    lines.append(f"network output against the exact one: max abs difference {comparison['max_difference']:.3g}, "
-                 f"PSNR {comparison['psnr']:.2f} dB")
-    return lines
 
 
 def query_factors(state_dict: Mapping[str, Tensor]) -> List[Tensor]:
