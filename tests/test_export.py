@@ -122,7 +122,7 @@ def test_flashbias_form_is_kept(precision='fp16'):
 
 
 def _run_cli(*args):
-    return subprocess.run([sys.executable, str(REPO / 'esc' / 'export.py'), *map(str, args)],
+    return subprocess.run([sys.executable, str(REPO / 'esc' / 'commands' / 'export.py'), *map(str, args)],
                           capture_output=True, text=True, timeout=300)
 
 
