@@ -12,7 +12,7 @@ import esc
 from esc.archs import NETWORKS
 from esc.archs.attention import (FactorisedWindowAttention, choose_backend, describe_attention, factorise,
                                  flashbias_attention, naive_attention, relative_position_bias)
-from esc.commands.convert_flashbias import compare_on_image, factorise_network
+from esc.evaluation.flashbias_conversion import compare_on_image, factorise_network
 from esc.errors import ESCError
 from esc.upscaler import detect_network
 from tests.helpers.networks import small, strong, tiny_with_strong_biases

@@ -43,9 +43,9 @@ from torch import Tensor, nn  # noqa: E402
 from esc.acceleration import DTYPES  # noqa: E402
 from esc.archs.attention import WindowAttention  # noqa: E402
 from esc.archs.layers import DecomposedLargeKernelConv, SharedLargeKernelConv, symmetric_average  # noqa: E402
-from esc.commands.convert_flashbias import (DEFAULT_CROP, DEFAULT_PHOTO, describe_conversion,  # noqa: E402
-                                            factorised_copy, photograph)
+from esc.commands.convert_flashbias import DEFAULT_CROP, DEFAULT_PHOTO, photograph  # noqa: E402
 from esc.errors import ESCError  # noqa: E402
+from esc.evaluation.flashbias_conversion import describe_conversion, factorised_copy  # noqa: E402
 from esc.io.checkpoint import write_atomic  # noqa: E402
 from esc.io.memory_estimate import Workload, check_memory  # noqa: E402
 from esc.io.writing import check_output_file  # noqa: E402

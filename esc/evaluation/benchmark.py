@@ -60,10 +60,10 @@ from esc.archs.attention import (FactorisedWindowAttention, WindowAttention, nor
                                  window_attention)
 from esc.archs.esc_arch import STREAMING, VARIANTS, build_variant
 from esc.archs.streaming import tune_glibc_malloc
-from esc.commands.convert_flashbias import compare_on_image, factorise_network
 from esc.config.reader import read_option_file
 from esc.errors import ESCError
 from esc.evaluation.complexity import HD_OUTPUT, count_parameters
+from esc.evaluation.flashbias_conversion import compare_on_image, factorise_network
 from esc.evaluation.paper import CLAIMED_RATIOS, TABLE4
 from esc.upscaler import resolve_device
 
@@ -980,7 +980,7 @@ def flashbias_cells(row: FlashBiasRow) -> List[str]:
 
 
 def flashbias_accuracy(net: nn.Module, images: Sequence[Tensor], ranks: Sequence[int]) -> Iterator[List[str]]:
-    """For each rank: ``net`` converted by :func:`esc.commands.convert_flashbias.factorise_network` (on a
+    """For each rank: ``net`` converted by :func:`esc.evaluation.flashbias_conversion.factorise_network` (on a
     copy), the least energy kept by a layer, and the PSNR (mean and worst) and largest absolute difference of its
     output against ``net``'s on ``images`` ((1, 3, H, W) in [0, 1])."""
     import copy

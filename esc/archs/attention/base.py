@@ -13,15 +13,12 @@ one ``attn_type`` runs on a device (and why). The backends themselves are the si
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from esc.errors import ESCError
-
-if TYPE_CHECKING:
-    from esc.archs.attention.layer import WindowAttention
 
 BIAS_INIT_STD = 1e-3
 """Standard deviation of the relative-position bias at initialisation (the official N(0, 1)·0.001)."""
@@ -32,8 +29,10 @@ class AttentionBackend:
 
     ``q``: (windows, heads, Nq, d), the first Nq ≤ N rows of each window (row-strip inference asks no
     queries of padding rows); ``k``, ``v``: (windows, heads, N, d); ``bias``: the layer's (heads, N, N)
-    B when the caller computed it beforehand (row-strip inference, once for every strip), else None.
-    Each subclass's docstring states how it computes the equation.
+    B when the caller computed it beforehand (row-strip inference, once for every strip), else None; ``layer``:
+    the :class:`~esc.archs.attention.layer.WindowAttention` asking (its bias, window size and factors), typed
+    as a module here so that this module imports no layer. Each subclass's docstring states how it computes the
+    equation.
     """
 
     name = ''
@@ -47,11 +46,11 @@ class AttentionBackend:
         """Why this backend cannot run here (None: it can)."""
         return None
 
-    def __call__(self, layer: 'WindowAttention', q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor]) -> Tensor:
+    def __call__(self, layer: nn.Module, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor]) -> Tensor:
         raise NotImplementedError
 
     @staticmethod
-    def dense_bias(layer: 'WindowAttention', q: Tensor, bias: Optional[Tensor]) -> Tensor:
+    def dense_bias(layer: nn.Module, q: Tensor, bias: Optional[Tensor]) -> Tensor:
         """B for the queried rows (``bias`` if given, else the layer's)."""
         return (layer.bias() if bias is None else bias)[:, :q.shape[-2]]
 
