@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esc.archs.attention import bias_form_conflict, normalize_attn_type
-from esc.archs.attention import (BiasRank, FactorisedWindowAttention, adapt_state_dict, bias_ranks, layer_ranks,
-                                 network_bias_rank, query_factors, window_attention)
+from esc.archs.attention import (BiasRank, FactorisedWindowAttention, adapt_state_dict, bias_form_conflict, bias_ranks,
+                                 layer_ranks, network_bias_rank, normalize_attn_type, query_factors, window_attention)
 from esc.archs.layers import (ConvAttn, ConvFFN, DecomposedLargeKernelConv, LargeKernel, LayerNorm2d, ReflectConv2d,
                               SharedLargeKernelConv, symmetric_average)
 from esc.archs.recognition import count_indices
