@@ -26,8 +26,11 @@
   a save never leaves a truncated file behind; network weights as ``.pth`` or, with
   ``logger.weights_format: safetensors``, as safetensors files that carry the network options and scale
   (:mod:`esc.io.checkpoint`);
-- training states carry every rank's random-generator states (and what a subclass adds, see
-  :meth:`ESCModel.rank_training_state`), restored on resume, so that with
+- a model with a :attr:`ESCModel.degradation` (the real-world models) synthesises each training batch's LR images
+  from its HR images in :meth:`ESCModel.feed_data` (:mod:`esc.models.degradation`); batches with LR images
+  (validation) are taken as they are;
+- training states carry every rank's random-generator states and the degradation's queue (and what a subclass adds,
+  see :meth:`ESCModel.rank_training_state`), restored on resume, so that with
   :mod:`esc.data.resumable` a resumed run continues exactly as an uninterrupted one; only the newest
   ``logger.keep_last`` states (and the weights they need) are kept, pruned after the new one is complete.
 """
@@ -61,6 +64,7 @@ from esc.errors import ESCError
 from esc.io.checkpoint import atomic_torch_save, prune_checkpoints, read_state_dict, save_weights
 from esc.io.memory_estimate import Workload, check_memory, window_workload
 from esc.io.state_dict_checks import check_weights
+from esc.models.degradation import BATCH_FIELDS, RealESRGANDegradation
 from esc.utils.tiling import DEFAULT_OVERLAP, tiled_forward
 
 
@@ -144,6 +148,11 @@ class ESCModel(SRModel):
     micro_batch_fields: Tuple[str, ...] = ('lq', 'gt')
     """The batch tensors the training step reads, split along the batch for gradient accumulation; empty where
     the step cannot accumulate."""
+    loss_prefix = 'l_'
+    """How :meth:`training_losses` names its terms in the log (``l_pix``, ``l_percep``, ``l_style``)."""
+    degradation: Optional[RealESRGANDegradation] = None
+    """What synthesises LR images from the training batches' HR images, where the model has one (the real-world
+    models, :mod:`esc.models.real_model`); :meth:`feed_data` uses it, and the training state carries its queue."""
 
     def __init__(self, opt: Dict[str, Any]) -> None:
         self._attention_lines: set = set()  # what check_attention has logged (it runs inside SRModel.__init__)
@@ -251,14 +260,17 @@ class ESCModel(SRModel):
 
     def training_losses(self, batch: Dict[str, Tensor]) -> 'OrderedDict[str, Tensor]':
         """The loss terms of one (micro-)batch: L1 (``pixel_opt``) and perceptual/style (``perceptual_opt``) of
-        ``net_g(lq)`` against ``gt``. Subclasses with another data flow override this and nothing else."""
+        ``net_g(lq)`` against ``gt`` (the perceptual terms against ``perceptual_gt`` where the batch has one: the GAN
+        stage sharpens its targets per term), named with :attr:`loss_prefix`. Subclasses with another data flow
+        override this and nothing else; the GAN stage adds its adversarial term to these."""
         self.output = self.runner('train', self.net_g)(self.acceleration['train'].fast.input(batch['lq'])).float()
         losses: 'OrderedDict[str, Tensor]' = OrderedDict()
+        prefix = self.loss_prefix
         if self.cri_pix:
-            losses['l_pix'] = self.cri_pix(self.output, batch['gt'])
+            losses[f'{prefix}pix'] = self.cri_pix(self.output, batch['gt'])
         if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(self.output, batch['gt'])
-            for key, value in (('l_percep', l_percep), ('l_style', l_style)):
+            l_percep, l_style = self.cri_perceptual(self.output, batch.get('perceptual_gt', batch['gt']))
+            for key, value in ((f'{prefix}percep', l_percep), (f'{prefix}style', l_style)):
                 if value is not None:
                     losses[key] = value
         return losses
@@ -352,8 +364,17 @@ class ESCModel(SRModel):
         return optimizer(params, lr, **kwargs)
 
     def feed_data(self, data: Dict[str, Any]) -> None:
-        """Take a batch; an HR image that is not ``scale``× its LR image is a one-line error naming both files
-        (a batch of HR images only, which a real-world model degrades itself, passes unchecked)."""
+        """Take a batch; an HR image that is not ``scale``× its LR image is a one-line error naming both files. A
+        model with a :attr:`degradation` synthesises the LR images of a batch that has none (a training batch of HR
+        images and blur kernels); a batch with LR images (validation, paired training) is taken as it is."""
+        if self.degradation is not None and 'lq' not in data:
+            missing = [field for field in BATCH_FIELDS if field not in data]
+            if missing:
+                raise ESCError(f"datasets.train: a batch without LR images needs {', '.join(BATCH_FIELDS)} for "
+                               f"{type(self).__name__}'s degradation (ESCRealESRGANDataset gives them); this one lacks "
+                               f"{', '.join(missing)}")
+            self.lq, self.gt = self.degradation(*(data[field].to(self.device) for field in BATCH_FIELDS))
+            return
         if 'gt' in data and 'lq' in data:
             scale = self.opt.get('scale', 1)
             (lh, lw), (gh, gw) = data['lq'].shape[-2:], data['gt'].shape[-2:]
@@ -487,12 +508,19 @@ class ESCModel(SRModel):
 
     def rank_training_state(self) -> Dict[str, Any]:
         """What this process must get back on resume besides weights, optimizers and schedulers: its generator
-        states (subclasses add what else they carry from step to step)."""
-        return {'rng': rng_states()}
+        states and its :attr:`degradation`'s training-pair queue, once filling (subclasses add what else they carry
+        from step to step)."""
+        state: Dict[str, Any] = {'rng': rng_states()}
+        queue = self.degradation.state_dict() if self.degradation is not None else {}
+        if queue:
+            state['queue'] = queue
+        return state
 
     def load_rank_training_state(self, state: Dict[str, Any]) -> None:
         """Restore what :meth:`rank_training_state` returned."""
         set_rng_states(state['rng'])
+        if 'queue' in state and self.degradation is not None:
+            self.degradation.load_state_dict(state['queue'])
 
     @master_only
     def save_training_state(self, epoch: int, current_iter: int) -> None:
