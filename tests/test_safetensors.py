@@ -145,7 +145,7 @@ def test_training_writes_safetensors_and_resumes_from_them(tmp_path, monkeypatch
     """``logger.weights_format: safetensors``: the EMA weights in net_g_<iter>.safetensors, the trained ones
     beside it; resuming (basicsr points at net_g_<iter>.pth) loads each network from its file."""
     options = []  # what the model was built from (basicsr pops the optimizer and scheduler types as it builds)
-    monkeypatch.setattr('tests.test_model.build_model',
+    monkeypatch.setattr('tests.helpers.models.build_model',
                         lambda opt: options.append(copy.deepcopy(opt)) or build_model(opt))
     model = training_model()
     models, states = tmp_path / 'models', tmp_path / 'training_states'

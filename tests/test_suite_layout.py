@@ -4,6 +4,7 @@ own and what is shared has one home."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import List, Tuple
 
@@ -35,12 +36,26 @@ def is_test_module(name: str) -> bool:
     return parts[0] == 'tests' and len(parts) > 1 and (parts[-1] == 'conftest' or parts[-1].startswith('test_'))
 
 
+ATTRIBUTE_OF_A_TEST_MODULE = re.compile(r'tests(\.\w+)*\.(test_\w+|conftest)\.[\w.]+')
+"""A dotted name of something in a test module, as ``monkeypatch.setattr('tests.test_x.name', ...)`` spells it."""
+
+
+def named_attributes(source: str) -> List[Tuple[int, str]]:
+    """(line, name) of each string in ``source`` that names something in a test module (a patch target there)."""
+    strings = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Constant)]
+    return [(node.lineno, node.value) for node in strings
+            if isinstance(node.value, str) and ATTRIBUTE_OF_A_TEST_MODULE.fullmatch(node.value)]
+
+
 def imports_of_test_modules(path: Path) -> List[str]:
-    """Each import in ``path`` (a file under tests/) of a test module or a conftest.py, as 'file:line imports name'."""
+    """Each import in ``path`` (a file under tests/) of a test module or a conftest.py, as 'file:line imports name',
+    and each string naming something in one (a patch target), as 'file:line names name'."""
     relative = path.relative_to(TESTS.parent)
     module = '.'.join(relative.with_suffix('').parts)
-    return sorted({f'{relative}:{line} imports {name}'
-                   for line, name in imported_modules(path.read_text(), module) if is_test_module(name)})
+    source = path.read_text()
+    imports = {f'{relative}:{line} imports {name}'
+               for line, name in imported_modules(source, module) if is_test_module(name)}
+    return sorted(imports.union(f'{relative}:{line} names {name}' for line, name in named_attributes(source)))
 
 
 def test_no_test_module_imports_another():
@@ -68,3 +83,19 @@ def test_the_check_finds_every_spelling_of_such_an_import(statement, module, fou
     """The check above sees absolute, relative and function-level imports of a test module, and lets helper
     imports pass."""
     assert sorted({name for _, name in imported_modules(statement, module) if is_test_module(name)}) == found
+
+
+def test_the_check_finds_patch_targets_in_test_modules():
+    """A patch target in a test module is a dependency on it too (patching it there leaves a helper that moved
+    away unpatched); one in a helper or in the package is not."""
+    source = """
+monkeypatch.setattr('tests.test_model.build_model', build)
+monkeypatch.setattr('tests.conftest.REPO', root)
+monkeypatch.setattr('tests.helpers.models.build_model', build)
+monkeypatch.setattr('esc.spandrel.MAIN_REGISTRY', registry)
+text = 'tests.test_model'
+"""
+    found = named_attributes(source)
+    assert [line for line, _ in found] == [2, 3]
+    assert [name.rpartition('.')[2] for _, name in found] == ['build_model', 'REPO']  # the whole target is named
+    assert all(name in source for _, name in found)
