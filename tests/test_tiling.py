@@ -34,13 +34,19 @@ def test_tiles_of_a_pointwise_upscaler_reassemble_exactly():
         tiled_forward(upscale, x, 3, 8, 8)
 
 
+SET14_CROP = 352
+"""The HR side the tiled Set14 check crops each image to: LR 176 px, three 96-px tiles a side at an overlap of 32."""
+
+
 @pytest.mark.slow
 def test_tiled_set14_score_matches_whole_images(reference):
     """Official-layout ESC ×2 weights on Set14, LR tiles of 96 px overlapping by at least 32 and aligned to
     the 32-px windows, as evaluation and esc/commands/upscale.py tile (every image is tiled):
     the Set14 PSNR (mean over images, Y, border 2) moves by less than 0.01 dB, and each tiled output
     stays close to its whole-image output (tiling is an approximation: attention windows, the 13×13
-    kernels and the dynamic kernels' pooling all see past a tile)."""
+    kernels and the dynamic kernels' pooling all see past a tile). Each image is its central 352×352 HR crop
+    (half the work of whole Set14): still 2×2 to 3×3 tiles an image, with interior tiles, seams both ways and a
+    last tile that overlaps its neighbour by more than the minimum."""
     ref = reference('esc_x2.pt')
     net = ARCH_REGISTRY.get(ref['arch'])(**ref['config'], attn_type='sdpa').eval()
     net.load_state_dict(ref['state_dict'])
@@ -48,6 +54,8 @@ def test_tiled_set14_score_matches_whole_images(reference):
     scores, agreement = [], {}
     for path in sorted(shared_path('datasets', 'Set14').glob('*.png')):
         hr = cv2.imread(str(path), cv2.IMREAD_COLOR).astype(np.float32) / 255.
+        top, left = (max(0, side - SET14_CROP) // 4 * 2 for side in hr.shape[:2])  # even, so the crop keeps 2×2 pixels
+        hr = hr[top:top + SET14_CROP, left:left + SET14_CROP]
         hr = hr[:hr.shape[0] // 2 * 2, :hr.shape[1] // 2 * 2]
         lq = torch.from_numpy(np.ascontiguousarray(imresize(hr, 0.5)[..., ::-1].transpose(2, 0, 1))).unsqueeze(0)
         assert min(lq.shape[-2:]) > 96, f'{path.name} would fit in one tile'
@@ -57,7 +65,8 @@ def test_tiled_set14_score_matches_whole_images(reference):
         agreement[path.name] = -10 * torch.log10(((tiled - whole) ** 2).mean()).item()
         hr255 = (hr * 255).round()
         scores.append([calculate_psnr(to_img(out), hr255, 2, test_y_channel=True) for out in (whole, tiled)])
-    assert len(scores) == 14 and min(agreement.values()) > 45, agreement  # 48.5 dB measured (35.6 unaligned)
+    # agreement measured: 48.3 dB at worst on the crops (48.5 on whole images, 35.6 with tiles not aligned to windows)
+    assert len(scores) == 14 and min(agreement.values()) > 45, agreement
     whole_psnr, tiled_psnr = np.mean(scores, axis=0)
     assert abs(tiled_psnr - whole_psnr) < 0.01, (whole_psnr, tiled_psnr)
 
