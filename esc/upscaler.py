@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esc.archs import recognise_network
 from esc.acceleration import autocast, check_dtype
-from esc.archs.attention import describe_attention
+from esc.archs import recognise_network
+from esc.archs.attention import describe_attention, network_layout
 from esc.archs.esc_arch import NETWORKS, VARIANTS
-from esc.archs.attention import network_layout
 from esc.archs.lte_arch import VARIANTS as LTE_VARIANTS, check_scale
 from esc.errors import ESCError
 from esc.io.checkpoint import read_checkpoint
