@@ -168,18 +168,24 @@ def test_fp16_training_on_cuda(tmp_path):
 
 
 @pytest.mark.slow
-def test_compiled_training_and_evaluation_compile_a_bounded_number_of_graphs():
+def test_compiled_training_and_evaluation_compile_a_bounded_number_of_graphs(tmp_path):
     """A compiled training run: one graph for its fixed-size batches, one for evaluating 12 image sizes (height and
-    width dynamic), none added by training on afterwards; no graph breaks; compiled evaluation equals the plain
-    network's; parameter names are unchanged, so the weights load into an uncompiled network and back."""
+    width dynamic), none added by training on afterwards; no graph breaks; the compiled step trains (the weights
+    move) and the EMA follows; compiled evaluation equals the plain network's; parameter names are unchanged, so the
+    checkpoint holds an eager model's keys, in its order (no ``_orig_mod.`` prefix), for the network and its EMA
+    alike, and the weights load into an uncompiled network and back."""
     torch._dynamo.reset()
     counters.clear()
     model = training_model(use_compile=True)
     batch = {'lq': torch.rand(2, 3, 16, 16), 'gt': torch.rand(2, 3, 32, 32)}  # tests/test_entrypoints' patches
+    before = [p.detach().clone() for p in (*model.net_g.parameters(), *model.net_g_ema.parameters())]
     for step in range(3):
         model.feed_data(batch)
         model.optimize_parameters(step)
     assert counters['stats']['unique_graphs'] == 1
+    moved = [not torch.equal(a, b) for a, b in zip(before, (*model.net_g.parameters(), *model.net_g_ema.parameters()))]
+    trained = len(list(model.net_g.parameters()))
+    assert any(moved[:trained]) and any(moved[trained:])
     plain = build_model(model_options())
     assert list(plain.net_g.state_dict()) == list(model.net_g.state_dict()) == list(model.net_g_ema.state_dict())
     plain.net_g.load_state_dict(model.net_g_ema.state_dict())
@@ -193,6 +199,10 @@ def test_compiled_training_and_evaluation_compile_a_bounded_number_of_graphs():
     model.optimize_parameters(3)
     assert counters['stats']['unique_graphs'] == 2
     assert not counters['graph_break']
+    saved = _saved_weights(model, tmp_path / 'compiled')
+    eager_keys = list(plain.net_g.state_dict())
+    assert {key: list(weights) for key, weights in saved.items()} == {'params': eager_keys, 'params_ema': eager_keys}
+    assert not any(key.startswith('_orig_mod') for weights in saved.values() for key in weights)
     model.net_g.load_state_dict(plain.net_g.state_dict())  # and back into the compiled network
 
 
@@ -237,33 +247,3 @@ def test_compiled_evaluation_runs_beside_the_network_it_compiles():
     compiled.test()
     torch.testing.assert_close(compiled.output, plain.output, rtol=0, atol=1e-4)
     assert counters['stats']['unique_graphs'] == 1
-
-
-@pytest.mark.slow
-def test_compiled_training_saves_the_keys_an_eager_run_saves(tmp_path):
-    """A compiled training step and evaluation on the CPU, then the checkpoint: the same keys, in the same order,
-    as an eager model's (no ``_orig_mod.`` prefix), for the trained network and its EMA alike; the compiled step
-    trains (the weights move) and the EMA follows."""
-    torch._dynamo.reset()
-    counters.clear()
-    torch.manual_seed(0)
-    compiled = training_model(use_compile=True)
-    torch.manual_seed(0)
-    eager = training_model()
-    batch = {'lq': torch.rand(2, 3, 8, 8), 'gt': torch.rand(2, 3, 16, 16)}
-    before = [p.detach().clone() for p in (*compiled.net_g.parameters(), *compiled.net_g_ema.parameters())]
-    for model in (compiled, eager):
-        model.feed_data(batch)
-        model.optimize_parameters(1)
-        model.lq = torch.rand(1, 3, 12, 12)
-        model.test()
-    assert counters['stats']['unique_graphs'] == 2  # the training step's and evaluation's
-    moved = [not torch.equal(a, b) for a, b in zip(before, (*compiled.net_g.parameters(),
-                                                            *compiled.net_g_ema.parameters()))]
-    trained = len(list(compiled.net_g.parameters()))
-    assert any(moved[:trained]) and any(moved[trained:])
-    saved, expected = _saved_weights(compiled, tmp_path / 'compiled'), _saved_weights(eager, tmp_path / 'eager')
-    assert {key: list(weights) for key, weights in saved.items()} == {key: list(weights)
-                                                                      for key, weights in expected.items()}
-    assert list(saved['params']) == list(compiled.net_g.state_dict())
-    assert not any(key.startswith('_orig_mod') for weights in saved.values() for key in weights)
