@@ -13,7 +13,7 @@ import torch
 
 import esc
 import esc.archs
-from esc.archs import NETWORKS, ESC
+from esc.archs import ESC, NETWORKS
 from tests.helpers.networks import SMALL, randomise
 from tests.helpers.paths import REPO
 
