@@ -42,9 +42,9 @@ def count_flops(net: nn.Module, scale: int, output_size: Tuple[int, int] = HD_OU
     def terms(h: int, w: int) -> Tuple[int, int, int]:
         return -(-h // window) * window * -(-w // window) * window, h * w, 1
 
-    samples = [(window, window), (window, window + window // 2), (2 * window, 2 * window)]
+    samples = [(window, window), (window, window + window // 2), (window, window // 2)]  # one or two windows each
     coefficients = _solve_exactly([terms(*size) for size in samples], [_traced_flops(net, *size) for size in samples])
-    check = (window + window // 4, 2 * window + window // 2)
+    check = (window - window // 4, window + window // 4)
     if _dot(coefficients, terms(*check)) != _traced_flops(net, *check):
         return _traced_flops(net, height, width)
     return int(_dot(coefficients, terms(height, width)))
