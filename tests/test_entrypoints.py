@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers.imports import first_import_line
 from tests.helpers.paths import REPO
 from tests.helpers.runs import METRICS, TINY_NET, free_port, run, train_options, write
 
@@ -137,22 +138,27 @@ def test_slurm_launcher_with_stub_scontrol(tmp_path):
 def test_where_esc_is_not_installed_scripts_find_their_checkout_and_commands_say_so(tmp_path):
     """As on a machine where only the dependencies are installed and the checkout is not (pip install -e
     skipped): ``-S`` drops site's .pth files, among them the editable install's finder, and PYTHONPATH
-    lists only site-packages. The scripts still import this checkout's esc; the package's own commands (which never
-    touch ``sys.path``) say in one line what to install."""
+    lists only site-packages. The scripts still import this checkout's esc: each imports scripts/_checkout.py before
+    anything of esc (read from its source), and one of them is run so; the package's own commands (which never
+    touch ``sys.path``) say in one line what to install. (Every script's ``--help`` there took 17 s of the suite's
+    time, each importing torch, for what one run and the import order show.)"""
     import site
     env = {'PYTHONPATH': os.pathsep.join(site.getsitepackages()), 'PATH': os.environ.get('PATH', '')}
     probe = subprocess.run([sys.executable, '-S', '-c', 'import esc'], cwd=tmp_path, env=env, capture_output=True,
                            text=True)
     assert probe.returncode != 0 and "No module named 'esc'" in probe.stderr  # the situation is reproduced
     scripts = sorted((REPO / 'scripts').glob('[!_]*.py'))
+    for script in scripts:
+        checkout, package = first_import_line(script, '_checkout'), first_import_line(script, 'esc')
+        assert 0 < checkout < package, f'{script.name}: imports esc (line {package}) before _checkout ({checkout})'
     commands = [REPO / 'esc' / 'train.py', REPO / 'esc' / 'test.py',
                 *sorted((REPO / 'esc' / 'commands').glob('[!_]*.py'))]
     procs = [(command, subprocess.Popen([sys.executable, '-S', str(command), '--help'], cwd=tmp_path, env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-             for command in scripts + commands]
+             for command in [REPO / 'scripts' / 'check_downloads.py', *commands]]
     for command, proc in procs:
         out, err = proc.communicate(timeout=180)
-        if command in scripts:
+        if command.parent.name == 'scripts':
             assert proc.returncode == 0 and 'usage' in out.lower(), f'{command.name}: {err[-500:]}'
         else:
             assert proc.returncode == 1 and err.strip() == ('error: the esc package is not installed: run '

@@ -99,3 +99,14 @@ def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
         if module not in index:
             visit(module)
     return found
+
+
+def first_import_line(path: Path, top_level: str) -> int:
+    """The line of ``path``'s first module-level ``import``/``from`` of the top-level module ``top_level`` or one of its
+    submodules; 0 if there is none (a script's import order: tests/test_entrypoints.py)."""
+    for node in ast.parse(path.read_text()).body:
+        names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                 [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
+        if any(name == top_level or name.startswith(top_level + '.') for name in names):
+            return node.lineno
+    return 0
