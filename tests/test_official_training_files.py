@@ -41,6 +41,9 @@ RUNS = ['ESC_DIV2K_X2', 'ESC_DFLIP_X2', 'ESC_FP_X3', 'ESC_light_X4', 'ESC_Real_X
 """One file per family that trains here for an iteration (the x3/x4 ones fine-tune the x2 weights)."""
 SHORT_RUN = ['train:total_iter=1', 'datasets:train:batch_size_per_gpu=2', 'num_gpu=0', 'logger:print_freq=1']
 """How a test run is shortened: on the command line, not in the file."""
+SMALL_REAL_PATCH = ['gt_size=128', 'datasets:train:gt_size=128']
+"""ESC-Real's files also crop 128-pixel training patches instead of 256 (a quarter of the work of the networks, the
+VGG19 and the discriminator): one 32-pixel window of LR, as the smallest patch the network takes whole."""
 IMAGES_PER_TRAIN_SET = 2
 
 
@@ -167,6 +170,8 @@ def test_one_official_file_per_family_trains(file, tmp_path):
     opt = with_tiny_data(official(file), tmp_path)
     write_pretrained(opt, tmp_path)
     machine = ['network_g:attn_type=sdpa'] if opt['network_g'].get('attn_type') == 'Flex' else []  # no CPU backward
+    if opt['model_type'].startswith('Real'):
+        machine += SMALL_REAL_PATCH
     if opt['train'].get('perceptual_opt'):  # ImageNet's VGG19 is never downloaded: random weights where it is looked for
         write_vgg19(tmp_path)
     result = run([str(REPO / 'esc/train.py'), '-opt', str(write(tmp_path / f'{file}.yaml', opt)), '--force_yml',

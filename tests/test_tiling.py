@@ -34,8 +34,9 @@ def test_tiles_of_a_pointwise_upscaler_reassemble_exactly():
         tiled_forward(upscale, x, 3, 8, 8)
 
 
-SET14_CROP = 352
-"""The HR side the tiled Set14 check crops each image to: LR 176 px, three 96-px tiles a side at an overlap of 32."""
+SET14_CROP = (256, 352)
+"""The HR height and width the tiled Set14 check crops each image to: LR 128×176, two rows of three 96-px tiles
+at an overlap of 32 (a third of the pixels of the whole images)."""
 
 
 @pytest.mark.slow
@@ -44,9 +45,9 @@ def test_tiled_set14_score_matches_whole_images(reference):
     the 32-px windows, as evaluation and esc/commands/upscale.py tile (every image is tiled):
     the Set14 PSNR (mean over images, Y, border 2) moves by less than 0.01 dB, and each tiled output
     stays close to its whole-image output (tiling is an approximation: attention windows, the 13×13
-    kernels and the dynamic kernels' pooling all see past a tile). Each image is its central 352×352 HR crop
-    (half the work of whole Set14): still 2×2 to 3×3 tiles an image, with interior tiles, seams both ways and a
-    last tile that overlaps its neighbour by more than the minimum."""
+    kernels and the dynamic kernels' pooling all see past a tile). Each image is its central HR crop of at most
+    :data:`SET14_CROP`: still 2×2 to 2×3 tiles an image, with seams both ways, interior tiles and a last tile
+    shorter than the others."""
     ref = reference('esc_x2.pt')
     net = ARCH_REGISTRY.get(ref['arch'])(**ref['config'], attn_type='sdpa').eval()
     net.load_state_dict(ref['state_dict'])
@@ -54,8 +55,8 @@ def test_tiled_set14_score_matches_whole_images(reference):
     scores, agreement = [], {}
     for path in sorted(shared_path('datasets', 'Set14').glob('*.png')):
         hr = cv2.imread(str(path), cv2.IMREAD_COLOR).astype(np.float32) / 255.
-        top, left = (max(0, side - SET14_CROP) // 4 * 2 for side in hr.shape[:2])  # even, so the crop keeps 2×2 pixels
-        hr = hr[top:top + SET14_CROP, left:left + SET14_CROP]
+        top, left = (max(0, side - crop) // 4 * 2 for side, crop in zip(hr.shape[:2], SET14_CROP))  # even: 2×2 pixels
+        hr = hr[top:top + SET14_CROP[0], left:left + SET14_CROP[1]]
         hr = hr[:hr.shape[0] // 2 * 2, :hr.shape[1] // 2 * 2]
         lq = torch.from_numpy(np.ascontiguousarray(imresize(hr, 0.5)[..., ::-1].transpose(2, 0, 1))).unsqueeze(0)
         assert min(lq.shape[-2:]) > 96, f'{path.name} would fit in one tile'
@@ -84,7 +85,7 @@ def test_tiles_leave_no_visible_seams_with_trained_weights(demo_weights):
     tiled = esc.load_model(str(demo_weights), param_key='params', device='cpu', tile=128)
     assert tiled.tile_overlap == 64
     for name in ('coffee', 'camera', 'cat', 'brick'):
-        image = np.asarray(getattr(skimage.data, name)(), dtype=np.float32)[:384, :512] / 255
+        image = np.asarray(getattr(skimage.data, name)(), dtype=np.float32)[:320, :384] / 255  # 2×3 tiles
         image = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
         lr = torch.from_numpy(np.clip(imresize(image, 0.5), 0, 1)).permute(2, 0, 1)[None].contiguous()
         difference = (tiled.upscale_tensor(lr) - whole.upscale_tensor(lr)).abs()[..., 16:-16, 16:-16]
