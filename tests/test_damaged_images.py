@@ -2,8 +2,6 @@
 naming it, and the run exits 1 (issue 16: a JPEG cut short used to come out grey below the cut, exit 0)."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -13,8 +11,7 @@ import torch
 
 from esc.errors import ESCError
 from esc.io.images import read_image
-from tests.helpers.paths import REPO
-from tests.helpers.runs import TINY_NET
+from tests.helpers.runs import TINY_NET, run_in_process
 
 FORMATS = ('.jpg', '.png', '.webp', '.tif')
 
@@ -54,9 +51,8 @@ def test_a_truncated_jpeg_is_skipped_by_the_command(tmp_path):
     from esc.archs.esc_arch import ESC
     net = ESC(**{k: v for k, v in TINY_NET.items() if k != 'type'})
     torch.save({'params_ema': net.state_dict()}, tmp_path / 'tiny.pth')
-    result = subprocess.run([sys.executable, str(REPO / 'esc' / 'commands' / 'upscale.py'), '-i', str(src),
-                             '-o', str(out), '--model', str(tmp_path / 'tiny.pth'), '--device', 'cpu'],
-                            capture_output=True, text=True, timeout=300)
+    result = run_in_process('esc.commands.upscale', ['-i', str(src), '-o', str(out), '--model',
+                                                     str(tmp_path / 'tiny.pth'), '--device', 'cpu'], tmp_path)
     assert result.returncode == 1, result.stderr[-2000:]
     assert f'skipped: {cut}: damaged or truncated image (image file is truncated' in result.stderr
     assert 'done 1, skipped 1' in result.stdout

@@ -29,6 +29,7 @@ from esc.io.images import load_image, pixel_limit
 from tests.helpers.networks import SMALL
 from tests.helpers.paths import REPO
 from tests.helpers.videos import write_video
+from tests.helpers.runs import run_in_process
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -116,9 +117,8 @@ def test_every_hostile_image_is_one_line_in_a_folder_run_and_the_good_ones_are_d
     (src / 'no_extension').write_bytes(cv2.imencode('.png', photo())[1].tobytes())
     Image.fromarray(photo()).save(src / 'still.gif')
     save_frames(src / 'anim.gif', duration=100, loop=0)
-    result = subprocess.run([sys.executable, str(REPO / 'esc' / 'commands' / 'upscale.py'), '-i', str(src),
-                             '-o', str(out), '--model', str(path), '--device', 'cpu', '--max-pixels', '1M'],
-                            capture_output=True, text=True, timeout=300)
+    result = run_in_process('esc.commands.upscale', ['-i', str(src), '-o', str(out), '--model', str(path),
+                                                     '--device', 'cpu', '--max-pixels', '1M'], tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
     assert 'Traceback' not in result.stderr
     skipped = [line for line in result.stderr.splitlines() if line.startswith('skipped: ')]

@@ -1,6 +1,5 @@
 """Upscaling your own images: checkpoint detection, esc.load_model / upscale, and esc/commands/upscale.py."""
-import subprocess
-import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,7 +12,8 @@ from esc.archs import build_variant
 from esc.errors import ESCError
 from esc.upscaler import detect_network, variant_name
 from tests.helpers.networks import randomise, small
-from tests.helpers.paths import REFERENCE_FILES, REPO
+from tests.helpers.paths import REFERENCE_FILES
+from tests.helpers.runs import run_in_process
 
 
 @pytest.mark.parametrize('arch,scale,overrides', [
@@ -138,8 +138,8 @@ def test_tiled_model_upscales_large_inputs_in_tiles(checkpoint, monkeypatch):
 
 
 def _run_cli(*args):
-    return subprocess.run([sys.executable, str(REPO / 'esc' / 'commands' / 'upscale.py'), *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+    """``esc-upscale args`` in this process (the console script's entry point, its exit status and output)."""
+    return run_in_process('esc.commands.upscale', [str(arg) for arg in args], Path.cwd())
 
 
 def test_cli_folder_run_writes_every_image_and_skips_bad_files(checkpoint, tmp_path):

@@ -5,7 +5,6 @@ weights stand in for the published ones (hundreds of MB)."""
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
 
 import cv2
@@ -20,6 +19,7 @@ from esc.errors import ESCError
 from esc.metrics import no_reference
 from tests.helpers.iqa import SMALL_METRIC_NETWORKS, random_weights, sr_image
 from tests.helpers.paths import REPO
+from tests.helpers.runs import run_in_process
 
 pytest.importorskip('pyiqa', reason='pyiqa is in the test extra: pip install -e ".[test]"')
 
@@ -87,8 +87,7 @@ def test_missing_weight_file_stops_esc_test_in_one_line(tmp_path):
                network_g=dict(type='Bicubic', upscaling_factor=2), path=dict(pretrain_network_g=None),
                val=dict(save_img=False, metrics=dict(musiq=dict(type='calculate_musiq', weights='nowhere/m.pth'))))
     (tmp_path / 'iqa.yml').write_text(yaml.safe_dump(opt))
-    result = subprocess.run([sys.executable, str(REPO / 'esc/test.py'), '-opt', 'iqa.yml'], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = run_in_process('esc.test', ['-opt', 'iqa.yml'], tmp_path)
     assert result.returncode == 2 and 'Traceback' not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith('error: val.metrics.musiq.weights: no such file nowhere/m.pth')

@@ -3,8 +3,6 @@ without ground truth through esc/test.py."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -15,7 +13,7 @@ from basicsr.utils.matlab_functions import imresize
 from skimage import data
 
 from esc.data.benchmark_prep import bicubic_downsample
-from tests.helpers.paths import REPO
+from tests.helpers.runs import run_in_process
 
 
 def test_basicsr_psnr_ssim_agree_with_scikit_image():
@@ -50,8 +48,7 @@ def test_niqe_on_a_set_without_ground_truth(tmp_path):
                network_g=dict(type='Bicubic', upscaling_factor=2), path=dict(pretrain_network_g=None),
                val=dict(save_img=True, suffix='SR', metrics=dict(niqe=dict(type='calculate_niqe', crop_border=2))))
     (tmp_path / 'niqe.yml').write_text(yaml.safe_dump(opt))
-    result = subprocess.run([sys.executable, str(REPO / 'esc/test.py'), '-opt', 'niqe.yml'], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = run_in_process('esc.test', ['-opt', 'niqe.yml'], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     log = next((tmp_path / 'results' / 'niqe_check').glob('test_niqe_check_*.log')).read_text()
     logged = float(re.search(r'Validation NoGT\s*\n\s*# niqe: ([\d.]+)', log).group(1))

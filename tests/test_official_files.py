@@ -10,7 +10,6 @@ U·√S for queries and V·√S for keys, computed here with ``torch.linalg.svd`
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict
 
@@ -33,7 +32,7 @@ from esc.models.real_model import ESCRealESRGANModel, ESCRealESRNetModel
 from esc.upscaler import detect_network
 from tests.helpers.files import as_saved, paired_dataset, read_rgb, write_pairs
 from tests.helpers.networks import SMALL, tiny_with_strong_biases, without_type
-from tests.helpers.paths import REPO
+from tests.helpers.runs import run_in_process
 
 ESC_X2 = dict(type='ESC', dim=64, pdim=16, kernel_size=13, n_blocks=5, conv_blocks=5, window_size=32, num_heads=4,
               upscaling_factor=2, exp_ratio=1.25)
@@ -214,8 +213,7 @@ def official_evaluation(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def run_test_command(options: dict, cwd: Path) -> subprocess.CompletedProcess:
     (cwd / 'official.yml').write_text(yaml.safe_dump(options, sort_keys=False))
-    return subprocess.run([sys.executable, str(REPO / 'esc/test.py'), '-opt', 'official.yml'], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    return run_in_process('esc.test', ['-opt', 'official.yml'], cwd)
 
 
 @pytest.mark.slow

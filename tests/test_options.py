@@ -1,6 +1,4 @@
 """Every shipped option file builds its network and is consistent with itself."""
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -14,6 +12,7 @@ from esc.config.batch import plan_batch
 from esc.evaluation.paper import TABLE5, TABLE6
 from esc.models.lte_model import crop_border as lte_crop_border
 from tests.helpers.paths import REPO
+from tests.helpers.runs import run_in_process
 
 OPTION_FILES = sorted((REPO / 'options').rglob('*.yml'))
 TABLE2 = [(v, r) for v in ('ESC', 'ESC_light', 'ESC_FP') for r in (2, 3, 4)]
@@ -119,8 +118,7 @@ def test_shipped_test_options_name_what_is_missing(tmp_path):
     option_file = REPO / 'options/test/ESC/test_ESC_X2_DIV2K.yml'
 
     def run() -> str:
-        result = subprocess.run([sys.executable, str(REPO / 'esc/test.py'), '-opt', str(option_file)], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=300)
+        result = run_in_process('esc.test', ['-opt', str(option_file)], tmp_path)
         assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-3000:]
         return result.stderr.strip().splitlines()[-1]
 

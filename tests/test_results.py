@@ -1,6 +1,4 @@
 """scripts/make_tables.py: test logs → the paper's table layout, with the paper's numbers beside ours."""
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -11,7 +9,7 @@ from esc.errors import ESCError
 from esc.evaluation.paper import TABLE2
 from esc.evaluation.results import (FigurePoint, check_figure, collect_results, draw_figure, figure_points,
                                     parse_test_log, table_rows, to_csv, to_markdown)
-from tests.helpers.paths import REPO
+from tests.helpers.runs import run_script_in_process
 
 LOG = """2026-11-23 10:00:00,000 INFO: Testing Set5...
 2026-11-23 10:00:01,000 INFO: Validation Set5
@@ -47,16 +45,15 @@ def test_parse_and_tabulate_against_the_paper(tmp_path):
 
 def test_cli_prints_table_and_fails_in_one_line(tmp_path):
     write_run(tmp_path / 'results', 'ESC_light_X4_DIV2K')
-    out = subprocess.run([sys.executable, str(REPO / 'scripts/make_tables.py'), '--results', 'results', '--paper',
-                          '--csv', 'table.csv', '--figure', 'figure.png'], cwd=tmp_path, capture_output=True, text=True)
+    out = run_script_in_process('make_tables', ['--results', 'results', '--paper', '--csv', 'table.csv', '--figure',
+                                                'figure.png'], tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.rstrip().endswith('figure: figure.png')
     assert cv2.imread(str(tmp_path / 'figure.png')) is not None  # one row of two panels: a wide picture
     assert '| ESC-light (DIV2K) | x4 | - | - | 91.0 | 624 | 38.34/0.9618 |' in out.stdout
     assert '| ESC-light (paper) | x4 | 13.3 | 213 | 91.0 | 624 | 32.52/0.8995 |' in out.stdout
     assert (tmp_path / 'table.csv').read_text().count('\n') == 4
-    bad = subprocess.run([sys.executable, str(REPO / 'scripts/make_tables.py'), '--results', 'nowhere'],
-                         cwd=tmp_path, capture_output=True, text=True)
+    bad = run_script_in_process('make_tables', ['--results', 'nowhere'], tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip() == 'error: --results: no such folder nowhere'
 
 
@@ -108,8 +105,7 @@ def test_the_figure_draws_every_point_where_it_belongs(tmp_path):
 
 def test_the_cli_refuses_a_figure_it_cannot_draw_before_counting(tmp_path):
     write_run(tmp_path / 'results', 'ESC_X2_DIV2K')
-    bad = subprocess.run([sys.executable, str(REPO / 'scripts/make_tables.py'), '--figure', 'f.png',
-                          '--figure-benchmark', 'DIV2K'], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    bad = run_script_in_process('make_tables', ['--figure', 'f.png', '--figure-benchmark', 'DIV2K'], tmp_path)
     assert bad.returncode == 2
     assert bad.stderr.strip() == ("error: --figure-benchmark: 'DIV2K' is not one of Set5, Set14, B100, Urban100, "
                                   'Manga109')

@@ -6,7 +6,6 @@ Every video here is written by the test itself with PyAV: a few frames of 32×24
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import List, Tuple
 
@@ -22,8 +21,8 @@ from esc.commands.upscale import video_output_path
 from esc.errors import ESCError
 from esc.io.video import upscale_video
 from tests.helpers.networks import SMALL
-from tests.helpers.paths import REPO
 from tests.helpers.videos import RATE, SAMPLE_RATE, picture, write_video
+from tests.helpers.runs import run_in_process
 
 
 def decoded(path: Path) -> List[av.VideoFrame]:
@@ -52,9 +51,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / 'esc' / 'commands' / 'upscale.py'), *map(str, args),
-                           '--device', 'cpu'],
-                          capture_output=True, text=True, timeout=300)
+    return run_in_process('esc.commands.upscale', [*map(str, args), '--device', 'cpu'], Path.cwd())
 
 
 def run_command(capsys, *args) -> Tuple[int, str, str]:

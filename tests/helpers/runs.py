@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from tests.helpers.paths import REPO
+from tests.helpers.paths import REPO, load_script
 
 TINY_NET = dict(type='ESC', dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=2, window_size=8, num_heads=2,
                 upscaling_factor=2, exp_ratio=1.25, attn_type='auto')
@@ -61,13 +61,34 @@ def run_in_process(module_name: str, argv: list, cwd: Path) -> subprocess.Comple
     """``python -m <module_name> argv`` in ``cwd``, in this process: its exit status and what it printed. What a
     process would keep to itself (the working directory, the console streams) is put back afterwards."""
     module = importlib.import_module(module_name)
+    return _call_as_a_process(lambda: module.main(list(argv)), [module_name, *argv], cwd)
+
+
+def run_script_in_process(name: str, argv: list, cwd: Path) -> subprocess.CompletedProcess:
+    """``python scripts/<name>.py argv`` in ``cwd``, in this process (as :func:`run_in_process`; ``sys.argv`` is
+    the script's for the call)."""
+    script = load_script(name)
+    command = [f'scripts/{name}.py', *map(str, argv)]
+
+    def call():
+        previous = sys.argv
+        sys.argv = command
+        try:
+            script.main()
+        finally:
+            sys.argv = previous
+    return _call_as_a_process(call, command, cwd)
+
+
+def _call_as_a_process(call, args: list, cwd: Path) -> subprocess.CompletedProcess:
+    """What ``call()`` would leave as a process in ``cwd``: the exit status, standard output and error."""
     out, err = io.StringIO(), io.StringIO()
     previous = os.getcwd()
     os.chdir(cwd)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                module.main(list(argv))
+                call()
                 status = 0
             except SystemExit as exc:
                 status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -78,7 +99,7 @@ def run_in_process(module_name: str, argv: list, cwd: Path) -> subprocess.Comple
                 status = 1
     finally:
         os.chdir(previous)
-    return subprocess.CompletedProcess([module_name, *argv], status, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
 
 
 def run(args: list, cwd: Path, env: dict | None = None, timeout: int = 300,
