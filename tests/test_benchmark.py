@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, List
@@ -20,7 +17,8 @@ from esc.archs import NETWORKS
 from esc.errors import ESCError
 from esc.evaluation.paper import CLAIMED_RATIOS, TABLE4
 from esc.evaluation.results import load_speed
-from tests.helpers.paths import REPO, load_script
+from tests.helpers.paths import load_script
+from tests.helpers.runs import run_script_in_process
 
 from esc.evaluation import benchmark as engine
 from esc.evaluation.benchmark import (COMPARE_HEADER, NETWORK_HEADER, TABLE1_HEADER, TRAIN_HEADER, BenchmarkRecord,
@@ -142,14 +140,13 @@ def test_cli_table1_in_process(capsys):
     assert '| 16x16x16 | 8x8 |' in out
 
 
-def test_cli_markdown_table_in_a_subprocess(tmp_path):
-    """The CLI as a user runs it; on CPU each case is measured in its own (second) subprocess. Its JSON
-    is what scripts/make_tables.py --speed reads."""
+def test_cli_markdown_table_with_each_case_in_a_subprocess(tmp_path):
+    """The CLI as a user runs it (its main, in this process); on CPU each case is measured in its own subprocess.
+    Its JSON is what scripts/make_tables.py --speed reads."""
     speed = tmp_path / 'speed.json'
-    proc = subprocess.run([sys.executable, str(REPO / 'scripts' / 'benchmark.py'), '--variants', 'ESC-light',
-                           '--scales', '4', '--lr-size', '16x16', '--device', 'cpu', '--warmup', '1', '--runs', '2',
-                           '--markdown', '--json', str(speed)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+    proc = run_script_in_process('benchmark', ['--variants', 'ESC-light', '--scales', '4', '--lr-size', '16x16',
+                                               '--device', 'cpu', '--warmup', '1', '--runs', '2', '--markdown',
+                                               '--json', str(speed)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == '| ' + ' | '.join(NETWORK_HEADER) + ' |'
