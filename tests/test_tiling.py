@@ -66,7 +66,8 @@ def test_tiled_set14_score_matches_whole_images(reference):
         agreement[path.name] = -10 * torch.log10(((tiled - whole) ** 2).mean()).item()
         hr255 = (hr * 255).round()
         scores.append([calculate_psnr(to_img(out), hr255, 2, test_y_channel=True) for out in (whole, tiled)])
-    # agreement measured: 48.3 dB at worst on the crops (48.5 on whole images, 35.6 with tiles not aligned to windows)
+    # agreement measured: 49.3 dB at worst on these crops, the PSNR moved by 0.0006 dB (48.5 dB on whole images, 35.6
+    # with tiles not aligned to windows)
     assert len(scores) == 14 and min(agreement.values()) > 45, agreement
     whole_psnr, tiled_psnr = np.mean(scores, axis=0)
     assert abs(tiled_psnr - whole_psnr) < 0.01, (whole_psnr, tiled_psnr)
