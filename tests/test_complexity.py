@@ -39,6 +39,8 @@ def test_flops_match_table2(variant, scale):
     pytest.param('ESC', 2, dict(window_size=24, conv_blocks=6), (360, 650),  # another window; sizes off every multiple
                  marks=pytest.mark.slow),
     ('ESC-light', 3, dict(first_mixer='conv_attn'), (300, 330)),  # no attention at all
+    ('ESC', 2, dict(dim=16, pdim=8, n_blocks=1, conv_blocks=1, window_size=8, num_heads=2), (120, 100)),  # windows
+    # of 8: no trace is half a window high (a 13×13 kernel's reflect padding needs more than 4 pixels)
 ])
 def test_small_traces_give_the_full_size_count_exactly(variant, scale, options, output_size):
     net = build_variant(variant, scale, attn_type='naive', **options)

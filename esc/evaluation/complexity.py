@@ -15,6 +15,8 @@ from torch import nn
 from esc.evaluation.paper import TABLE2
 
 HD_OUTPUT = (720, 1280)  # (H, W) of the super-resolved image
+SMALLEST_TRACED_SIDE = 16
+"""The shortest side :func:`count_flops` traces (a 13×13 kernel's 6-pixel reflect padding needs more)."""
 
 PAPER_TABLE2: Dict[Tuple[str, int], Tuple[int, float]] = {key: (row.params_k, row.flops_g) for key, row in TABLE2.items()}
 """Table 2 of the paper: (#Params in K, #FLOPs in G) per (variant, scale), HR output 1280×720."""
@@ -42,9 +44,13 @@ def count_flops(net: nn.Module, scale: int, output_size: Tuple[int, int] = HD_OU
     def terms(h: int, w: int) -> Tuple[int, int, int]:
         return -(-h // window) * window * -(-w // window) * window, h * w, 1
 
-    samples = [(window, window), (window, window + window // 2), (window, window // 2)]  # one or two windows each
+    if window >= 2 * SMALLEST_TRACED_SIDE:  # one or two windows a trace
+        samples = [(window, window), (window, window + window // 2), (window, window // 2)]
+        check = (window - window // 4, window + window // 4)
+    else:  # half a window is too small a side for the convolutions' padding
+        samples = [(window, window), (window, window + window // 2), (2 * window, 2 * window)]
+        check = (window + window // 4, 2 * window + window // 2)
     coefficients = _solve_exactly([terms(*size) for size in samples], [_traced_flops(net, *size) for size in samples])
-    check = (window - window // 4, window + window // 4)
     if _dot(coefficients, terms(*check)) != _traced_flops(net, *check):
         return _traced_flops(net, height, width)
     return int(_dot(coefficients, terms(height, width)))
