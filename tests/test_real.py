@@ -14,7 +14,7 @@ import yaml
 from esc.errors import ESCError
 from esc.losses import OfflinePerceptualLoss, resolve_vgg_weights
 from tests.helpers.paths import REPO
-from tests.helpers.runs import assert_resumes_exactly, free_port, run, write
+from tests.helpers.runs import assert_resumes_exactly, free_port, run, run_script_in_process, write
 
 TINY_REAL = dict(type='ESCReal', dim=16, pdim=8, kernel_size=5, n_blocks=1, conv_blocks=1, window_size=8, num_heads=2,
                  exp_ratio=2, upscaling_factor=4)
@@ -42,9 +42,9 @@ def root(tmp_path_factory) -> Path:
         (root / 'datasets' / folder).mkdir(parents=True)
         for index, (h, w) in enumerate(sizes):
             cv2.imwrite(str(root / 'datasets' / folder / f'{folder.lower()}{index}.png'), photo(rng, h, w))
-    result = run([str(REPO / 'scripts/prepare_training_data.py'), 'real', 'datasets/DF2K_HR', 'datasets/OST',
-                  '--multiscale', 'datasets/DF2K_HR', '--out', 'datasets/DF2KOST', '--crop-size', '64', '--step', '32',
-                  '--shortest-edge', '80'], root)
+    result = run_script_in_process('prepare_training_data', [
+        'real', 'datasets/DF2K_HR', 'datasets/OST', '--multiscale', 'datasets/DF2K_HR', '--out', 'datasets/DF2KOST',
+        '--crop-size', '64', '--step', '32', '--shortest-edge', '80'], root)
     assert result.returncode == 0 and 'Traceback' not in result.stderr, result.stderr[-3000:]
     assert 'meta_info.txt: ' in result.stdout
     lr = root / 'datasets' / 'RealSRSet'
@@ -185,10 +185,11 @@ def test_image_smaller_than_the_crop(root):
         'cut larger sub-images or leave it out of the meta-info file')
 
 
-def test_missing_vgg_weights_say_where_to_put_them(root, tmp_path):
+def test_missing_vgg_weights_say_where_to_put_them(root, tmp_path, monkeypatch):
     opt = gan_options('no_vgg', None)
     opt['train']['perceptual_opt']['vgg_weights'] = None
-    error = last_error(train(root, opt, env={'TORCH_HOME': str(tmp_path)}))  # an empty torch hub cache
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))  # an empty torch hub cache
+    error = last_error(train(root, opt))
     assert error == ('error: train.perceptual_opt.vgg_weights: the ImageNet VGG19 weights are not on this machine and '
                      'are never downloaded; place vgg19-dcbb9e9d.pth at '
                      'experiments/pretrained_models/vgg19-dcbb9e9d.pth or set train.perceptual_opt.vgg_weights: PATH')
