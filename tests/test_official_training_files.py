@@ -169,13 +169,14 @@ def test_the_official_training_sets_build_as_released(file, tmp_path):
 def test_one_official_file_per_family_trains(file, tmp_path):
     opt = with_tiny_data(official(file), tmp_path)
     write_pretrained(opt, tmp_path)
-    machine = ['network_g:attn_type=sdpa'] if opt['network_g'].get('attn_type') == 'Flex' else []  # no CPU backward
+    flex = opt['network_g'].get('attn_type') == 'Flex'
+    overrides = ['network_g:attn_type=sdpa'] if flex else []  # Flex has no CPU backward
     if opt['model_type'].startswith('Real'):
-        machine += SMALL_REAL_PATCH
+        overrides += SMALL_REAL_PATCH
     if opt['train'].get('perceptual_opt'):  # ImageNet's VGG19 is never downloaded: random weights where it is looked for
         write_vgg19(tmp_path)
     result = run([str(REPO / 'esc/train.py'), '-opt', str(write(tmp_path / f'{file}.yaml', opt)), '--force_yml',
-                  *SHORT_RUN, *machine], tmp_path)
+                  *SHORT_RUN, *overrides], tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     experiment = tmp_path / 'experiments' / opt['name']
     log = next(experiment.glob(f"train_{opt['name']}_*.log")).read_text()

@@ -44,12 +44,11 @@ def count_flops(net: nn.Module, scale: int, output_size: Tuple[int, int] = HD_OU
     def terms(h: int, w: int) -> Tuple[int, int, int]:
         return -(-h // window) * window * -(-w // window) * window, h * w, 1
 
-    if window >= 2 * SMALLEST_TRACED_SIDE:  # one or two windows a trace
-        samples = [(window, window), (window, window + window // 2), (window, window // 2)]
-        check = (window - window // 4, window + window // 4)
-    else:  # half a window is too small a side for the convolutions' padding
-        samples = [(window, window), (window, window + window // 2), (2 * window, 2 * window)]
-        check = (window + window // 4, 2 * window + window // 2)
+    half_window = window // 2 >= SMALLEST_TRACED_SIDE  # else too short a side for the convolutions' padding
+    samples = [(window, window), (window, window + window // 2),
+               (window, window // 2) if half_window else (2 * window, 2 * window)]  # one or two windows, or four
+    check = ((window - window // 4, window + window // 4) if half_window else
+             (window + window // 4, 2 * window + window // 2))
     coefficients = _solve_exactly([terms(*size) for size in samples], [_traced_flops(net, *size) for size in samples])
     if _dot(coefficients, terms(*check)) != _traced_flops(net, *check):
         return _traced_flops(net, height, width)
