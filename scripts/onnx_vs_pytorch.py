@@ -28,7 +28,7 @@ from esc.archs import VARIANTS, build_variant
 from esc.commands.convert_flashbias import photograph
 from esc.commands.export import export
 from esc.errors import ESCError
-from esc.evaluation.benchmark import cpu_name  # noqa: E402  (the CPU's name, as the benchmark tables give it)
+from esc.evaluation.benchmark import cpu_name, cpu_threads  # the CPU's name and thread setting, as the benchmark's
 from esc.upscaler import Upscaler, load_model
 from esc.utils.cli import run_command
 
@@ -92,10 +92,14 @@ def run(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     if args.repeats < 1:
         raise ESCError(f'--repeats: {args.repeats}; give 1 or more')
-    threads = torch.get_num_threads() if args.threads is None else args.threads
-    if threads < 1:
-        raise ESCError(f'--threads: {threads}; give 1 or more')
-    torch.set_num_threads(threads)
+    if args.threads is not None and args.threads < 1:
+        raise ESCError(f'--threads: {args.threads}; give 1 or more')
+    with cpu_threads(args.threads) as threads:
+        return compare(args, threads)
+
+
+def compare(args: argparse.Namespace, threads: int) -> int:
+    """Export, time both engines alternately and print the report; torch runs with ``threads`` intra-op threads."""
     x = lr_image(args.image, parse_size(args.size))
     if args.model:
         model = load_model(args.model, device='cpu')

@@ -152,6 +152,20 @@ def _deterministic_seed():
 
 
 @pytest.fixture(autouse=True)
+def _torch_threads_unchanged():
+    """Every test leaves torch's intra-op thread count as it found it: a command run in the test's process with
+    ``--threads 1`` once left it at one, and every later test in the session ran on a single core (the tiled Set14
+    check took 79 s instead of 47). A test that leaves it changed errors here, and the count is put back."""
+    threads = torch.get_num_threads()
+    yield
+    left = torch.get_num_threads()
+    if left != threads:
+        torch.set_num_threads(threads)
+        pytest.fail(f'the test left torch with {left} intra-op threads (it found {threads}); put the count back',
+                    pytrace=False)
+
+
+@pytest.fixture(autouse=True)
 def _torch_compiler_configuration_unchanged():
     """Every test leaves torch's compiler configuration (dynamo's and, once loaded, inductor's) as it found it.
 

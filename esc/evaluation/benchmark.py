@@ -386,7 +386,7 @@ def _build(spec: Dict[str, Any]) -> Tuple[nn.Module, Tensor]:
 
 
 @contextlib.contextmanager
-def _cpu_threads(threads: Optional[int]) -> Iterator[int]:
+def cpu_threads(threads: Optional[int]) -> Iterator[int]:
     """Run the block with ``threads`` intra-op threads (None: torch's default); yields the number in use."""
     default = torch.get_num_threads()
     if threads is not None:
@@ -414,7 +414,7 @@ def run_forward_spec(spec: Dict[str, Any], keep_output: bool = False) -> Tuple[B
     module, x = _build(spec)
     backend = OWN_ATTENTION if spec['attn_type'] == OWN_ATTENTION else resolve_attn_type(
         normalize_attn_type(spec['attn_type']), torch.device(settings.device), bias_form=spec_bias_form(spec))
-    with _cpu_threads(settings.threads) as threads:
+    with cpu_threads(settings.threads) as threads:
         result = time_forward(module, x, settings, keep_output)
     output = result.pop('output', None)
     record = BenchmarkRecord(kind=spec['kind'], name=spec['name'], scale=spec['scale'], device=settings.device,
@@ -478,7 +478,7 @@ def run_train_spec(spec: Dict[str, Any], settings: RunSettings) -> BenchmarkReco
     model.feed_data(batch)
     lr, hr = model.lq, model.gt
 
-    with _cpu_threads(settings.threads) as threads:
+    with cpu_threads(settings.threads) as threads:
         for step in range(settings.warmup):
             model.optimize_parameters(step + 1)
         _synchronize(device)
@@ -891,7 +891,7 @@ def evaluate_sizes(variant: str, scale: int, sizes: Sequence[Tuple[int, int]], s
     net = build_variant(variant, scale, attn_type=attn_type, streaming='off').to(settings.device).eval()
     run = settings.fast.apply(net, dynamic=True)
     generator = torch.Generator().manual_seed(0)
-    with _cpu_threads(settings.threads), torch.no_grad(), autocast(settings.device, settings.dtype):
+    with cpu_threads(settings.threads), torch.no_grad(), autocast(settings.device, settings.dtype):
         for height, width in sizes:
             lq = settings.fast.input(torch.rand(1, 3, height, width, generator=generator).to(settings.device))
             if settings.device == 'cuda':
