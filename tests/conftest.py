@@ -117,8 +117,7 @@ def full_reference_files(tmp_path_factory):
 
     root = tmp_path_factory.mktemp('iqa_full_reference')
     torch.manual_seed(0)
-    files = {name: root / f'{name}.pth' for name in ('alexnet', 'vgg16', 'lpips', 'dists', 'dists_other', 'fid',
-                                                     'fid_other')}
+    files = {name: root / f'{name}.pth' for name in ('alexnet', 'vgg16', 'lpips', 'dists', 'dists_other', 'fid')}
     for name, constructor in (('alexnet', torchvision.models.alexnet), ('vgg16', torchvision.models.vgg16)):
         features = {k: v for k, v in constructor(weights=None).state_dict().items() if k.startswith('features.')}
         torch.save(features, files[name])
@@ -134,13 +133,12 @@ def full_reference_files(tmp_path_factory):
     original = inception.load_pretrained_network
     inception.load_pretrained_network = lambda *args, **kwargs: None  # an untrained FID Inception to randomise
     try:
-        for name in ('fid', 'fid_other'):
-            network = inception.fid_inception_v3()
-            with torch.no_grad():  # He-initialised convolutions: features that tell images apart
-                for module in network.modules():
-                    if isinstance(module, torch.nn.Conv2d):
-                        torch.nn.init.kaiming_normal_(module.weight)
-            torch.save(network.state_dict(), files[name])
+        network = inception.fid_inception_v3()
+        with torch.no_grad():  # He-initialised convolutions: features that tell images apart
+            for module in network.modules():
+                if isinstance(module, torch.nn.Conv2d):
+                    torch.nn.init.kaiming_normal_(module.weight)
+        torch.save(network.state_dict(), files['fid'])
     finally:
         inception.load_pretrained_network = original
     return files
