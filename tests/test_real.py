@@ -208,6 +208,26 @@ def test_vgg_weights_from_a_local_file(tmp_path):
         OfflinePerceptualLoss({'conv1_2': 1.0}, vgg_weights=str(path))
 
 
+def test_a_vgg_files_convolutions_are_the_losss_own_and_a_random_vgg_is_he_initialised(tmp_path):
+    """The VGG is built on the meta device: a file's convolutional tensors become the loss's own (a half-precision
+    file widened); the classifier basicsr drops is checked for shape only (stored here as expanded zeros, a few
+    bytes); a random VGG's convolutions are He-normal by fan-out with zero biases, as torchvision initialises them."""
+    from torchvision import models
+
+    with torch.device('meta'):
+        layout = models.vgg19(weights=None).state_dict()
+    features = {k: torch.randn(v.shape).half() for k, v in layout.items() if k.startswith('features.')}
+    stored = {**features, **{k: torch.zeros(()).expand(v.shape) for k, v in layout.items() if k not in features}}
+    torch.save(stored, tmp_path / 'vgg19.pth')
+    loaded = OfflinePerceptualLoss({'conv5_4': 1.0}, vgg_weights=str(tmp_path / 'vgg19.pth')).vgg.vgg_net
+    assert [t.dtype for t in loaded.state_dict().values()] == [torch.float32] * len(features)
+    assert all(torch.equal(a, b.float()) for a, b in zip(loaded.state_dict().values(), features.values()))
+    random = OfflinePerceptualLoss({'conv5_4': 1.0}, vgg_weights='random').vgg.vgg_net
+    assert not any(p.is_meta for p in random.parameters())
+    weight = random.conv5_4.weight
+    assert abs(weight.std().item() / (2 / (512 * 9)) ** 0.5 - 1) < 0.02 and not random.conv5_4.bias.any()
+
+
 def test_the_l1_stage_trains_with_two_cpu_processes(root):
     """DDP (gloo): the degradations and the pair queue run on each rank; the training state holds both queues."""
     opt = mse_options('mse_ddp')
