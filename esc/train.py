@@ -38,7 +38,7 @@ from esc.data.benchmark_prep import check_benchmark_pairs  # noqa: E402
 from esc.data.resumable import create_train_val_dataloader  # noqa: E402
 from esc.io.checkpoint import load_resume_state  # noqa: E402
 from esc.metrics import check_metric_options  # noqa: E402
-from esc.utils.cli import run_loop  # noqa: E402
+from esc.utils.cli import raise_pending_stop, run_loop  # noqa: E402
 from esc.utils.dist import check_num_gpu, seed_everything, start_process_group  # noqa: E402
 from esc.utils.experiment import (RunLock, RunLog, copy_option_file, environment, free_space_note,  # noqa: E402
                                   lock_run_folders, prepare_training_folders, release_all, tensorboard_enabled,
@@ -146,6 +146,7 @@ def train(argv: Sequence[str]) -> int:
             sampler.set_epoch(epoch)
             waited = time.time()
             for batch in train_loader:
+                raise_pending_stop()  # a stop signal that came while the last epoch's loader shut its workers down
                 iteration += 1
                 progress.data_time = time.time() - waited
                 model.update_learning_rate(iteration, warmup_iter=warmup)

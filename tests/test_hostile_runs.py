@@ -212,6 +212,27 @@ def test_a_stop_signal_ends_training_in_one_line_and_the_run_resumes(tmp_path, s
     assert (tmp_path / 'experiments' / 'run' / 'models' / 'net_g_latest.pth').is_file()
 
 
+def test_a_stop_signal_inside_a_finaliser_is_raised_at_the_next_step(capsys):
+    """A signal handler cannot raise inside a ``__del__`` (Python prints the exception and goes on), and a data
+    loader's iterator shuts its workers down in one at every epoch's end: a SIGTERM that came then was lost and the
+    run trained on to its last iteration (seen once in the slow SIGTERM test under load). It is held and raised at
+    the training loop's next step instead, silently until then."""
+    from esc.utils.cli import Stopped, raise_pending_stop, stop_signals_as_exception
+
+    class ShutsDownWorkers:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)  # the handler runs here, inside __del__
+
+    with stop_signals_as_exception():
+        ShutsDownWorkers()
+        assert capsys.readouterr().err == ''
+        with pytest.raises(Stopped) as stopped:
+            raise_pending_stop()
+    assert stopped.value.name == 'SIGTERM' and stopped.value.status == 128 + signal.SIGTERM
+    raise_pending_stop()  # the block is over: nothing is held for the next one
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks a machine without a GPU')
 @pytest.mark.parametrize('command', [TRAIN, TEST])
 def test_an_official_num_gpu_on_a_machine_without_one_is_one_line(tmp_path, command):

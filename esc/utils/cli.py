@@ -6,7 +6,8 @@ import contextlib
 import os
 import signal
 import sys
-from typing import Any, Callable, Iterator, List, Optional, Sequence
+from types import FrameType
+from typing import Callable, Iterator, List, Optional, Sequence
 
 from esc.errors import ESCError
 
@@ -38,17 +39,42 @@ class Stopped(BaseException):
         super().__init__(self.name)
 
 
+_pending_stops: List[int] = []
+"""The stop signals received inside :func:`stop_signals_as_exception`'s block, in order."""
+
+
+def _inside_finaliser(frame: Optional[FrameType]) -> bool:
+    """Whether ``frame`` runs inside a ``__del__``: an exception raised there is printed and lost (a data loader's
+    iterator shuts its workers down in one at every epoch's end)."""
+    while frame is not None:
+        if frame.f_code.co_name == '__del__':
+            return True
+        frame = frame.f_back
+    return False
+
+
+def raise_pending_stop() -> None:
+    """Raise :class:`Stopped` for a stop signal that arrived inside a finaliser, where it could not be raised; the
+    training loop calls this at every step, so no signal is lost."""
+    if _pending_stops:
+        raise Stopped(_pending_stops[0])
+
+
 @contextlib.contextmanager
 def stop_signals_as_exception() -> Iterator[None]:
     """The stop signals raise :class:`Stopped` while the block runs (SIGTERM's default would end the process at once,
-    leaving hidden temporary files; Ctrl-C's would print a KeyboardInterrupt traceback). Outside the main thread,
-    where signals cannot be caught, nothing changes. A process forked inside the block (a data-loader worker) keeps
-    the signals' usual meaning: its parent does the stopping."""
+    leaving hidden temporary files; Ctrl-C's would print a KeyboardInterrupt traceback), where the work is, or at the
+    next :func:`raise_pending_stop` for one that arrives inside a ``__del__``. Outside the main thread, where signals
+    cannot be caught, nothing changes. A process forked inside the block (a data-loader worker) keeps the signals'
+    usual meaning: its parent does the stopping."""
     owner = os.getpid()
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(signum: int, frame: Optional[FrameType]) -> None:
         if os.getpid() == owner:
-            raise Stopped(signum)
+            _pending_stops.append(signum)
+            if not _inside_finaliser(frame):
+                raise Stopped(signum)
+            return
         if signum == signal.SIGINT:
             raise KeyboardInterrupt  # what a worker expects of Ctrl-C (PyTorch's end quietly on it)
         signal.signal(signum, signal.SIG_DFL)
@@ -65,6 +91,7 @@ def stop_signals_as_exception() -> Iterator[None]:
     finally:
         for number, old in previous.items():
             signal.signal(number, old)
+        _pending_stops.clear()
 
 
 def run_command(run: Callable[[List[str]], int], argv: Optional[Sequence[str]] = None) -> None:
