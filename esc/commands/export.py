@@ -8,10 +8,11 @@ The network is read off the checkpoint as ``esc/commands/upscale.py`` reads it, 
 constants; with ``--attn-type flashbias`` the biases stay low-rank factors instead, factorised here with
 ``--bias-rank``/``--bias-energy`` unless the checkpoint already holds them), cast to ``--precision`` and traced
 once by ``torch.onnx.export(dynamo=True)`` with symbolic batch, H and W. The per-sample dynamic kernels, a grouped
-convolution with batch × channels groups in PyTorch (ONNX wants a constant group count), are nine shifted products
-in the graph. Before anything is written, the exported graph and the PyTorch network in the same precision
-upscale a batch of two images of another size, whose sides are no multiple of the attention window; a difference
-above ``--tolerance`` is an error and nothing is written. The graph runs on onnxruntime; a bf16 graph, which its CPU
+convolution with batch × channels groups in PyTorch (ONNX wants a constant group count), are one fixed convolution
+that lays out each pixel's 3×3 neighbours, weighted and summed (:func:`per_sample_depthwise_3x3`). Before anything
+is written, the exported graph and the PyTorch network in the same precision upscale a batch of two images of
+another size, whose sides are no multiple of the attention window; a difference above ``--tolerance`` is an error
+and nothing is written. The graph runs on onnxruntime; a bf16 graph, which its CPU
 provider does not run, as its fp32 twin (:func:`fp32_twin`). ``--verify`` repeats the comparison
 on a photograph and prints the largest difference, against fp32 PyTorch too.
 
@@ -73,15 +74,14 @@ def _fold(module: nn.Module, method: str, value: Tensor) -> None:
 
 def per_sample_depthwise_3x3(x: Tensor, kernels: Tensor) -> Tensor:
     """Depthwise 'same' 3×3 convolution of each sample of ``x`` (B, C, H, W) with its own ``kernels`` (B, C, 3, 3),
-    written as nine shifted products so that no shape but the kernel's is fixed: PyTorch's grouped convolution
-    (``esc.archs.layers.depthwise_conv_per_sample``) has batch × channels groups, a constant in ONNX."""
-    height, width = x.shape[-2:]
-    padded = F.pad(x, (1, 1, 1, 1))
-    out = padded[:, :, :height, :width] * kernels[:, :, 0, 0, None, None]
-    for tap in range(1, 9):
-        row, column = divmod(tap, 3)
-        out = out + padded[:, :, row:row + height, column:column + width] * kernels[:, :, row, column, None, None]
-    return out
+    with no shape fixed but the kernels': PyTorch's grouped convolution (``esc.archs.layers.depthwise_conv_per_sample``)
+    has batch × channels groups, a constant in ONNX. One fixed convolution lays each pixel's nine 3×3 neighbours on
+    nine channels (a one-hot kernel per tap, so the copies are exact); the kernels weight them and the nine are summed.
+    Six ops where nine shifted products took seventy: the export's time goes with the graph's op count."""
+    batch, channels, height, width = x.shape
+    taps = torch.eye(9, dtype=x.dtype, device=x.device).view(9, 1, 3, 3)
+    neighbours = F.conv2d(x.reshape(-1, 1, height, width), taps, padding=1).view(batch, channels, 9, height, width)
+    return (neighbours * kernels.reshape(batch, channels, 9, 1, 1)).sum(2)
 
 
 def _shared_large_kernel_conv(self: SharedLargeKernelConv, att: Tensor, lk: Optional[Tensor],
