@@ -206,13 +206,12 @@ def test_fid_between_folders_reads_the_local_inception(full_reference_files, off
     each FID takes the square root of a 2048×2048 matrix, 12 s on two cores."""
     from esc.metrics import full_reference
 
-    built = []
+    build_network, built = full_reference.build_network, []
 
     def recording_build_network(*args, **kwargs):
         built.append(build_network(*args, **kwargs))
         return built[-1]
 
-    build_network = full_reference.build_network
     monkeypatch.setattr(full_reference, 'build_network', recording_build_network)
     flat, noisy = image_folders(tmp_path)
     apart = full_reference.fid_between_folders(str(flat), str(noisy), str(full_reference_files['fid']), device='cpu')
