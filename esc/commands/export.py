@@ -204,7 +204,7 @@ def export_onnx(folded: nn.Module, example: Tensor, opset: int = MIN_OPSET, opti
     network's precision (``example`` has its dtype). An example batch of one is traced as two identical images:
     torch.export fixes a dimension traced at size 1. ``optimize``: run onnxscript's graph optimizer on the
     translated graph (constant folding, dead-code removal); ``False`` (``--no-optimize``) exports the same
-    computation in about a third of the time, as a larger graph."""
+    computation in a little over half the time, as a larger graph."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
@@ -339,8 +339,8 @@ def parser() -> argparse.ArgumentParser:
                    help='centre-crop the --verify photograph to at most this many pixels a side '
                         f'(default {DEFAULT_CROP}, 0: whole)')
     p.add_argument('--no-optimize', dest='optimize', action='store_false',
-                   help="skip onnxscript's graph optimizer: the same computation as a larger graph, exported in about "
-                        'a third of the time')
+                   help="skip onnxscript's graph optimizer: the same computation as a larger graph, exported in a "
+                        'little over half the time')
     p.add_argument('--bias-rank', type=int, default=None,
                    help='with --attn-type flashbias: factorise every position bias at this rank first')
     p.add_argument('--bias-energy', type=float, default=None,
