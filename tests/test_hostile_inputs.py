@@ -28,8 +28,8 @@ from esc.io.checkpoint import weights_metadata, write_safetensors
 from esc.io.images import load_image, pixel_limit
 from tests.helpers.networks import SMALL
 from tests.helpers.paths import REPO
-from tests.helpers.videos import write_video
 from tests.helpers.runs import run_in_process
+from tests.helpers.videos import write_video
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:

@@ -21,8 +21,8 @@ from esc.commands.upscale import video_output_path
 from esc.errors import ESCError
 from esc.io.video import upscale_video
 from tests.helpers.networks import SMALL
-from tests.helpers.videos import RATE, SAMPLE_RATE, picture, write_video
 from tests.helpers.runs import run_in_process
+from tests.helpers.videos import RATE, SAMPLE_RATE, picture, write_video
 
 
 def decoded(path: Path) -> List[av.VideoFrame]:
