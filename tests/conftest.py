@@ -1,7 +1,7 @@
 """The fixtures and hooks every test module may use: the official reference tensors in ../shared (skipped where
-absent), peak memory, the demo's weights, the shrunk IQA networks and their weight files, a seed and torch's compiler
-configuration kept per test. Plain helper functions and constants are in tests/helpers/ (no test module imports
-another, conftest.py included: tests/test_suite_layout.py checks)."""
+absent), peak memory, the demo's weights, the shrunk IQA networks and their weight files, scalar C++ kernels for the
+CPU compile checks, a seed and torch's compiler configuration kept per test. Plain helper functions and constants
+are in tests/helpers/ (no test module imports another, conftest.py included: tests/test_suite_layout.py checks)."""
 from __future__ import annotations
 
 import contextlib
@@ -62,6 +62,22 @@ def measure_peak_memory() -> Iterator[PeakMemory]:
 def peak_memory():
     """:func:`measure_peak_memory` as a fixture: ``with peak_memory() as peak: ...; assert peak.bytes < limit``."""
     return measure_peak_memory
+
+
+@pytest.fixture
+def scalar_cpu_kernels():
+    """Inductor writes scalar C++ kernels for this test's CPU compiles (``cpp.vec_isa_ok`` off, put back after).
+
+    The tests that take it check what this project asks of ``torch.compile``: how many graphs, no graph breaks,
+    outputs equal to the eager network's, parameter names unchanged. How inductor vectorises a C++ loop is not
+    among them, and generating vector code is most of a cold compile on two cores (a fresh environment's compile
+    cache is empty). Measured on a 2-core EPYC with an empty cache: the compiled training check took 73 s with
+    vector kernels and 36–41 s without, the compiled evaluation check 15 s and 7–9 s. Vector kernels are still
+    compiled elsewhere in the suite: FlexAttention's CPU template needs them (it fails with scalar ones)."""
+    import torch._inductor.config
+
+    with torch._inductor.config.patch({'cpp.vec_isa_ok': False}):
+        yield
 
 
 @pytest.fixture(scope='session')

@@ -30,9 +30,12 @@ def test_fast_path_options_are_checked():
     assert str(FAST) == 'compile reduce-overhead, channels-last, TF32 matmuls'
 
 
-def test_compiled_channels_last_network_matches_eager_over_many_sizes_with_one_compile():
+def test_compiled_channels_last_network_matches_eager_over_many_sizes_with_one_compile(scalar_cpu_kernels):
     """Evaluation on the fast path: dynamic shapes, so a handful of sizes compile once or twice, not per size;
-    parameter names (checkpoints, EMA) are unchanged: the compiled wrapper runs beside the network it compiles."""
+    parameter names (checkpoints, EMA) are unchanged: the compiled wrapper runs beside the network it compiles.
+
+    The sizes are all above 640 pixels: torch 2.14's convolution guards the traced graph on that size class (the
+    first of (16, 24) and (24, 40) compiled a second graph), and each graph is a cold compile of seconds here."""
     torch.manual_seed(0)
     eager = ESC(**TINY).eval()
     with torch.no_grad():
@@ -46,7 +49,7 @@ def test_compiled_channels_last_network_matches_eager_over_many_sizes_with_one_c
     torch._dynamo.reset()
     counters.clear()
     with torch.no_grad():
-        for height, width in ((16, 24), (24, 40), (32, 16), (40, 40)):
+        for height, width in ((24, 40), (40, 24), (32, 32), (48, 40)):
             x = torch.rand(1, 3, height, width)
             expected = eager(x)
             got = run(path.input(x))

@@ -168,7 +168,7 @@ def test_fp16_training_on_cuda(tmp_path):
 
 
 @pytest.mark.slow
-def test_compiled_training_and_evaluation_compile_a_bounded_number_of_graphs(tmp_path):
+def test_compiled_training_and_evaluation_compile_a_bounded_number_of_graphs(tmp_path, scalar_cpu_kernels):
     """A compiled training run: one graph for its fixed-size batches, one for evaluating 12 image sizes (height and
     width dynamic), none added by training on afterwards; no graph breaks; the compiled step trains (the weights
     move) and the EMA follows; compiled evaluation equals the plain network's; parameter names are unchanged, so the
@@ -226,7 +226,7 @@ def _saved_weights(model, folder) -> dict:
 
 
 @pytest.mark.slow
-def test_compiled_evaluation_runs_beside_the_network_it_compiles():
+def test_compiled_evaluation_runs_beside_the_network_it_compiles(scalar_cpu_kernels):
     """``val.use_compile`` only: test() runs a compiled wrapper (dynamo compiles a graph) whose output is the plain
     network's; the network itself stays the class it was built as, with its parameter names, and runs eagerly when
     evaluation is switched back to eager (no graph added, nothing of torch's toggled)."""
