@@ -73,9 +73,15 @@ def scalar_cpu_kernels():
     among them, and generating vector code is most of a cold compile on two cores (a fresh environment's compile
     cache is empty). Measured on a 2-core EPYC with an empty cache: the compiled training check took 73 s with
     vector kernels and 36–41 s without, the compiled evaluation check 15 s and 7–9 s. Vector kernels are still
-    compiled elsewhere in the suite: FlexAttention's CPU template needs them (it fails with scalar ones)."""
-    import torch._inductor.config
+    compiled elsewhere in the suite: FlexAttention's CPU template needs them (it fails with scalar ones).
 
+    Inductor caches the instruction sets it finds, judged under the setting of the moment: they are looked up
+    here first, so that the switch does not outlive the test (``cpp.simdlen`` 1 would not be cached, but it
+    leaves the vector code generation, and its time, in place)."""
+    import torch._inductor.config
+    from torch._inductor.cpu_vec_isa import valid_vec_isa_list
+
+    valid_vec_isa_list()
     with torch._inductor.config.patch({'cpp.vec_isa_ok': False}):
         yield
 
