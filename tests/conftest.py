@@ -77,7 +77,9 @@ def scalar_cpu_kernels():
 
     Inductor caches the instruction sets it finds, judged under the setting of the moment: they are looked up
     here first, so that the switch does not outlive the test (``cpp.simdlen`` 1 would not be cached, but it
-    leaves the vector code generation, and its time, in place)."""
+    leaves the vector code generation, and its time, in place). The lookup is inductor's once-a-process probe (it
+    builds and loads a test program per instruction set: about 10 s with an empty cache), which the first vector
+    compile would otherwise pay."""
     import torch._inductor.config
     from torch._inductor.cpu_vec_isa import valid_vec_isa_list
 
