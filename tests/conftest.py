@@ -66,25 +66,20 @@ def peak_memory():
 
 @pytest.fixture
 def scalar_cpu_kernels():
-    """Inductor writes scalar C++ kernels for this test's CPU compiles (``cpp.vec_isa_ok`` off, put back after).
+    """Inductor writes scalar C++ kernels for this test's CPU compiles: ``cpp.simdlen`` 1 matches no vector
+    instruction set (put back after the test).
 
     The tests that take it check what this project asks of ``torch.compile``: how many graphs, no graph breaks,
     outputs equal to the eager network's, parameter names unchanged. How inductor vectorises a C++ loop is not
-    among them, and generating vector code is most of a cold compile on two cores (a fresh environment's compile
-    cache is empty). Measured on a 2-core EPYC with an empty cache: the compiled training check took 73 s with
-    vector kernels and 36–41 s without, the compiled evaluation check 15 s and 7–9 s. Vector kernels are still
-    compiled elsewhere in the suite: FlexAttention's CPU template needs them (it fails with scalar ones).
+    among them, and vector kernels take about half again as long to generate and build on two cores with an empty
+    compile cache (a fresh environment's): 34 s against 23 s for the many-sizes evaluation network on a 2-core
+    EPYC. Vector kernels are still compiled elsewhere in the suite: FlexAttention's CPU template needs them.
 
-    Inductor caches the instruction sets it finds, judged under the setting of the moment: they are looked up
-    here first, so that the switch does not outlive the test (``cpp.simdlen`` 1 would not be cached, but it
-    leaves the vector code generation, and its time, in place). The lookup is inductor's once-a-process probe (it
-    builds and loads a test program per instruction set: about 10 s with an empty cache), which the first vector
-    compile would otherwise pay."""
+    Not ``cpp.vec_isa_ok`` off: inductor caches the instruction sets it finds under the setting of the moment, so
+    every later compile in the process stayed scalar (FlexAttention's failed)."""
     import torch._inductor.config
-    from torch._inductor.cpu_vec_isa import valid_vec_isa_list
 
-    valid_vec_isa_list()
-    with torch._inductor.config.patch({'cpp.vec_isa_ok': False}):
+    with torch._inductor.config.patch({'cpp.simdlen': 1}):
         yield
 
 
