@@ -34,8 +34,9 @@ def test_compiled_channels_last_network_matches_eager_over_many_sizes_with_one_c
     """Evaluation on the fast path: dynamic shapes, so a handful of sizes compile once or twice, not per size;
     parameter names (checkpoints, EMA) are unchanged: the compiled wrapper runs beside the network it compiles.
 
-    The sizes are all above 640 pixels: torch 2.14's convolution guards the traced graph on that size class (the
-    first of (16, 24) and (24, 40) compiled a second graph), and each graph is a cold compile of seconds here."""
+    The sizes all hold more than 640 pixels: torch 2.14's convolution guards a graph traced at fewer on
+    32 × height × width ≤ 20480 (this network's 32 channels), so the sizes used before, from 16×24 to 40×40, compiled
+    a second graph, and each graph is a cold compile of seconds on two cores."""
     torch.manual_seed(0)
     eager = ESC(**TINY).eval()
     with torch.no_grad():
