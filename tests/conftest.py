@@ -1,6 +1,6 @@
 """The fixtures and hooks every test module may use: the official reference tensors in ../shared (skipped where
-absent), peak memory, the demo's weights, the shrunk IQA networks and their weight files, scalar C++ kernels for the
-CPU compile checks, a seed and torch's compiler configuration kept per test. Plain helper functions and constants
+absent), peak memory, the shrunk IQA networks and their weight files, scalar C++ kernels for the CPU compile
+checks, a seed and torch's compiler configuration kept per test. Plain helper functions and constants
 are in tests/helpers/ (no test module imports another, conftest.py included: tests/test_suite_layout.py checks)."""
 from __future__ import annotations
 
@@ -8,15 +8,13 @@ import contextlib
 import dataclasses
 import re
 import sys
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 import torch
 
 import esc.compat  # noqa: F401  (adapts basicsr and registers the networks before any test builds one)
-from tests.helpers.paths import REPO, shared_path
-from tests.helpers.runs import run
+from tests.helpers.paths import shared_path
 
 
 def pytest_collection_modifyitems(config, items):
@@ -94,20 +92,6 @@ def reference():
         return cache[name]
 
     return load
-
-
-@pytest.fixture(scope='session')
-def demo_weights(tmp_path_factory) -> Path:
-    """ESC-light x2 trained by the README's demo, as the README runs it (300 iterations; about two minutes on a quiet
-    2-core CPU) but without its validations and tensorboard logs, once for the session: the demo test checks that it
-    beats bicubic, and the tiling-seam test judges tiles on weights that have learnt something (random ones are far
-    less local)."""
-    root = tmp_path_factory.mktemp('demo')
-    result = run([str(REPO / 'esc/train.py'), '-opt', str(REPO / 'options/demo/train_ESC_light_X2_demo.yml'),
-                  '--force_yml', 'val:val_freq=1000', 'logger:save_checkpoint_freq=300', 'logger:use_tb_logger=false'],
-                 root)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root / 'experiments/demo_ESC_light_X2/models/net_g_300.pth'
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ another (tests/test_suite_layout.py checks): what two test modules need goes her
 - :mod:`tests.helpers.paths`: the checkout (``REPO``), the official reference data beside it (``shared_path``, which
   skips where it is absent), and ``load_script`` for scripts/.
 - :mod:`tests.helpers.runs`: esc/train.py and esc/test.py run as a user starts them (``run``, in this process where it
-  can), tiny option files (``TINY_NET``, ``train_options``, ``write``) and ``assert_resumes_exactly``.
+  can), tiny option files (``TINY_NET``, ``train_options``, ``write``), bicubic's PSNR on the demo's photograph
+  (``BICUBIC_COFFEE_X2``) and ``assert_resumes_exactly``.
 - :mod:`tests.helpers.models`: tiny ESCModels built in this process (``model_options``, ``training_model``).
 - :mod:`tests.helpers.networks`: small networks with random weights (``SMALL``, ``small``, ``randomise``, ...) and
   ``onnx_modules`` (a skip where the optional ONNX packages are missing).

@@ -1,5 +1,6 @@
 """Runs of esc/train.py and esc/test.py as a user starts them (:func:`run`, in this process where it can), the tiny
-option files they read (:data:`TINY_NET`, :func:`train_options`, :func:`write`), and the check that a run resumed
+option files they read (:data:`TINY_NET`, :func:`train_options`, :func:`write`), bicubic's PSNR on the demo's
+validation image (:data:`BICUBIC_COFFEE_X2`), and the check that a run resumed
 from its saved state ends where an uninterrupted one does (:func:`assert_resumes_exactly`)."""
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ METRICS = {
     'ssim': dict(type='calculate_ssim', crop_border=2, test_y_channel=True),
 }
 """The val.metrics of the tiny runs: PSNR and SSIM on Y, border 2 (the scale)."""
+
+
+BICUBIC_COFFEE_X2 = 30.5970
+"""Bicubic's PSNR (Y, border 2) on the demo's validation image, scikit-image's coffee, at ×2: the README's figure,
+the same everywhere."""
 
 
 def train_options(name: str, total_iter: int = 4) -> dict:
