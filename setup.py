@@ -45,7 +45,7 @@ setup(
     install_requires=requirements(),
     extras_require={'export': EXPORT, 'iqa': IQA, 'demo': DEMO, 'plots': PLOTS, 'browser-test': BROWSER_TEST,
                     'spandrel': SPANDREL,
-                    'test': ['pytest', *EXPORT, *IQA, *DEMO, *PLOTS, *BROWSER_TEST, *SPANDREL]},
+                    'test': ['pytest', 'pytest-xdist', *EXPORT, *IQA, *DEMO, *PLOTS, *BROWSER_TEST, *SPANDREL]},
     entry_points={'console_scripts': [f'{command} = esc.{module}:main' for command, module in COMMANDS.items()]},
     license='MIT',
     classifiers=[

@@ -4,11 +4,13 @@ own and what is shared has one home."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 from typing import List, Tuple
 
 import pytest
+import torch
 
 TESTS = Path(__file__).resolve().parent
 
@@ -99,3 +101,24 @@ text = 'tests.test_model'
     assert [line for line, _ in found] == [2, 3]
     assert [name.rpartition('.')[2] for _, name in found] == ['build_model', 'REPO']  # the whole target is named
     assert all(name in source for _, name in found)
+
+
+def test_a_pytest_xdist_worker_runs_on_its_share_of_the_cores():
+    """``python -m pytest -n auto``: each worker's torch, and the processes its tests start (OMP_NUM_THREADS), run on
+    the worker's share of the cores, not on all of them (two workers at two threads each on two cores were slower
+    than one process)."""
+    workers = os.environ.get('PYTEST_XDIST_WORKER_COUNT')
+    if workers is None:
+        pytest.skip('checks a pytest-xdist worker; this run has none (python -m pytest -n auto starts them)')
+    share = max(1, len(os.sched_getaffinity(0)) // int(workers))
+    assert torch.get_num_threads() == int(os.environ['OMP_NUM_THREADS']) == share
+
+
+def test_the_demos_checks_share_one_module_and_its_training():
+    """The README demo's 300 training iterations are a module-scoped fixture of tests/test_demo.py, the one module that
+    uses them: pytest-xdist gives a module's tests to one worker (tests/conftest.py), so the demo trains once."""
+    takes_it = re.compile(r'def test_\w+\([^)]*\bdemo_weights\b')
+    uses = sorted(path.name for path in TESTS.glob('test_*.py') if takes_it.search(path.read_text()))
+    assert uses == ['test_demo.py']
+    fixture = re.search(r"@pytest\.fixture\(scope='(\w+)'\)\ndef demo_weights", (TESTS / 'test_demo.py').read_text())
+    assert fixture and fixture.group(1) == 'module'
