@@ -1,7 +1,7 @@
 """Runs of esc/train.py and esc/test.py as a user starts them (:func:`run`, in this process where it can), the tiny
 option files they read (:data:`TINY_NET`, :func:`train_options`, :func:`write`), bicubic's PSNR on the demo's
-validation image (:data:`BICUBIC_COFFEE_X2`), and the check that a run resumed
-from its saved state ends where an uninterrupted one does (:func:`assert_resumes_exactly`)."""
+validation image (:data:`BICUBIC_COFFEE_X2`), and the check that a run resumed from its saved state ends where an
+uninterrupted one does (:func:`assert_resumes_exactly`)."""
 from __future__ import annotations
 
 import contextlib
