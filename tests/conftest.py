@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import esc.compat  # noqa: F401  (adapts basicsr and registers the networks before any test builds one)
+from esc.io.images import available_memory
 from tests.helpers.paths import shared_path
 
 WORKER_MEMORY_GB = 4
@@ -26,18 +27,13 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 
-def _available_memory_gb() -> float:
-    try:
-        with open('/proc/meminfo') as meminfo:
-            return int(re.search(r'MemAvailable:\s+(\d+) kB', meminfo.read()).group(1)) / 2**20
-    except (OSError, AttributeError):
-        return float('inf')  # not Linux: the cores alone bound the workers
-
-
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hooks: the suite also runs without it (the GPU machine has none)
 def pytest_xdist_auto_num_workers(config) -> int:
-    """``-n auto`` (the README's test command): a worker per core, as many as the available memory holds."""
-    return max(1, min(_cores(), int(_available_memory_gb() // WORKER_MEMORY_GB)))
+    """``-n auto`` (the README's test command): a worker per core, as many as the available memory holds (the cores
+    alone where the system cannot tell its memory)."""
+    memory = available_memory()
+    workers = _cores() if memory is None else min(_cores(), memory // (WORKER_MEMORY_GB * 2**30))
+    return max(1, workers)
 
 
 @pytest.hookimpl(optionalhook=True)
